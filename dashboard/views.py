@@ -1,0 +1,17 @@
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("Runyard")
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+def runs_list(request: HttpRequest) -> HttpResponse:
+    return HttpResponse("runs")
+
+
+def run_detail(request: HttpRequest, run_id: str) -> HttpResponse:
+    return HttpResponse(run_id)

@@ -1,0 +1,32 @@
+"""Example tasks, loaded by `make run` (RUNYARD_TASK_MODULES=example_tasks)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runs.registry import Retry, task
+
+
+@task(id="hello-world")
+def hello_world(payload: Any) -> dict[str, str]:
+    """Greets whoever the payload names: {"name": "Ada"} -> {"message": "Hello, Ada!"}."""
+    name = payload.get("name", "world") if isinstance(payload, dict) else (payload or "world")
+    return {"message": f"Hello, {name}!"}
+
+
+@task(id="hello-world-2", queue="greetings", concurrency_limit=5)
+def hello_world_2(payload: Any) -> dict[str, Any]:
+    return {"message": "Hello again!", "received": payload}
+
+
+@task(id="always-fails", retry=Retry(max_attempts=2, min_timeout=1))
+def always_fails(payload: Any) -> None:
+    raise RuntimeError("this task always fails")
+
+
+@task(id="sleep", max_duration=3600)
+def sleep(payload: Any) -> dict[str, float]:
+    seconds = float(payload.get("seconds", 1)) if isinstance(payload, dict) else 1.0
+    time.sleep(seconds)
+    return {"slept": seconds}

@@ -1,0 +1,284 @@
+"""The run ledger: environments, API keys, task definitions, queues, runs and their events.
+
+Status is written only by runs.engine; everything here is data and named querysets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+from django.db.models import Q
+
+from runs.states import FINAL_STATUSES, RunStatus
+
+ID_ALPHABET = string.digits + string.ascii_lowercase
+
+
+def make_id(prefix: str) -> str:
+    """`<prefix>_` + 25 lowercase alphanumerics, like the reference's friendly ids."""
+    return prefix + "_" + "".join(secrets.choice(ID_ALPHABET) for _ in range(25))
+
+
+def new_run_id() -> str:
+    return make_id("run")
+
+
+class Environment(models.Model):
+    """dev, staging or prod: every run and API key belongs to exactly one."""
+
+    slug = models.SlugField(unique=True)
+    name = models.CharField(max_length=64)
+    # The reference gives dev runs a default TTL and no one else (see runs.engine).
+    kind = models.CharField(max_length=16, default="DEVELOPMENT")
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def active(self) -> ApiKeyQuerySet:
+        return self.filter(revoked_at__isnull=True)
+
+
+KEY_PREFIXES = {"dev": "tr_dev_", "staging": "tr_stg_", "prod": "tr_prod_"}
+
+
+class ApiKey(models.Model):
+    """A secret key scoped to one environment; only its SHA-256 is stored."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    # First characters of the key, to recognise it in lists; never enough to use it.
+    hint = models.CharField(max_length=16)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiKeyQuerySet.as_manager()
+
+    @staticmethod
+    def hash(secret: str) -> str:
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+    @classmethod
+    def generate(cls, environment: Environment, name: str = "") -> tuple[ApiKey, str]:
+        """Create a key; returns the row and the secret, which is never stored."""
+        alphabet = string.ascii_letters + string.digits
+        prefix = KEY_PREFIXES.get(environment.slug, f"tr_{environment.slug}_")
+        # 32 characters: never the 24-character `_sk_` shape the SDK refuses to self-sign with.
+        secret = prefix + "".join(secrets.choice(alphabet) for _ in range(32))
+        key = cls.objects.create(
+            environment=environment, name=name, key_hash=cls.hash(secret), hint=secret[: len(prefix) + 4]
+        )
+        return key, secret
+
+
+class TaskDefinition(models.Model):
+    """A task some worker serves, recorded by the worker at start-up."""
+
+    task_id = models.CharField(max_length=128, unique=True)
+    queue = models.CharField(max_length=128)
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    max_attempts = models.PositiveIntegerField(default=1)
+    retry = models.JSONField(default=dict)
+    max_duration = models.PositiveIntegerField(null=True, blank=True)
+    machine = models.CharField(max_length=16)
+    module = models.CharField(max_length=256, blank=True)
+    payload_schema = models.JSONField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return self.task_id
+
+
+class Worker(models.Model):
+    """A Celery worker that announced itself; last_seen_at tells if it is alive."""
+
+    hostname = models.CharField(max_length=255, unique=True)
+    queues = ArrayField(models.CharField(max_length=128), default=list)
+    tasks = ArrayField(models.CharField(max_length=128), default=list)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+
+
+class Queue(models.Model):
+    """A named queue of one environment with its optional concurrency limit."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="queues")
+    name = models.CharField(max_length=256)
+    concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["environment", "name"], name="queue_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def unfinished(self) -> RunQuerySet:
+        return self.exclude(status__in=FINAL_STATUSES)
+
+    def finished(self) -> RunQuerySet:
+        return self.filter(status__in=FINAL_STATUSES)
+
+    def queued(self) -> RunQuerySet:
+        return self.filter(status=RunStatus.QUEUED)
+
+    def delayed(self) -> RunQuerySet:
+        return self.filter(status=RunStatus.DELAYED)
+
+
+TRIGGER_FUNCTIONS = ["trigger", "triggerAndWait", "batchTrigger", "batchTriggerAndWait"]
+
+
+class Run(models.Model):
+    """One triggered execution of a task, from trigger to final status."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_run_id, editable=False)
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="runs")
+    task_identifier = models.CharField(max_length=128)
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+
+    # Payload and output exactly as sent (e.g. a SuperJSON string) with their content types.
+    payload = models.TextField(blank=True)
+    payload_type = models.CharField(max_length=64, default="application/json")
+    output = models.TextField(null=True, blank=True)
+    output_type = models.CharField(max_length=64, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    metadata = models.JSONField(null=True, blank=True)
+    tags = ArrayField(models.CharField(max_length=128), default=list, blank=True)
+
+    queue = models.CharField(max_length=256)
+    concurrency_key = models.CharField(max_length=256, blank=True)
+    machine = models.CharField(max_length=16)
+    region = models.CharField(max_length=64, blank=True)
+    priority_ms = models.BigIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    max_duration = models.PositiveIntegerField(null=True, blank=True)  # seconds
+    ttl = models.PositiveIntegerField(null=True, blank=True)  # seconds
+    options = models.JSONField(default=dict, blank=True)  # every option as given, for display
+
+    idempotency_key = models.CharField(max_length=2048, null=True, blank=True)
+    idempotency_key_user = models.CharField(max_length=2048, blank=True)
+    idempotency_key_expires_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    delay_until = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)  # first time queued; TTL counts from it
+    # Earliest time the engine may admit it (retry backoff); also its queue order key.
+    available_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    dispatch_count = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True)
+
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants")
+    depth = models.PositiveIntegerField(default=0)
+    trigger_function = models.CharField(max_length=32, default="trigger")
+    replayed_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    is_test = models.BooleanField(default=False)
+    trigger_source = models.CharField(max_length=16, default="api")
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["environment", "-created_at", "-id"], name="run_env_created"),
+            models.Index(fields=["environment", "status", "-created_at"], name="run_env_status"),
+            models.Index(fields=["environment", "task_identifier", "-created_at"], name="run_env_task"),
+            GinIndex(fields=["tags"], name="run_tags"),
+            models.Index(
+                fields=["environment", "queue", "available_at"],
+                name="run_queued",
+                condition=Q(status=RunStatus.QUEUED),
+            ),
+            models.Index(fields=["delay_until"], name="run_delayed", condition=Q(status=RunStatus.DELAYED)),
+            models.Index(
+                fields=["queue"], name="run_active", condition=Q(status__in=["DEQUEUED", "EXECUTING"])
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                name="run_status_valid", condition=Q(status__in=[s.value for s in RunStatus])
+            ),
+            # finished_at is set exactly when the status is final.
+            models.CheckConstraint(
+                name="run_finished_iff_final",
+                condition=Q(status__in=list(FINAL_STATUSES), finished_at__isnull=False)
+                | (~Q(status__in=list(FINAL_STATUSES)) & Q(finished_at__isnull=True)),
+            ),
+            models.CheckConstraint(
+                name="run_delayed_has_time", condition=~Q(status="DELAYED") | Q(delay_until__isnull=False)
+            ),
+            models.UniqueConstraint(
+                fields=["environment", "task_identifier", "idempotency_key"],
+                name="run_idempotency_key_unique",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class RunEvent(models.Model):
+    """One status transition (or notable action) in a run's timeline."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    from_status = models.CharField(max_length=16, blank=True)  # blank for creation
+    to_status = models.CharField(max_length=16)
+    actor = models.CharField(max_length=128)
+    reason = models.CharField(max_length=512, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["at", "id"]
+        indexes = [models.Index(fields=["run", "at"], name="runevent_run_at")]
+
+
+class RunAttempt(models.Model):
+    """One execution attempt of a run on a worker."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=RunStatus.choices)
+    worker = models.CharField(max_length=255, blank=True)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_unique_number")]
+
+
+class RequestIdempotency(models.Model):
+    """Maps a client's request idempotency key to the run it created (SDK retries)."""
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE)
+    task_identifier = models.CharField(max_length=128)
+    key = models.CharField(max_length=128)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "task_identifier", "key"], name="request_key_unique")
+        ]

@@ -1,12 +1,8 @@
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 
 
 def home(request: HttpRequest) -> HttpResponse:
     return HttpResponse("Runyard")
-
-
-def healthz(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"ok": True})
 
 
 def runs_list(request: HttpRequest) -> HttpResponse:

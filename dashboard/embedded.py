@@ -7,6 +7,7 @@ that points at the same directory. `stop_all` is called by the launcher on exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -87,15 +88,11 @@ def stop_all(var_dir: Path) -> None:
     """Stop the embedded servers of var_dir, if they run."""
     pidfile = var_dir / "redis" / "redis.pid"
     if pidfile.exists():
-        try:
+        with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pidfile.read_text().strip()), 15)
-        except (ValueError, ProcessLookupError):
-            pass
     pgdata = var_dir / "pg"
     if (pgdata / "postmaster.pid").exists():
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "stop", "-m", "fast"], pgdata=pgdata, user="pgserver" if os.geteuid() == 0 else None)
-        except subprocess.CalledProcessError:
-            pass

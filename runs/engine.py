@@ -266,9 +266,7 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
 def heartbeat(*, run_id: str, attempt: int, now: datetime | None = None) -> bool:
     """Record that attempt `attempt` is alive; False if the run moved on (stop working)."""
     now = now or timezone.now()
-    updated = Run.objects.filter(pk=run_id, status=RunStatus.EXECUTING, attempt_count=attempt).update(
-        heartbeat_at=now
-    )
+    updated = Run.objects.filter(pk=run_id, status=RunStatus.EXECUTING, attempt_count=attempt).update(heartbeat_at=now)
     return updated == 1
 
 
@@ -496,11 +494,7 @@ def requeue_lost(*, now: datetime) -> int:
 def admit(*, now: datetime) -> int:
     """Hand QUEUED runs to Celery in queue order while their queue has free slots."""
     pending = (
-        Run.objects.queued()
-        .filter(available_at__lte=now)
-        .values_list("environment_id", "queue")
-        .distinct()
-        .order_by()
+        Run.objects.queued().filter(available_at__lte=now).values_list("environment_id", "queue").distinct().order_by()
     )
     return sum(_admit_queue(environment_id, name, now) for environment_id, name in pending)
 
@@ -541,4 +535,4 @@ def _dispatch(run: Run, now: datetime) -> None:
 def _send_to_celery(run_id: str, dispatch: int, queue: str) -> None:
     from runs.tasks import execute_run
 
-    execute_run.apply_async(args=[run_id], task_id=celery_task_id(run_id, dispatch), queue=queue)
+    execute_run.apply_async(args=(run_id,), task_id=celery_task_id(run_id, dispatch), queue=queue)

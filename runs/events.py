@@ -38,7 +38,7 @@ def _send(environment_id: int, run_id: str, created: bool) -> None:
     try:
         async_to_sync(layer.group_send)(env_group(environment_id), message)
         async_to_sync(layer.group_send)(run_group(run_id), message)
-    except Exception:  # noqa: BLE001 - live updates must never fail a state change
+    except Exception:
         log.warning("could not publish change of %s", run_id, exc_info=True)
 
 

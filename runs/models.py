@@ -150,7 +150,7 @@ class Run(models.Model):
     # Payload and output exactly as sent (e.g. a SuperJSON string) with their content types.
     payload = models.TextField(blank=True)
     payload_type = models.CharField(max_length=64, default="application/json")
-    output = models.TextField(null=True, blank=True)
+    output = models.TextField(null=True, blank=True)  # noqa: DJ001 - None: no output yet; "" is empty
     output_type = models.CharField(max_length=64, blank=True)
     error = models.JSONField(null=True, blank=True)
     metadata = models.JSONField(null=True, blank=True)
@@ -166,7 +166,7 @@ class Run(models.Model):
     ttl = models.PositiveIntegerField(null=True, blank=True)  # seconds
     options = models.JSONField(default=dict, blank=True)  # every option as given, for display
 
-    idempotency_key = models.CharField(max_length=2048, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=2048, null=True, blank=True)  # noqa: DJ001 - NULL stays out of the unique key
     idempotency_key_user = models.CharField(max_length=2048, blank=True)
     idempotency_key_expires_at = models.DateTimeField(null=True, blank=True)
 
@@ -188,9 +188,7 @@ class Run(models.Model):
     root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants")
     depth = models.PositiveIntegerField(default=0)
     trigger_function = models.CharField(max_length=32, default="trigger")
-    replayed_from = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
-    )
+    replayed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
     is_test = models.BooleanField(default=False)
     trigger_source = models.CharField(max_length=16, default="api")
 
@@ -209,14 +207,10 @@ class Run(models.Model):
                 condition=Q(status=RunStatus.QUEUED),
             ),
             models.Index(fields=["delay_until"], name="run_delayed", condition=Q(status=RunStatus.DELAYED)),
-            models.Index(
-                fields=["queue"], name="run_active", condition=Q(status__in=["DEQUEUED", "EXECUTING"])
-            ),
+            models.Index(fields=["queue"], name="run_active", condition=Q(status__in=["DEQUEUED", "EXECUTING"])),
         ]
         constraints = [
-            models.CheckConstraint(
-                name="run_status_valid", condition=Q(status__in=[s.value for s in RunStatus])
-            ),
+            models.CheckConstraint(name="run_status_valid", condition=Q(status__in=[s.value for s in RunStatus])),
             # finished_at is set exactly when the status is final.
             models.CheckConstraint(
                 name="run_finished_iff_final",

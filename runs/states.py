@@ -43,9 +43,7 @@ FINAL_STATUSES: frozenset[str] = frozenset(
     {S.COMPLETED, S.CANCELED, S.FAILED, S.CRASHED, S.SYSTEM_FAILURE, S.EXPIRED, S.TIMED_OUT}
 )
 # Idempotency keys of runs ending in these are released so a retrigger makes a new run.
-KEY_RELEASING_STATUSES: frozenset[str] = frozenset(
-    {S.FAILED, S.CRASHED, S.SYSTEM_FAILURE, S.TIMED_OUT, S.EXPIRED}
-)
+KEY_RELEASING_STATUSES: frozenset[str] = frozenset({S.FAILED, S.CRASHED, S.SYSTEM_FAILURE, S.TIMED_OUT, S.EXPIRED})
 ACTIVE_STATUSES: frozenset[str] = frozenset({S.DEQUEUED, S.EXECUTING})  # hold a concurrency slot
 
 TRANSITIONS: dict[str, frozenset[str]] = {

@@ -8,5 +8,5 @@ from runs import worker
 
 
 @shared_task(bind=True, name="runyard.execute_run", acks_late=True, reject_on_worker_lost=True)
-def execute_run(self: Task, run_id: str) -> None:  # type: ignore[type-arg]
+def execute_run(self: Task, run_id: str) -> None:
     worker.execute(run_id=run_id, hostname=self.request.hostname or "unknown")

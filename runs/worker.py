@@ -25,7 +25,11 @@ def execute(*, run_id: str, hostname: str) -> None:
     run, number = attempt.run, attempt.number
     spec = registry.get(run.task_identifier)
     if spec is None:
-        engine.system_failure(run_id=run_id, attempt=number, error=_error(f"task {run.task_identifier!r} is not served by worker {hostname}"))
+        engine.system_failure(
+            run_id=run_id,
+            attempt=number,
+            error=_error(f"task {run.task_identifier!r} is not served by worker {hostname}"),
+        )
         return
     with Heartbeat(run_id, number):
         try:
@@ -70,7 +74,7 @@ class Heartbeat:
         try:
             while not self.stopped.wait(settings.RUNYARD_HEARTBEAT_INTERVAL):
                 engine.heartbeat(run_id=self.run_id, attempt=self.attempt)
-        except Exception:  # noqa: BLE001 - a missed beat is survivable; the engine has a timeout
+        except Exception:
             log.warning("heartbeat for %s failed", self.run_id, exc_info=True)
         finally:
             connection.close()
@@ -108,6 +112,6 @@ def _keep_alive(hostname: str) -> None:
     while not _alive.wait(settings.RUNYARD_HEARTBEAT_INTERVAL):
         try:
             engine.worker_seen(hostname=hostname)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.warning("could not record worker liveness", exc_info=True)
             close_old_connections()

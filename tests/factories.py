@@ -7,7 +7,11 @@ from typing import Any
 from runs import engine
 from runs.models import ApiKey, Environment, Run, TaskDefinition
 
-ENVIRONMENTS = {"dev": ("Development", "DEVELOPMENT"), "staging": ("Staging", "STAGING"), "prod": ("Production", "PRODUCTION")}
+ENVIRONMENTS = {
+    "dev": ("Development", "DEVELOPMENT"),
+    "staging": ("Staging", "STAGING"),
+    "prod": ("Production", "PRODUCTION"),
+}
 
 
 def environment(slug: str = "dev") -> Environment:

@@ -1,0 +1,212 @@
+"""Parsing trigger requests (payload, task id, options) into what runs.engine.trigger takes.
+
+Pure functions shared by the REST API, the dashboard and the Python SDK. Option keys are
+the wire protocol's camelCase (`maxAttempts`); snake_case (`max_attempts`) is accepted too.
+Unknown keys are kept in TriggerOptions.raw and otherwise ignored, never rejected: the
+official SDK sends keys (payloadSize, lockToVersion, ...) that Runyard does not use.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from runs import packets, registry
+from runs.engine import TriggerOptions
+
+MAX_TAGS = 10
+MAX_TAG_LENGTH = 128
+MAX_METADATA_BYTES = 256 * 1024
+MAX_INT = 2**31 - 1  # PostgreSQL integer columns (ttl, max_duration, max_attempts)
+MIN_MAX_DURATION = 5  # seconds; the reference server clamps maxDuration to [5, 2^31-1]
+PAYLOAD_TYPES = (packets.SUPERJSON, packets.JSON, packets.TEXT)
+
+DURATION_RE = re.compile(r"^(\d+(w|d|hr|h|m|s))+$")
+_DURATION_PART = re.compile(r"(\d+)(w|d|hr|h|m|s)")
+_UNIT_SECONDS = {"w": 604800, "d": 86400, "hr": 3600, "h": 3600, "m": 60, "s": 1}
+
+
+class OptionError(ValueError):
+    """A rejected trigger input; `message` names the field and the rule it breaks."""
+
+    def __init__(self, field: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.field, self.message, self.status = field, message, status
+
+
+# --- durations ----------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds of a duration like "1h30m" or "7d" (grammar of the reference); None if invalid."""
+    if len(text) > 100 or not DURATION_RE.match(text):
+        return None
+    return sum(int(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+def format_duration(seconds: int) -> str:
+    """The reference's stringifyDuration: 600 -> "10m", 3661 -> "1h1m1s" ("" for 0)."""
+    parts = []
+    for unit in ("w", "d", "h", "m", "s"):
+        count, seconds = divmod(seconds, _UNIT_SECONDS[unit])
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+# --- task id and payload ------------------------------------------------------------------
+
+
+def parse_task_id(task_id: str) -> str:
+    """The task id as given, if it could ever name a registered task."""
+    if not registry.TASK_ID_RE.match(task_id):
+        raise OptionError("taskId", "taskId must be 1-128 characters of letters, digits and _-./:")
+    return task_id
+
+
+def parse_payload(payload: Any, payload_type: Any) -> tuple[str, str]:
+    """(data, content type) to store: strings verbatim after a check against their type."""
+    if not isinstance(payload, str):
+        # A JSON value in the body itself (not the SDK's serialized string) is stored as JSON.
+        return packets.encode(payload)
+    content_type = packets.JSON if payload_type is None else payload_type
+    if content_type not in PAYLOAD_TYPES:
+        raise OptionError("payloadType", f"options.payloadType must be one of {', '.join(PAYLOAD_TYPES)}")
+    if "\x00" in payload:
+        raise OptionError("payload", "payload must not contain NUL characters")
+    if payload and content_type != packets.TEXT:
+        try:
+            packets.decode(payload, content_type)
+        except packets.PacketError as exc:
+            raise OptionError("payload", f"payload is not valid {content_type}: {exc}") from exc
+    return payload, content_type
+
+
+# --- options ------------------------------------------------------------------------------
+
+
+def camel_case(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def parse_trigger_options(raw: Any) -> TriggerOptions:
+    """Validate the options of one trigger. Raises OptionError naming the offending option."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise OptionError("options", "options must be a JSON object")
+    _check_storable(raw)
+    given = {camel_case(key): value for key, value in raw.items() if value is not None}
+    options = TriggerOptions(raw=raw)
+    for key, parse in _PARSERS.items():
+        if key in given:
+            parse(options, given[key])
+    return options
+
+
+def _check_storable(raw: dict[str, Any]) -> None:
+    # Every option is kept (Run.options) for display, so it must fit in a jsonb column.
+    try:
+        text = json.dumps(raw, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise OptionError("options", "options must contain only JSON values") from exc
+    if "\\u0000" in text:
+        raise OptionError("options", "options must not contain NUL characters")
+
+
+def _queue(options: TriggerOptions, value: Any) -> None:
+    # The wire sends {"name": ...}; the SDK option and the dashboard form give the plain name.
+    name = value.get("name") if isinstance(value, dict) else value
+    options.queue = _text("queue.name", name, 256) or None
+
+
+def _concurrency_key(options: TriggerOptions, value: Any) -> None:
+    if _is_number(value):
+        value = str(int(value)) if float(value).is_integer() else str(value)
+    options.concurrency_key = _text("concurrencyKey", value, 256)
+
+
+def _tags(options: TriggerOptions, value: Any) -> None:
+    tags = [value] if isinstance(value, str) else value
+    if not isinstance(tags, list):
+        raise OptionError("tags", "options.tags must be a string or a list of strings")
+    unique = list(dict.fromkeys(_text("tags", tag, MAX_TAG_LENGTH) for tag in tags))
+    if len(unique) > MAX_TAGS:
+        raise OptionError("tags", f"Too many tags: {len(unique)} given, a run can have at most {MAX_TAGS}", 422)
+    options.tags = unique
+
+
+def _metadata(options: TriggerOptions, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise OptionError("metadata", "options.metadata must be a JSON object")
+    if len(json.dumps(value).encode()) > MAX_METADATA_BYTES:
+        raise OptionError("metadata", "options.metadata must be at most 256 KiB of JSON", 413)
+    options.metadata = value
+
+
+def _max_attempts(options: TriggerOptions, value: Any) -> None:
+    if not _is_number(value) or not float(value).is_integer() or not 1 <= value <= MAX_INT:
+        raise OptionError("maxAttempts", "options.maxAttempts must be an integer of at least 1")
+    options.max_attempts = int(value)
+
+
+def _max_duration(options: TriggerOptions, value: Any) -> None:
+    if not _is_number(value) or not math.isfinite(value):
+        raise OptionError("maxDuration", "options.maxDuration must be a number of seconds")
+    options.max_duration = min(max(math.ceil(value), MIN_MAX_DURATION), MAX_INT)
+
+
+def _priority(options: TriggerOptions, value: Any) -> None:
+    if not _is_number(value) or not 0 <= value <= MAX_INT:
+        raise OptionError("priority", f"options.priority must be a number of seconds from 0 to {MAX_INT}")
+    options.priority = float(value)
+
+
+def _machine(options: TriggerOptions, value: Any) -> None:
+    if value not in registry.MACHINES:
+        raise OptionError("machine", f"options.machine must be one of {', '.join(registry.MACHINES)}")
+    options.machine = value
+
+
+def _region(options: TriggerOptions, value: Any) -> None:
+    options.region = _text("region", value, 64)
+
+
+def _ttl(options: TriggerOptions, value: Any) -> None:
+    seconds = parse_duration(value) if isinstance(value, str) else None
+    if _is_number(value) and float(value).is_integer() and value >= 0:
+        seconds = int(value)
+    if seconds is None or seconds > MAX_INT:
+        raise OptionError("ttl", 'options.ttl must be a duration like "10m" or "1h30m", or a number of seconds')
+    options.ttl = seconds
+
+
+_PARSERS = {
+    "queue": _queue,
+    "concurrencyKey": _concurrency_key,
+    "tags": _tags,
+    "metadata": _metadata,
+    "maxAttempts": _max_attempts,
+    "maxDuration": _max_duration,
+    "priority": _priority,
+    "machine": _machine,
+    "region": _region,
+    "ttl": _ttl,
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _text(field: str, value: Any, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise OptionError(field, f"options.{field} must be a string")
+    if len(value) > max_length:
+        raise OptionError(field, f"options.{field} must be at most {max_length} characters")
+    if "\x00" in value:
+        raise OptionError(field, f"options.{field} must not contain NUL characters")
+    return value

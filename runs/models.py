@@ -174,6 +174,7 @@ class Run(models.Model):
     updated_at = models.DateTimeField()
     delay_until = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)  # first time queued; TTL counts from it
+    expires_at = models.DateTimeField(null=True, blank=True)  # queued_at + ttl, set once
     # Earliest time the engine may admit it (retry backoff); also its queue order key.
     available_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -207,6 +208,10 @@ class Run(models.Model):
                 condition=Q(status=RunStatus.QUEUED),
             ),
             models.Index(fields=["delay_until"], name="run_delayed", condition=Q(status=RunStatus.DELAYED)),
+            models.Index(
+                fields=["expires_at"], name="run_expiring", condition=Q(status__in=["QUEUED", "PENDING_VERSION"])
+            ),
+            models.Index(fields=["heartbeat_at"], name="run_executing", condition=Q(status="EXECUTING")),
             models.Index(fields=["queue"], name="run_active", condition=Q(status__in=["DEQUEUED", "EXECUTING"])),
         ]
         constraints = [

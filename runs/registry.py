@@ -124,5 +124,8 @@ def definition_fields(spec: TaskSpec) -> dict[str, Any]:
 
 
 def celery_queue(machine: str, region: str = "") -> str:
-    """The Celery queue that workers for this machine preset (and region) consume."""
-    return f"runyard.{machine}" + (f".{region}" if region else "")
+    """The Celery queue that workers for this machine preset consume.
+
+    Region is recorded on the run but not routed yet: no worker would consume such a queue.
+    """
+    return f"runyard.{machine}"

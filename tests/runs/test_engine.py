@@ -61,9 +61,9 @@ def test_a_task_no_worker_serves_waits_as_pending_version_until_one_does(dev: En
     assert run.status == RunStatus.QUEUED
 
 
-def test_dev_runs_get_a_ten_minute_ttl_and_prod_runs_none(dev: Environment, prod: Environment) -> None:
+def test_dev_runs_get_a_ten_minute_ttl_and_prod_runs_fourteen_days(dev: Environment, prod: Environment) -> None:
     assert factories.run(env="dev").ttl == 600
-    assert factories.run(env="prod").ttl is None
+    assert factories.run(env="prod").ttl == 14 * 86400
 
 
 def test_request_key_returns_the_first_run_instead_of_a_duplicate(dev: Environment) -> None:

@@ -1,0 +1,60 @@
+"""The engine: the only writer of run state.
+
+Every status change is a compare-and-set under a row lock, appends a RunEvent and
+publishes after commit. A stale caller (a redelivered Celery message, a late heartbeat)
+finds the run in another status and changes nothing.
+
+    core        transitions, timeline events, shared helpers
+    triggering  creating runs
+    execution   attempts reported by workers
+    actions     cancel, reschedule
+    workers     worker registration
+    scheduler   time-driven work done by the engine process
+"""
+
+from runs.engine.actions import cancel_run, reschedule_run
+from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
+from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
+from runs.engine.scheduler import (
+    ADMIT_BATCH,
+    admit,
+    expire_runs,
+    promote_delayed,
+    promote_pending_version,
+    recover_stalled,
+    requeue_lost,
+    tick,
+)
+from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
+from runs.engine.workers import register_worker, unregister_worker, worker_seen
+
+__all__ = [
+    "ADMIT_BATCH",
+    "DEV_DEFAULT_TTL",
+    "ENGINE",
+    "MAX_TTL",
+    "Actor",
+    "EngineError",
+    "RunNotFound",
+    "TriggerOptions",
+    "TriggerResult",
+    "admit",
+    "cancel_run",
+    "celery_task_id",
+    "complete_attempt",
+    "expire_runs",
+    "fail_attempt",
+    "heartbeat",
+    "promote_delayed",
+    "promote_pending_version",
+    "recover_stalled",
+    "register_worker",
+    "requeue_lost",
+    "reschedule_run",
+    "start_attempt",
+    "system_failure",
+    "tick",
+    "trigger",
+    "unregister_worker",
+    "worker_seen",
+]

@@ -1,0 +1,134 @@
+"""Shared machinery of the engine: compare-and-set transitions and their timeline events."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from runs import events
+from runs.models import Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition
+from runs.states import FINAL_STATUSES, can_transition, sources_of
+
+Actor = str  # "engine", "worker:<host>", "api:<key hint>", "user:<username>", "sdk"
+ENGINE: Actor = "engine"
+Change = Callable[[Run], list[str]]  # sets fields on the locked run, returns their names
+
+
+class EngineError(Exception):
+    """A request the engine refuses; the message is safe to show to the caller."""
+
+
+class RunNotFound(EngineError):
+    pass
+
+
+def record(
+    run: Run,
+    from_status: str,
+    to_status: str,
+    *,
+    actor: Actor,
+    reason: str = "",
+    now: datetime,
+    data: dict[str, Any] | None = None,
+    created: bool = False,
+) -> None:
+    """Append a timeline event and publish the change after commit."""
+    RunEvent.objects.create(
+        run=run, at=now, from_status=from_status, to_status=to_status, actor=actor, reason=reason, data=data or {}
+    )
+    events.publish_run_changed(environment_id=run.environment_id, run_id=run.id, created=created)
+
+
+def transition(
+    run_id: str,
+    to_status: str,
+    *,
+    actor: Actor,
+    now: datetime,
+    reason: str = "",
+    allowed_from: list[str] | None = None,
+    guard: Callable[[Run], bool] | None = None,
+    changes: Change | None = None,
+    data: dict[str, Any] | None = None,
+) -> Run | None:
+    """Move run_id to to_status if it is in an allowed status (and guard holds).
+
+    Returns the updated run, or None when nothing changed. Must run inside a transaction.
+    """
+    sources = allowed_from or sources_of(to_status)
+    run = Run.objects.select_for_update().filter(pk=run_id, status__in=sources).first()
+    if run is None or (guard is not None and not guard(run)):
+        return None
+    from_status = run.status
+    assert can_transition(from_status, to_status), (from_status, to_status)
+    run.status = to_status
+    run.updated_at = now
+    fields = ["status", "updated_at"]
+    if to_status in FINAL_STATUSES:
+        run.finished_at = now
+        fields.append("finished_at")
+    if changes is not None:
+        fields += changes(run)
+    run.save(update_fields=fields)
+    record(run, from_status, to_status, actor=actor, reason=reason, now=now, data=data)
+    return run
+
+
+def mark_queued(run: Run, when: datetime) -> list[str]:
+    """Set the queue-order key and, the first time only, the TTL clock."""
+    run.available_at = when - timedelta(milliseconds=run.priority_ms)
+    if run.queued_at is None:
+        # TTL counts from the first time the run is queued, and is never re-armed.
+        run.queued_at = when
+        run.expires_at = when + timedelta(seconds=run.ttl) if run.ttl else None
+    return ["available_at", "queued_at", "expires_at"]
+
+
+def ensure_queue(environment: Environment, name: str, definition: TaskDefinition | None) -> None:
+    limit = definition.concurrency_limit if definition and definition.queue == name else None
+    Queue.objects.get_or_create(environment=environment, name=name, defaults={"concurrency_limit": limit})
+
+
+def set_error(error: dict[str, Any]) -> Change:
+    def change(run: Run) -> list[str]:
+        run.error = error
+        return ["error"]
+
+    return change
+
+
+def finish_attempt(run: Run, number: int, status: str, now: datetime, error: dict[str, Any] | None = None) -> None:
+    RunAttempt.objects.filter(run=run, number=number).update(status=status, finished_at=now, error=error)
+
+
+def celery_task_id(run_id: str, dispatch: int) -> str:
+    return f"{run_id}-{dispatch}"
+
+
+def bulk_transition(
+    runs: list[Run], to_status: str, *, actor: Actor, now: datetime, reason: str, changes: Change | None = None
+) -> int:
+    """Move runs (already locked FOR UPDATE by the caller) to to_status in one statement."""
+    fields = {"status", "updated_at"}
+    moved = []
+    for run in runs:
+        from_status = run.status
+        if not can_transition(from_status, to_status):
+            continue
+        run.status, run.updated_at = to_status, now
+        if to_status in FINAL_STATUSES:
+            run.finished_at = now
+            fields.add("finished_at")
+        if changes is not None:
+            fields.update(changes(run))
+        moved.append((run, from_status))
+    Run.objects.bulk_update([run for run, _ in moved], sorted(fields))
+    RunEvent.objects.bulk_create(
+        RunEvent(run=run, at=now, from_status=frm, to_status=to_status, actor=actor, reason=reason)
+        for run, frm in moved
+    )
+    for run, _ in moved:
+        events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)
+    return len(moved)

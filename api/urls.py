@@ -1,8 +1,12 @@
-from django.urls import path
+from django.urls import path, re_path
 
 from api import views
 
 urlpatterns = [
+    path("healthz", views.healthz, name="healthz"),
+    # <path:...>: an encodeURIComponent'd task id arrives decoded and may contain "/".
     path("api/v1/tasks/<path:task_id>/trigger", views.trigger_task, name="api-trigger"),
     path("api/v3/runs/<str:run_id>", views.retrieve_run, name="api-retrieve-run"),
+    # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
+    re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

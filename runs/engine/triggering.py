@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from runs import events, registry
@@ -59,16 +59,23 @@ def trigger(
     """Create a run of task_id; returns it, or the run a repeated request_key already made."""
     now = now or timezone.now()
     options = options or TriggerOptions()
-    with transaction.atomic():
-        if request_key:
-            earlier = _run_for_request_key(environment, task_id, request_key)
-            if earlier is not None:
-                return TriggerResult(run=earlier, is_cached=False)
-        run = _insert_run(environment, task_id, payload, payload_type, options, actor, source, now)
-        if request_key:
-            RequestIdempotency.objects.create(
-                environment=environment, task_identifier=task_id, key=request_key, run=run, created_at=now
-            )
+    try:
+        with transaction.atomic():
+            if request_key:
+                earlier = _run_for_request_key(environment, task_id, request_key)
+                if earlier is not None:
+                    return TriggerResult(run=earlier, is_cached=False)
+            run = _insert_run(environment, task_id, payload, payload_type, options, actor, source, now)
+            if request_key:
+                RequestIdempotency.objects.create(
+                    environment=environment, task_identifier=task_id, key=request_key, run=run, created_at=now
+                )
+    except IntegrityError:
+        # A concurrent retry of the same request won the race: answer with its run.
+        earlier = _run_for_request_key(environment, task_id, request_key) if request_key else None
+        if earlier is None:
+            raise
+        return TriggerResult(run=earlier, is_cached=False)
     return TriggerResult(run=run)
 
 

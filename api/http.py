@@ -1,0 +1,86 @@
+"""Plumbing every API view shares: the view decorator and JSON body parsing."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, cast
+
+from django.contrib.auth.decorators import login_not_required
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from api.auth import authenticate_request
+from api.errors import ApiError, error_response
+from runs.models import ApiKey
+
+log = logging.getLogger(__name__)
+
+View = Callable[..., HttpResponse]
+
+
+class ApiRequest(HttpRequest):
+    """A request that passed API key authentication."""
+
+    api_key: ApiKey
+
+
+def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]:
+    """Method check, API key auth and JSON errors (never an HTML page or a bare 500).
+
+    API clients send a bearer key, not cookies: CSRF-exempt and login-not-required.
+    """
+    allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
+
+    def decorate(view: View) -> View:
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in allowed:
+                response = error_response(405, f"Method {request.method} not allowed")
+                response["Allow"] = ", ".join(sorted(allowed))
+                return response
+            try:
+                if authenticate:
+                    cast(ApiRequest, request).api_key = authenticate_request(request)
+                return view(request, *args, **kwargs)
+            except ApiError as exc:
+                return error_response(exc.status, exc.message)
+            except RequestDataTooBig:
+                return error_response(413, "Request body is too large")
+            except Exception:
+                log.exception("API request %s %s failed", request.method, request.path)
+                return error_response(500, "Something went wrong")
+
+        return csrf_exempt(login_not_required(wrapper))
+
+    return decorate
+
+
+def read_json_object(request: HttpRequest) -> dict[str, Any]:
+    """The request body as a JSON object; an empty body is `{}`. Raises ApiError(400)."""
+    if not request.body:
+        return {}
+    try:
+        body = json.loads(request.body, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise ApiError(400, f"Request body is not valid JSON: {exc.msg} at {where}") from exc
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "Request body is not valid UTF-8") from exc
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ApiError(400, f"Request body must be a JSON object, not {_json_type(body)}")
+    return body
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return names.get(type(value), "a number")

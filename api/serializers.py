@@ -1,0 +1,107 @@
+"""Runs in the wire protocol's shapes (reference section 3.4).
+
+The SDK parses responses with zod: an optional field must be absent, never null, so every
+schema object goes through `_present`. User data (payload, output, metadata) is left as is.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from runs import packets
+from runs.models import Run
+from runs.options import format_duration
+from runs.states import RunStatus, api_flags
+
+log = logging.getLogger(__name__)
+
+
+def run_detail(run: Run, children: list[Run]) -> dict[str, Any]:
+    """RetrieveRunResponse: the run, its payload, output, error and related runs."""
+    related: dict[str, Any] = {"children": [related_run(child) for child in children]}
+    if run.parent is not None:
+        related["parent"] = related_run(run.parent)
+    if run.root is not None:
+        related["root"] = related_run(run.root)
+    data = related_run(run)
+    data["payload"] = _packet(run.id, "payload", run.payload, run.payload_type)
+    if run.status == RunStatus.COMPLETED:
+        data["output"] = _packet(run.id, "output", run.output, run.output_type)
+    if run.error is not None and run.status != RunStatus.COMPLETED:
+        data["error"] = run_error(run.error)
+    data["relatedRuns"] = related
+    data["attemptCount"] = run.attempt_count
+    return _present(data)
+
+
+def related_run(run: Run) -> dict[str, Any]:
+    """The common run fields (`id` to `batchId`), without payload, output or error."""
+    return _present(
+        {
+            "id": run.id,
+            "status": run.status,
+            "taskIdentifier": run.task_identifier,
+            "idempotencyKey": run.idempotency_key_user or run.idempotency_key or None,
+            **api_flags(run.status),
+            "isTest": run.is_test,
+            "createdAt": _date(run.created_at),
+            "updatedAt": _date(run.updated_at),
+            "startedAt": _date(run.started_at),
+            "finishedAt": _date(run.finished_at),
+            "delayedUntil": _date(run.delay_until),
+            "ttl": format_duration(run.ttl) if run.ttl else None,
+            "expiredAt": _date(run.expired_at),
+            "tags": sorted(run.tags),
+            "costInCents": 0,
+            "baseCostInCents": 0,
+            "durationMs": _duration_ms(run.started_at, run.finished_at),
+            "metadata": run.metadata,
+            "taskKind": "STANDARD",
+            "region": run.region or None,
+            "depth": run.depth,
+            "triggerFunction": run.trigger_function,
+        }
+    )
+
+
+def run_error(error: Any) -> dict[str, Any]:
+    """The TaskRunError shape: a string message, optional name and stackTrace."""
+    if not isinstance(error, dict):
+        return {"message": str(error)}
+    return _present(
+        {
+            "message": str(error.get("message") or "Unknown error"),
+            "name": _string(error.get("name")),
+            "stackTrace": _string(error.get("stackTrace")),
+        }
+    )
+
+
+def _packet(run_id: str, what: str, data: str | None, content_type: str) -> Any:
+    try:
+        return packets.decode(data, content_type)
+    except packets.PacketError:
+        # Stored packets are checked on the way in; a bad one must not break the whole run.
+        log.warning("run %s has an unreadable %s", run_id, what)
+        return None
+
+
+def _date(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _duration_ms(started: datetime | None, finished: datetime | None) -> int:
+    if started is None or finished is None:
+        return 0
+    return max(round((finished - started).total_seconds() * 1000), 0)
+
+
+def _string(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _present(data: dict[str, Any]) -> dict[str, Any]:
+    """Drop absent optional fields (None)."""
+    return {key: value for key, value in data.items() if value is not None}

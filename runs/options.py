@@ -8,10 +8,14 @@ official SDK sends keys (payloadSize, lockToVersion, ...) that Runyard does not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from django.utils import timezone
 
 from runs import packets, registry
 from runs.engine import TriggerOptions
@@ -92,18 +96,45 @@ def camel_case(key: str) -> str:
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def parse_trigger_options(raw: Any) -> TriggerOptions:
+def parse_delay(value: Any, now: datetime) -> datetime:
+    """When a run delayed by `value` is due: a duration from now, an ISO date or a datetime.
+
+    Dates without an offset are UTC. Raises OptionError (422) for garbage or a past time.
+    """
+    when: datetime | None = None
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str) and (seconds := parse_duration(value)) is not None:
+        when = now + timedelta(seconds=seconds)
+    elif isinstance(value, str) and len(value) <= 100:
+        with contextlib.suppress(ValueError):
+            when = datetime.fromisoformat(value.strip())
+    if when is None:
+        raise OptionError("delay", f'Invalid delay {value!r}: use a duration like "1h30m" or an ISO 8601 date', 422)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    if when <= now:
+        raise OptionError("delay", f"Invalid delay {value!r}: {when.isoformat()} is not in the future", 422)
+    return when
+
+
+def parse_trigger_options(raw: Any, now: datetime | None = None) -> TriggerOptions:
     """Validate the options of one trigger. Raises OptionError naming the offending option."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise OptionError("options", "options must be a JSON object")
+    given_delay = raw.get("delay")
+    if isinstance(given_delay, datetime):  # the Python SDK may pass a datetime
+        raw = {**raw, "delay": given_delay.isoformat()}
     _check_storable(raw)
     given = {camel_case(key): value for key, value in raw.items() if value is not None}
     options = TriggerOptions(raw=raw)
     for key, parse in _PARSERS.items():
         if key in given:
             parse(options, given[key])
+    if "delay" in given:
+        options.delay_until = parse_delay(given["delay"], now or timezone.now())
     return options
 
 

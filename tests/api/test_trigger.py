@@ -266,3 +266,20 @@ def test_run_is_created_in_the_keys_environment(prod_api):
     response = prod_api.trigger(body=MINIMAL_SDK_BODY)
     run = Run.objects.get(pk=response.json()["id"])
     assert run.environment.slug == "prod"
+
+
+def test_a_delayed_trigger_is_delayed_with_its_due_time_in_the_retrieve_response(api):
+    body = {**MINIMAL_SDK_BODY, "options": {**MINIMAL_SDK_BODY["options"], "delay": "2030-01-01T00:00:00Z"}}
+    run_id = api.trigger(body=body).json()["id"]
+    retrieved = api.get(f"/api/v3/runs/{run_id}").json()
+    assert retrieved["status"] == "DELAYED" and retrieved["isQueued"] is True
+    assert retrieved["delayedUntil"].startswith("2030-01-01T00:00:00")
+
+
+@pytest.mark.parametrize("delay", ["2001-01-01T00:00:00Z", "whenever"])
+def test_a_past_or_unparseable_delay_is_a_422_naming_the_value(api, delay):
+    body = {**MINIMAL_SDK_BODY, "options": {**MINIMAL_SDK_BODY["options"], "delay": delay}}
+    response = api.trigger(body=body)
+    assert response.status_code == 422
+    assert delay in response.json()["error"]
+    assert Run.objects.count() == 0

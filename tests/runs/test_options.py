@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from runs.options import (
@@ -103,3 +105,32 @@ def test_task_ids_must_be_registrable():
     assert parse_task_id("emails/send:v2") == "emails/send:v2"
     with pytest.raises(OptionError):
         parse_task_id("has space")
+
+
+# --- delay --------------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("88s", NOW + timedelta(seconds=88)),
+        ("1h52m18s", NOW + timedelta(hours=1, minutes=52, seconds=18)),
+        ("2w", NOW + timedelta(weeks=2)),
+        ("2026-11-28T13:00:00Z", datetime(2026, 11, 28, 13, 0, tzinfo=UTC)),
+        ("2026-11-28T14:00:00+01:00", datetime(2026, 11, 28, 13, 0, tzinfo=UTC)),
+        ("2026-11-28T13:00:00", datetime(2026, 11, 28, 13, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 29, tzinfo=UTC), datetime(2026, 11, 29, tzinfo=UTC)),
+    ],
+)
+def test_delay_accepts_durations_iso_dates_and_datetimes(value: object, expected: datetime) -> None:
+    assert parse_trigger_options({"delay": value}, now=NOW).delay_until == expected
+
+
+@pytest.mark.parametrize("value", ["2026-11-28T11:59:59Z", "soon", "5 minutes", "", "1x", 42])
+def test_a_past_or_unparseable_delay_is_a_422_naming_the_value(value: object) -> None:
+    with pytest.raises(OptionError) as caught:
+        parse_trigger_options({"delay": value}, now=NOW)
+    assert caught.value.status == 422 and caught.value.field == "delay"
+    assert repr(value) in caught.value.message

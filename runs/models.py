@@ -169,6 +169,9 @@ class Run(models.Model):
     idempotency_key = models.CharField(max_length=2048, null=True, blank=True)  # noqa: DJ001 - NULL stays out of the unique key
     idempotency_key_user = models.CharField(max_length=2048, blank=True)
     idempotency_key_expires_at = models.DateTimeField(null=True, blank=True)
+    # Set while this run is the one a debounce key folds triggers into (blank otherwise).
+    debounce_key = models.CharField(max_length=512, blank=True)
+    debounce = models.JSONField(null=True, blank=True)  # the debounce option as given
 
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -181,6 +184,7 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     expired_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)  # current attempt start + max_duration
     attempt_count = models.PositiveIntegerField(default=0)
     dispatch_count = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True)
@@ -203,7 +207,7 @@ class Run(models.Model):
             models.Index(fields=["environment", "task_identifier", "-created_at"], name="run_env_task"),
             GinIndex(fields=["tags"], name="run_tags"),
             models.Index(
-                fields=["environment", "queue", "available_at"],
+                fields=["environment", "queue", "concurrency_key", "available_at"],
                 name="run_queued",
                 condition=Q(status=RunStatus.QUEUED),
             ),
@@ -212,15 +216,25 @@ class Run(models.Model):
                 fields=["expires_at"], name="run_expiring", condition=Q(status__in=["QUEUED", "PENDING_VERSION"])
             ),
             models.Index(fields=["heartbeat_at"], name="run_executing", condition=Q(status="EXECUTING")),
-            models.Index(fields=["queue"], name="run_active", condition=Q(status__in=["DEQUEUED", "EXECUTING"])),
+            models.Index(
+                fields=["environment", "queue", "concurrency_key"],
+                name="run_active",
+                condition=Q(status__in=["DEQUEUED", "EXECUTING"]),
+            ),
+            models.Index(
+                fields=["environment", "task_identifier", "debounce_key"],
+                name="run_debounce",
+                condition=Q(status="DELAYED") & ~Q(debounce_key=""),
+            ),
+            models.Index(fields=["deadline_at"], name="run_deadline", condition=Q(status="EXECUTING")),
         ]
         constraints = [
             models.CheckConstraint(name="run_status_valid", condition=Q(status__in=[s.value for s in RunStatus])),
             # finished_at is set exactly when the status is final.
             models.CheckConstraint(
                 name="run_finished_iff_final",
-                condition=Q(status__in=list(FINAL_STATUSES), finished_at__isnull=False)
-                | (~Q(status__in=list(FINAL_STATUSES)) & Q(finished_at__isnull=True)),
+                condition=Q(status__in=sorted(FINAL_STATUSES), finished_at__isnull=False)
+                | (~Q(status__in=sorted(FINAL_STATUSES)) & Q(finished_at__isnull=True)),
             ),
             models.CheckConstraint(
                 name="run_delayed_has_time", condition=~Q(status="DELAYED") | Q(delay_until__isnull=False)

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from runs import packets, registry
 from runs.engine import TriggerOptions
+from runs.engine.triggering import Debounce
 
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 128
@@ -93,7 +94,8 @@ def parse_payload(payload: Any, payload_type: Any) -> tuple[str, str]:
 
 def camel_case(key: str) -> str:
     head, *rest = key.split("_")
-    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+    camel = head + "".join(part[:1].upper() + part[1:] for part in rest)
+    return "idempotencyKeyTTL" if camel == "idempotencyKeyTtl" else camel
 
 
 def parse_delay(value: Any, now: datetime) -> datetime:
@@ -152,6 +154,64 @@ def _queue(options: TriggerOptions, value: Any) -> None:
     # The wire sends {"name": ...}; the SDK option and the dashboard form give the plain name.
     name = value.get("name") if isinstance(value, dict) else value
     options.queue = _text("queue.name", name, 256) or None
+    limit = value.get("concurrencyLimit") if isinstance(value, dict) else None
+    if limit is not None:
+        if not _is_number(limit) or not float(limit).is_integer() or not 0 <= limit <= MAX_INT:
+            raise OptionError(
+                "queue.concurrencyLimit", "options.queue.concurrencyLimit must be an integer of 0 or more"
+            )
+        if options.queue is None:
+            raise OptionError("queue.name", "options.queue.name is required with options.queue.concurrencyLimit")
+        options.queue_concurrency_limit = int(limit)
+
+
+def _idempotency_key(options: TriggerOptions, value: Any) -> None:
+    options.idempotency_key = _text("idempotencyKey", value, 2048) or None
+
+
+def _idempotency_key_options(options: TriggerOptions, value: Any) -> None:
+    # Sent by the official SDK beside the hashed key: the caller's own key, for display.
+    if isinstance(value, dict) and isinstance(value.get("key"), str):
+        options.idempotency_key_user = value["key"][:2048]
+
+
+def _idempotency_key_ttl(options: TriggerOptions, value: Any) -> None:
+    seconds = parse_duration(value) if isinstance(value, str) else None
+    if _is_number(value) and float(value).is_integer() and value > 0:
+        seconds = int(value)
+    if not seconds or seconds > MAX_INT:
+        raise OptionError("idempotencyKeyTTL", 'options.idempotencyKeyTTL must be a duration like "1h" or "7d"', 422)
+    options.idempotency_key_ttl = seconds
+
+
+def _debounce(options: TriggerOptions, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise OptionError("debounce", "options.debounce must be an object {key, delay, mode?, maxDelay?}")
+    key = _text("debounce.key", value.get("key"), 512)
+    if not key:
+        raise OptionError("debounce.key", "options.debounce.key must not be empty", 422)
+    delay = _debounce_duration("delay", value.get("delay"))
+    mode = value.get("mode") or "leading"
+    if mode not in ("leading", "trailing"):
+        raise OptionError("debounce.mode", 'options.debounce.mode must be "leading" or "trailing"', 422)
+    max_delay = None
+    given_max = value.get("maxDelay", value.get("max_delay"))
+    if given_max is not None:
+        max_delay = _debounce_duration("maxDelay", given_max)
+        if max_delay <= delay:
+            raise OptionError(
+                "debounce.maxDelay", "options.debounce.maxDelay must be longer than options.debounce.delay", 422
+            )
+    options.debounce = Debounce(key=key, delay=delay, mode=mode, max_delay=max_delay)
+
+
+def _debounce_duration(name: str, value: Any) -> int:
+    seconds = parse_duration(value) if isinstance(value, str) else None
+    if not seconds or seconds > MAX_INT:
+        raise OptionError(
+            f"debounce.{name}", f'options.debounce.{name} must be a duration of at least 1s, like "5s" or "1m"', 422
+        )
+    return seconds
 
 
 def _concurrency_key(options: TriggerOptions, value: Any) -> None:
@@ -226,6 +286,10 @@ _PARSERS = {
     "machine": _machine,
     "region": _region,
     "ttl": _ttl,
+    "idempotencyKey": _idempotency_key,
+    "idempotencyKeyOptions": _idempotency_key_options,
+    "idempotencyKeyTTL": _idempotency_key_ttl,
+    "debounce": _debounce,
 }
 
 

@@ -32,12 +32,17 @@ def task_definition(task_id: str = "hello-world", **fields: Any) -> TaskDefiniti
     return definition
 
 
-def run(task_id: str = "hello-world", env: str = "dev", payload: Any = None, **options: Any) -> Run:
-    """Trigger a run through the engine (the task is defined first)."""
+def superjson(payload: Any) -> str:
+    """A payload serialized the way the official SDK sends it ("" for none)."""
     import json
 
+    return json.dumps({"json": payload}) if payload is not None else ""
+
+
+def run(task_id: str = "hello-world", env: str = "dev", payload: Any = None, **options: Any) -> Run:
+    """Trigger a run through the engine (the task is defined first)."""
     task_definition(task_id)
-    data = json.dumps({"json": payload}) if payload is not None else ""
+    data = superjson(payload)
     result = engine.trigger(
         environment=environment(env),
         task_id=task_id,

@@ -24,6 +24,7 @@ from runs.engine.scheduler import (
     recover_stalled,
     requeue_lost,
     tick,
+    time_out_runs,
 )
 from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
 from runs.engine.workers import register_worker, unregister_worker, worker_seen
@@ -54,6 +55,7 @@ __all__ = [
     "start_attempt",
     "system_failure",
     "tick",
+    "time_out_runs",
     "trigger",
     "unregister_worker",
     "worker_seen",

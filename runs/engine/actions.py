@@ -7,7 +7,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, record
+from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, record, revoke
 from runs.engine.core import transition as move
 from runs.models import Run, RunAttempt
 from runs.states import ACTIVE_STATUSES, RunStatus
@@ -26,14 +26,8 @@ def cancel_run(*, run_id: str, actor: Actor, reason: str = "", now: datetime | N
                 status=RunStatus.CANCELED, finished_at=now
             )
             task_id = celery_task_id(run.id, before[1])
-            transaction.on_commit(lambda: _revoke(task_id))
+            transaction.on_commit(lambda: revoke(task_id))
     return run or Run.objects.get(pk=run_id)
-
-
-def _revoke(task_id: str) -> None:
-    from dashboard.celery import app
-
-    app.control.revoke(task_id, terminate=True, signal="SIGTERM")
 
 
 def reschedule_run(*, run_id: str, delay_until: datetime, actor: Actor, now: datetime | None = None) -> Run:

@@ -86,9 +86,15 @@ def mark_queued(run: Run, when: datetime) -> list[str]:
     return ["available_at", "queued_at", "expires_at"]
 
 
-def ensure_queue(environment: Environment, name: str, definition: TaskDefinition | None) -> None:
-    limit = definition.concurrency_limit if definition and definition.queue == name else None
-    Queue.objects.get_or_create(environment=environment, name=name, defaults={"concurrency_limit": limit})
+def ensure_queue(
+    environment: Environment, name: str, definition: TaskDefinition | None, limit: int | None = None
+) -> None:
+    """Create the queue on first use; a limit given at trigger time becomes the queue's limit."""
+    if limit is not None:
+        Queue.objects.update_or_create(environment=environment, name=name, defaults={"concurrency_limit": limit})
+        return
+    declared = definition.concurrency_limit if definition and definition.queue == name else None
+    Queue.objects.get_or_create(environment=environment, name=name, defaults={"concurrency_limit": declared})
 
 
 def set_error(error: dict[str, Any]) -> Change:
@@ -105,6 +111,13 @@ def finish_attempt(run: Run, number: int, status: str, now: datetime, error: dic
 
 def celery_task_id(run_id: str, dispatch: int) -> str:
     return f"{run_id}-{dispatch}"
+
+
+def revoke(task_id: str) -> None:
+    """Stop the Celery task of a run that must not go on (canceled, timed out)."""
+    from celery import current_app
+
+    current_app.control.revoke(task_id, terminate=True, signal="SIGTERM")
 
 
 def bulk_transition(

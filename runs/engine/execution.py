@@ -23,7 +23,8 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
         run.started_at = run.started_at or now
         run.heartbeat_at = now
         run.worker = worker
-        return ["attempt_count", "started_at", "heartbeat_at", "worker"]
+        run.deadline_at = now + timedelta(seconds=run.max_duration) if run.max_duration else None
+        return ["attempt_count", "started_at", "heartbeat_at", "worker", "deadline_at"]
 
     with transaction.atomic():
         run = transition(

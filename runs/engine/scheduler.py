@@ -7,14 +7,26 @@ processes can run at once without doing the same work twice.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F
 from django.utils import timezone
 
 from runs import registry
-from runs.engine.core import ENGINE, bulk_transition, celery_task_id, ensure_queue, mark_queued, record
+from runs.engine.core import (
+    ENGINE,
+    bulk_transition,
+    celery_task_id,
+    ensure_queue,
+    finish_attempt,
+    mark_queued,
+    record,
+    revoke,
+    set_error,
+    transition,
+)
 from runs.engine.execution import fail_attempt
 from runs.models import Queue, Run, TaskDefinition
 from runs.states import ACTIVE_STATUSES, RunStatus
@@ -31,6 +43,7 @@ def tick(*, now: datetime | None = None) -> int:
     changed += promote_pending_version(now=now)
     changed += requeue_lost(now=now)
     changed += recover_stalled(now=now)
+    changed += time_out_runs(now=now)
     changed += admit(now=now)
     return changed
 
@@ -121,35 +134,90 @@ def recover_stalled(*, now: datetime) -> int:
     return count
 
 
+def time_out_runs(*, now: datetime) -> int:
+    """EXECUTING runs past their attempt's max duration end TIMED_OUT (never retried)."""
+    overdue = Run.objects.filter(status=RunStatus.EXECUTING, deadline_at__lte=now).values_list("id", flat=True)
+    count = 0
+    for run_id in list(overdue[:BATCH]):
+        with transaction.atomic():
+            dispatch = Run.objects.filter(pk=run_id).values_list("dispatch_count", flat=True).first()
+            run = transition(
+                run_id,
+                RunStatus.TIMED_OUT,
+                actor=ENGINE,
+                now=now,
+                allowed_from=[RunStatus.EXECUTING],
+                guard=lambda r: r.deadline_at is not None and r.deadline_at <= now,
+                changes=lambda r: set_error(_timeout_error(r))(r),
+                reason="ran past its maxDuration",
+            )
+            if run is not None:
+                finish_attempt(run, run.attempt_count, RunStatus.TIMED_OUT, now, run.error)
+                transaction.on_commit(partial(revoke, celery_task_id(run_id, dispatch or 0)))
+                count += 1
+    return count
+
+
+def _timeout_error(run: Run) -> dict[str, str]:
+    return {"message": f"Run exceeded its maxDuration of {run.max_duration}s", "name": "MaxDurationExceeded"}
+
+
 def admit(*, now: datetime) -> int:
-    """Hand QUEUED runs to Celery in queue order while their queue has free slots."""
+    """Hand QUEUED runs to Celery in queue order while their queue has free slots.
+
+    Each concurrency key of a queue gets its own copy of the queue's limit.
+    """
     pending = (
-        Run.objects.queued().filter(available_at__lte=now).values_list("environment_id", "queue").distinct().order_by()
+        Run.objects.queued()
+        .filter(available_at__lte=now)
+        .values_list("environment_id", "queue", "concurrency_key")
+        .distinct()
+        .order_by()
     )
-    return sum(_admit_queue(environment_id, name, now) for environment_id, name in pending)
+    by_queue: dict[tuple[int, str], list[str]] = {}
+    for environment_id, name, key in pending:
+        by_queue.setdefault((environment_id, name), []).append(key)
+    return sum(_admit_queue(environment_id, name, keys, now) for (environment_id, name), keys in by_queue.items())
 
 
-def _admit_queue(environment_id: int, name: str, now: datetime) -> int:
+def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime) -> int:
     with transaction.atomic():
         # The queue row lock serialises admission per queue across engine processes.
         queue = Queue.objects.select_for_update(skip_locked=True).filter(environment_id=environment_id, name=name)
         locked = queue.first()
         if locked is None:
             return 0
-        free = BATCH
-        if locked.concurrency_limit is not None:
-            active = Run.objects.filter(environment_id=environment_id, queue=name, status__in=ACTIVE_STATUSES).count()
-            free = min(free, locked.concurrency_limit - active)
-        if free <= 0:
-            return 0
-        runs = list(
-            Run.objects.select_for_update(skip_locked=True)
-            .filter(environment_id=environment_id, queue=name, status=RunStatus.QUEUED, available_at__lte=now)
-            .order_by("available_at", "created_at", "id")[:free]
+        active = dict(
+            Run.objects.filter(environment_id=environment_id, queue=name, status__in=ACTIVE_STATUSES)
+            .values_list("concurrency_key")
+            .annotate(n=Count("id"))
+            .order_by()
         )
-        for run in runs:
-            _dispatch(run, now)
-        return len(runs)
+        admitted = 0
+        for key in keys:
+            free = BATCH - admitted
+            if locked.concurrency_limit is not None:
+                free = min(free, locked.concurrency_limit - active.get(key, 0))
+            if free > 0:
+                admitted += _admit_key(environment_id, name, key, free, now)
+        return admitted
+
+
+def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetime) -> int:
+    runs = list(
+        Run.objects.select_for_update(skip_locked=True)
+        .filter(
+            environment_id=environment_id,
+            queue=name,
+            concurrency_key=key,
+            status=RunStatus.QUEUED,
+            available_at__lte=now,
+        )
+        .order_by("available_at", "created_at", "id")[:free]
+    )
+    for run in runs:
+        _dispatch(run, now)
+    return len(runs)
 
 
 def _dispatch(run: Run, now: datetime) -> None:

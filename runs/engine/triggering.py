@@ -2,20 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from runs import events, registry
-from runs.engine.core import Actor, ensure_queue, mark_queued, record
+from runs.engine.core import ENGINE, Actor, ensure_queue, mark_queued, record
 from runs.models import Environment, RequestIdempotency, Run, TaskDefinition
-from runs.states import RunStatus
+from runs.states import KEY_RELEASING_STATUSES, RunStatus
 
 DEV_DEFAULT_TTL = 600  # seconds; the reference gives dev runs a 10 minute TTL by default
 MAX_TTL = 14 * 86400  # any longer TTL is clamped to 14 days
+IDEMPOTENCY_KEY_TTL = 30 * 86400  # idempotency keys are remembered 30 days unless told otherwise
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """Fold triggers with the same key into one delayed run (see runs.engine.triggering)."""
+
+    key: str
+    delay: int  # seconds
+    mode: str = "leading"  # or "trailing": the latest trigger's data wins
+    max_delay: int | None = None  # seconds from the run's first trigger
 
 
 @dataclass
@@ -31,6 +42,11 @@ class TriggerOptions:
     max_duration: int | None = None
     ttl: int | None = None
     delay_until: datetime | None = None
+    queue_concurrency_limit: int | None = None
+    idempotency_key: str | None = None
+    idempotency_key_user: str = ""  # the caller's key before the SDK hashed it
+    idempotency_key_ttl: int | None = None  # seconds
+    debounce: Debounce | None = None
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     parent_run_id: str | None = None
@@ -65,10 +81,10 @@ def trigger(
                 earlier = _run_for_request_key(environment, task_id, request_key)
                 if earlier is not None:
                     return TriggerResult(run=earlier, is_cached=False)
-            run = _insert_run(environment, task_id, payload, payload_type, options, actor, source, now)
+            result = _resolve_or_insert(environment, task_id, payload, payload_type, options, actor, source, now)
             if request_key:
                 RequestIdempotency.objects.create(
-                    environment=environment, task_identifier=task_id, key=request_key, run=run, created_at=now
+                    environment=environment, task_identifier=task_id, key=request_key, run=result.run, created_at=now
                 )
     except IntegrityError:
         # A concurrent retry of the same request won the race: answer with its run.
@@ -76,7 +92,107 @@ def trigger(
         if earlier is None:
             raise
         return TriggerResult(run=earlier, is_cached=False)
-    return TriggerResult(run=run)
+    return result
+
+
+def _resolve_or_insert(
+    environment: Environment,
+    task_id: str,
+    payload: str,
+    payload_type: str,
+    options: TriggerOptions,
+    actor: Actor,
+    source: str,
+    now: datetime,
+) -> TriggerResult:
+    """An idempotency match wins, then a debounced run to fold into, else a new run."""
+    if options.idempotency_key:
+        _lock("idempotency", environment.pk, task_id, options.idempotency_key)
+        existing = _idempotent_match(environment, task_id, options.idempotency_key, now)
+        if existing is not None:
+            return TriggerResult(run=existing, is_cached=True)
+    if options.debounce is not None:
+        _lock("debounce", environment.pk, task_id, options.debounce.key)
+        folded = _fold_into_debounced(environment, task_id, payload, payload_type, options, actor, now)
+        if folded is not None:
+            return TriggerResult(run=folded)
+    return TriggerResult(run=_insert_run(environment, task_id, payload, payload_type, options, actor, source, now))
+
+
+def _lock(*parts: object) -> None:
+    """Serialise triggers sharing a key until this transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [":".join(map(str, parts))])
+
+
+def _idempotent_match(environment: Environment, task_id: str, key: str, now: datetime) -> Run | None:
+    """The run holding this key, unless the key expired or the run failed (then it is released)."""
+    run = (
+        Run.objects.select_for_update()
+        .filter(environment=environment, task_identifier=task_id, idempotency_key=key)
+        .first()
+    )
+    if run is None:
+        return None
+    expired = run.idempotency_key_expires_at is not None and run.idempotency_key_expires_at <= now
+    if not expired and run.status not in KEY_RELEASING_STATUSES:
+        return run
+    run.idempotency_key, run.idempotency_key_expires_at = None, None
+    run.save(update_fields=["idempotency_key", "idempotency_key_expires_at"])
+    why = "expired" if expired else f"the run is {run.status}"
+    record(run, run.status, run.status, actor=ENGINE, reason=f"idempotency key released: {why}", now=now)
+    return None
+
+
+def _fold_into_debounced(
+    environment: Environment,
+    task_id: str,
+    payload: str,
+    payload_type: str,
+    options: TriggerOptions,
+    actor: Actor,
+    now: datetime,
+) -> Run | None:
+    """Push the delayed run of this debounce key later, or None when a new run is needed."""
+    debounce = options.debounce
+    assert debounce is not None
+    run = (
+        Run.objects.select_for_update()
+        .filter(environment=environment, task_identifier=task_id, debounce_key=debounce.key, status=RunStatus.DELAYED)
+        .order_by("-created_at")
+        .first()
+    )
+    if run is None:
+        return None
+    target = options.delay_until or now + timedelta(seconds=debounce.delay)
+    if debounce.max_delay is not None and target > run.created_at + timedelta(seconds=debounce.max_delay):
+        # Execution is guaranteed within maxDelay of the first trigger: this run keeps its
+        # time and the key moves to a new run.
+        run.debounce_key = ""
+        run.save(update_fields=["debounce_key"])
+        return None
+    run.delay_until = max(run.delay_until or target, target)
+    run.updated_at = now
+    fields = ["delay_until", "updated_at"]
+    if debounce.mode == "trailing":
+        fields += _take_latest(run, payload, payload_type, options)
+    run.save(update_fields=fields)
+    reason = f"debounced: now due {run.delay_until.isoformat()}"
+    record(run, run.status, run.status, actor=actor, reason=reason, now=now)
+    return run
+
+
+def _take_latest(run: Run, payload: str, payload_type: str, options: TriggerOptions) -> list[str]:
+    """Trailing debounce: the latest trigger's data replaces the run's."""
+    run.payload, run.payload_type = payload, payload_type
+    run.metadata, run.tags = options.metadata, sorted(options.tags)
+    if options.max_attempts is not None:
+        run.max_attempts = options.max_attempts
+    if options.max_duration is not None:
+        run.max_duration = options.max_duration
+    if options.machine is not None:
+        run.machine = options.machine
+    return ["payload", "payload_type", "metadata", "tags", "max_attempts", "max_duration", "machine"]
 
 
 def _run_for_request_key(environment: Environment, task_id: str, key: str) -> Run | None:
@@ -100,9 +216,12 @@ def _insert_run(
 ) -> Run:
     definition = TaskDefinition.objects.filter(task_id=task_id).first()
     run = _new_run(environment, task_id, payload, payload_type, options, definition, source, now)
-    ensure_queue(environment, run.queue, definition)
-    if options.delay_until is not None and options.delay_until > now:
-        run.status, run.delay_until = RunStatus.DELAYED, options.delay_until
+    ensure_queue(environment, run.queue, definition, options.queue_concurrency_limit)
+    delay_until = options.delay_until
+    if delay_until is None and options.debounce is not None:
+        delay_until = now + timedelta(seconds=options.debounce.delay)
+    if delay_until is not None and delay_until > now:
+        run.status, run.delay_until = RunStatus.DELAYED, delay_until
         reason = "triggered with a delay"
     elif definition is None:
         run.status = RunStatus.PENDING_VERSION
@@ -149,7 +268,18 @@ def _new_run(
         updated_at=now,
         trigger_function=options.trigger_function,
         trigger_source=source,
+        idempotency_key=options.idempotency_key,
+        idempotency_key_user=options.idempotency_key_user,
+        idempotency_key_expires_at=_key_expiry(options, now),
+        debounce_key=options.debounce.key if options.debounce else "",
+        debounce=asdict(options.debounce) if options.debounce else None,
     )
+
+
+def _key_expiry(options: TriggerOptions, now: datetime) -> datetime | None:
+    if not options.idempotency_key:
+        return None
+    return now + timedelta(seconds=options.idempotency_key_ttl or IDEMPOTENCY_KEY_TTL)
 
 
 def _max_duration(definition: TaskDefinition | None) -> int | None:

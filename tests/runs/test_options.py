@@ -40,7 +40,7 @@ def test_no_options_give_the_defaults():
 
 
 def test_raw_options_are_kept_as_given():
-    raw = {"payloadType": "application/json", "delay": "1h", "idempotencyKey": "k", "debounce": {"key": "x"}}
+    raw = {"payloadType": "application/json", "delay": "1h", "idempotencyKey": "k", "lockToVersion": "v1"}
     assert parse_trigger_options(raw).raw == raw
 
 

@@ -7,6 +7,8 @@ urlpatterns = [
     # <path:...>: an encodeURIComponent'd task id arrives decoded and may contain "/".
     path("api/v1/tasks/<path:task_id>/trigger", views.trigger_task, name="api-trigger"),
     path("api/v3/runs/<str:run_id>", views.retrieve_run, name="api-retrieve-run"),
+    path("api/v2/runs/<str:run_id>/cancel", views.cancel_run, name="api-cancel-run"),
+    path("api/v1/runs/<str:run_id>/reschedule", views.reschedule_run, name="api-reschedule-run"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

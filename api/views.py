@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 
 from api import health, jwt, serializers
 from api.auth import actor
@@ -10,7 +11,7 @@ from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
 from runs import engine
 from runs.models import Run
-from runs.options import OptionError, parse_payload, parse_task_id, parse_trigger_options
+from runs.options import OptionError, parse_delay, parse_payload, parse_task_id, parse_trigger_options
 
 REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
 
@@ -47,12 +48,46 @@ def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
 @api_view("GET")
 def retrieve_run(request: ApiRequest, run_id: str) -> JsonResponse:
     """runs.retrieve (reference 3.4); runs of other environments are not found."""
+    return JsonResponse(_run_body(request, run_id))
+
+
+def _run_body(request: ApiRequest, run_id: str) -> dict[str, object]:
     environment = request.api_key.environment
     run = Run.objects.select_related("parent", "root").filter(pk=run_id, environment=environment).first()
     if run is None:
         raise ApiError(404, "Run not found")
     children = list(run.children.order_by("created_at", "id"))
-    return JsonResponse(serializers.run_detail(run, children))
+    return serializers.run_detail(run, children)
+
+
+@api_view("POST")
+def cancel_run(request: ApiRequest, run_id: str) -> JsonResponse:
+    """runs.cancel (reference 3.6): a final run is left as it is and still answers 200."""
+    run = _run_of(request, run_id)
+    engine.cancel_run(run_id=run.id, actor=actor(request.api_key), reason="canceled through the API")
+    return JsonResponse({"id": run.id})
+
+
+@api_view("POST")
+def reschedule_run(request: ApiRequest, run_id: str) -> JsonResponse:
+    """runs.reschedule (reference 3.7): only delayed runs; answers the whole run."""
+    body = read_json_object(request)
+    run = _run_of(request, run_id)
+    try:
+        delay_until = parse_delay(body.get("delay"), timezone.now())
+        engine.reschedule_run(run_id=run.id, delay_until=delay_until, actor=actor(request.api_key))
+    except OptionError as exc:
+        raise ApiError(400, f"Invalid delay: {body.get('delay')!r}") from exc
+    except engine.EngineError as exc:
+        raise ApiError(400, str(exc)) from exc
+    return JsonResponse(_run_body(request, run_id))
+
+
+def _run_of(request: ApiRequest, run_id: str) -> Run:
+    run = Run.objects.filter(pk=run_id, environment=request.api_key.environment).first()
+    if run is None:
+        raise ApiError(404, "Run not found")
+    return run
 
 
 @api_view("GET", authenticate=False)

@@ -11,14 +11,17 @@ transaction context. Options take the wire protocol's camelCase keys or snake_ca
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.utils import timezone
+
 from runs import engine, packets
 from runs.models import Environment, Run
-from runs.options import OptionError, parse_task_id, parse_trigger_options
+from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.states import RunStatus, api_flags
 
 ACTOR = "sdk"
@@ -38,6 +41,10 @@ class ValidationError(RunyardError):
 
 class RunNotFoundError(RunyardError):
     """No run with that id in that environment."""
+
+
+class RunStateError(RunyardError):
+    """The run's status does not allow the action (e.g. rescheduling a run that is not delayed)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ class Tasks:
         """Trigger a run of task_id. Raises ValidationError for a bad task id, payload or option."""
         environment = _environment(env)
         try:
-            parsed = parse_trigger_options(options)
+            parsed = parse_trigger_options(hash_idempotency_key(options))
             task_id = parse_task_id(task_id)
         except OptionError as exc:
             raise ValidationError(exc.field, exc.message) from exc
@@ -101,6 +108,40 @@ class Runs:
         if run is None:
             raise RunNotFoundError(f"Run {run_id} not found")
         return _info(run)
+
+    def cancel(self, run_id: str, *, env: str = "dev") -> RunInfo:
+        """Cancel a run that has not finished (a finished run is left as it is)."""
+        run_id = self.retrieve(run_id, env=env).id
+        engine.cancel_run(run_id=run_id, actor=ACTOR, reason="canceled through the Python SDK")
+        return self.retrieve(run_id, env=env)
+
+    def reschedule(self, run_id: str, delay: str | datetime, *, env: str = "dev") -> RunInfo:
+        """Move a delayed run to a new time: a duration ("2h") or a date. Raises RunStateError."""
+        run_id = self.retrieve(run_id, env=env).id
+        try:
+            when = parse_delay(delay, timezone.now())
+            engine.reschedule_run(run_id=run_id, delay_until=when, actor=ACTOR)
+        except OptionError as exc:
+            raise ValidationError(exc.field, exc.message) from exc
+        except engine.EngineError as exc:
+            raise RunStateError(str(exc)) from exc
+        return self.retrieve(run_id, env=env)
+
+
+def hash_idempotency_key(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Hash the caller's idempotency key as the official SDK does, so both clients share keys.
+
+    A 64-character key is taken as already hashed.
+    """
+    if not options:
+        return options
+    name = "idempotencyKey" if "idempotencyKey" in options else "idempotency_key"
+    key = options.get(name)
+    if not isinstance(key, str) or len(key) == 64:
+        return options
+    hashed = {**options, name: hashlib.sha256(key.encode()).hexdigest()}
+    hashed.setdefault("idempotencyKeyOptions", {"key": key, "scope": "global"})
+    return hashed
 
 
 tasks = Tasks()

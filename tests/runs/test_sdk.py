@@ -107,3 +107,32 @@ def test_retrieve_does_not_see_runs_of_another_environment():
     with pytest.raises(RunNotFoundError):
         runs.retrieve(handle.id, env="dev")
     assert runs.retrieve(handle.id, env="prod").id == handle.id
+
+
+def test_the_sdk_cancels_and_reschedules_runs(dev):
+    from datetime import UTC, datetime
+
+    from runs.sdk import RunStateError, runs, tasks
+
+    factories.task_definition("hello-world")
+    handle = tasks.trigger("hello-world", {"n": 1}, {"delay": "1h"})
+    moved = runs.reschedule(handle.id, datetime(2031, 1, 1, tzinfo=UTC))
+    assert moved.status == "DELAYED"
+    assert runs.cancel(handle.id).status == "CANCELED"
+    with pytest.raises(RunStateError, match="not delayed"):
+        runs.reschedule(handle.id, "1h")
+
+
+def test_the_sdk_hashes_idempotency_keys_like_the_official_sdk(dev):
+    import hashlib
+
+    from runs.models import Run
+    from runs.sdk import tasks
+
+    factories.task_definition("hello-world")
+    first = tasks.trigger("hello-world", {"n": 1}, {"idempotency_key": "order-42"})
+    again = tasks.trigger("hello-world", {"n": 2}, {"idempotencyKey": "order-42"})
+    assert again.id == first.id and again.is_cached
+    run = Run.objects.get(pk=first.id)
+    assert run.idempotency_key == hashlib.sha256(b"order-42").hexdigest()
+    assert run.idempotency_key_user == "order-42"

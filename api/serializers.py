@@ -33,7 +33,28 @@ def run_detail(run: Run, children: list[Run]) -> dict[str, Any]:
         data["error"] = run_error(run.error)
     data["relatedRuns"] = related
     data["attemptCount"] = run.attempt_count
+    data.update(run_options(run))
     return _present(data)
+
+
+def run_options(run: Run) -> dict[str, Any]:
+    """Runyard's additions to the retrieve shape: every option the run was triggered with.
+
+    None of these names is in the SDK's schema, so the official SDK ignores them.
+    """
+    return _present(
+        {
+            "queue": run.queue,
+            "concurrencyKey": run.concurrency_key or None,
+            "machine": run.machine,
+            "maxAttempts": run.max_attempts,
+            "maxDuration": run.max_duration,
+            "priority": run.priority_ms / 1000 if run.priority_ms else None,
+            "idempotencyKeyExpiresAt": _date(run.idempotency_key_expires_at),
+            "debounce": run.debounce,
+            "triggerOptions": run.options or None,
+        }
+    )
 
 
 def related_run(run: Run) -> dict[str, Any]:

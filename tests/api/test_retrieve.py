@@ -206,3 +206,18 @@ def test_related_runs_name_parent_root_and_children_without_payloads(api):
     assert REQUIRED - {"relatedRuns"} <= related.keys()
     assert not {"payload", "output", "error", "relatedRuns"} & related.keys()
     assert schema_nulls(parent_body) == schema_nulls(child_body) == []
+
+
+def test_retrieve_shows_every_option_the_run_was_triggered_with(api):
+    from tests.api.test_trigger import ALL_OPTIONS_SDK_BODY
+
+    factories.task_definition("hello-world")
+    run_id = api.trigger(body=ALL_OPTIONS_SDK_BODY).json()["id"]
+    body = api.get(f"/api/v3/runs/{run_id}").json()
+    assert body["idempotencyKey"] == "all-options-X"
+    assert (body["ttl"], body["region"], body["status"]) == ("10m", "us-east-1", "DELAYED")
+    assert body["tags"] == ["all-options", "sdkcheck:abc"]
+    assert body["metadata"]["nested"] == {"ok": True, "list": ["a", 2]}
+    assert (body["queue"], body["concurrencyKey"], body["machine"]) == ("sdk-check-queue", "user-123", "small-2x")
+    assert (body["maxAttempts"], body["maxDuration"], body["priority"]) == (3, 300, 10)
+    assert body["triggerOptions"]["idempotencyKeyTTL"] == "1h"

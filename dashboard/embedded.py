@@ -86,10 +86,18 @@ def _redis_answers(sock: Path) -> bool:
 
 def stop_all(var_dir: Path) -> None:
     """Stop the embedded servers of var_dir, if they run."""
+    stop_redis(var_dir)
+    stop_postgres(var_dir)
+
+
+def stop_redis(var_dir: Path) -> None:
     pidfile = var_dir / "redis" / "redis.pid"
     if pidfile.exists():
         with contextlib.suppress(ValueError, ProcessLookupError):
             os.kill(int(pidfile.read_text().strip()), 15)
+
+
+def stop_postgres(var_dir: Path) -> None:
     pgdata = var_dir / "pg"
     if (pgdata / "postmaster.pid").exists():
         from pgserver._commands import pg_ctl  # type: ignore[attr-defined]

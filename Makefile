@@ -1,0 +1,56 @@
+# Runyard: `make run` starts it, `make test` checks it. Both set up .venv first.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.requirements-installed
+# Tests keep their own embedded PostgreSQL and Redis, apart from `make run`'s var/.
+TEST_VAR ?= $(CURDIR)/var/test
+STOP_SERVERS := $(PY) -W ignore -c "import pathlib, sys; from dashboard import embedded; embedded.stop_all(pathlib.Path(sys.argv[1]))"
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: run test lint fmt deps chromium clean
+
+run: deps
+	$(PY) manage.py up
+
+test: deps chromium
+	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \
+	$(BIN)/ruff check .; \
+	$(BIN)/ruff format --check .; \
+	$(BIN)/mypy .; \
+	$(PY) manage.py makemigrations --check --dry-run; \
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: deps
+	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \
+	$(BIN)/ruff check .; \
+	$(BIN)/ruff format --check .; \
+	$(BIN)/mypy .
+
+fmt: deps
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+deps: $(STAMP)
+
+# Reinstalls only when requirements.txt is newer than the last install.
+$(STAMP): requirements.txt | $(PY)
+	$(PY) -m pip install --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+chromium:
+	@test -x /usr/bin/chromium || { \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+# Stops the embedded servers of var/ and var/*/ before deleting their files.
+clean:
+	@for dir in var var/*/; do \
+		[ -d "$$dir" ] && $(STOP_SERVERS) "$$dir"; \
+	done; true
+	rm -rf var

@@ -137,6 +137,8 @@ CELERY_TASK_DEFAULT_QUEUE = "runyard.small-1x"
 
 # Modules holding @task definitions; workers import them at start.
 RUNYARD_TASK_MODULES = env_list("RUNYARD_TASK_MODULES", "example_tasks")
+# Regions with workers of their own (`celery ... -Q` from runs.registry.worker_queues(region)).
+RUNYARD_REGIONS = env_list("RUNYARD_REGIONS", "")
 # How often the engine looks for due work when nothing wakes it (seconds).
 RUNYARD_ENGINE_POLL_INTERVAL = float(env_str("RUNYARD_ENGINE_POLL_INTERVAL", "0.5"))
 RUNYARD_HEARTBEAT_INTERVAL = float(env_str("RUNYARD_HEARTBEAT_INTERVAL", "5"))

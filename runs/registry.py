@@ -124,8 +124,17 @@ def definition_fields(spec: TaskSpec) -> dict[str, Any]:
 
 
 def celery_queue(machine: str, region: str = "") -> str:
-    """The Celery queue that workers for this machine preset consume.
+    """The Celery queue that workers for this machine preset (and region) consume.
 
-    Region is recorded on the run but not routed yet: no worker would consume such a queue.
+    Only regions listed in RUNYARD_REGIONS get their own queues (their workers consume
+    `runyard.<machine>.<region>`); any other region is recorded on the run but runs on the
+    shared machine queue, so a run never waits for a worker that does not exist.
     """
+    if region and region in settings.RUNYARD_REGIONS:
+        return f"runyard.{machine}.{region}"
     return f"runyard.{machine}"
+
+
+def worker_queues(region: str = "") -> list[str]:
+    """The Celery queues a worker consumes: every machine preset, of one region or none."""
+    return [celery_queue(machine, region) for machine in MACHINES]

@@ -33,7 +33,7 @@ PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
 
 def commands(port: int) -> dict[str, list[str]]:
     """The command line of each process, by name."""
-    queues = ",".join(registry.celery_queue(machine) for machine in registry.MACHINES)
+    queues = ",".join(registry.worker_queues())
     python = sys.executable
     return {
         "web": [python, "-m", "daphne", "-b", HOST, "-p", str(port), "dashboard.asgi:application"],

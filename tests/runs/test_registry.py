@@ -58,3 +58,14 @@ def test_two_functions_cannot_share_a_task_id() -> None:
 def test_each_machine_preset_has_its_own_celery_queue() -> None:
     assert registry.celery_queue("small-1x") == "runyard.small-1x"
     assert len({registry.celery_queue(m) for m in registry.MACHINES}) == len(registry.MACHINES)
+
+
+def test_a_region_with_workers_of_its_own_routes_to_its_queue(settings: Any) -> None:
+    settings.RUNYARD_REGIONS = ["eu-central-1"]
+    assert registry.celery_queue("large-1x", "eu-central-1") == "runyard.large-1x.eu-central-1"
+    assert "runyard.micro.eu-central-1" in registry.worker_queues("eu-central-1")
+
+
+def test_an_unknown_region_is_recorded_but_runs_on_the_shared_queue(settings: Any) -> None:
+    settings.RUNYARD_REGIONS = []
+    assert registry.celery_queue("small-1x", "us-east-1") == "runyard.small-1x"

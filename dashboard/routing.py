@@ -1,3 +1,12 @@
+"""Websocket routes (served by daphne through dashboard.asgi, behind AuthMiddlewareStack)."""
+
+from typing import Any
+
 from django.urls import path
 
-websocket_urlpatterns: list = []
+from dashboard import consumers
+
+websocket_urlpatterns: list[Any] = [
+    path("ws/runs/", consumers.RunsConsumer.as_asgi(), name="ws-runs"),
+    path("ws/runs/<str:run_id>/", consumers.RunConsumer.as_asgi(), name="ws-run"),
+]

@@ -1,0 +1,103 @@
+"""Template filters and tags for the dashboard: status labels, durations, packets as JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django import template
+from django.utils import timezone
+
+from runs import packets
+from runs.models import Environment, Run
+from runs.states import COLOURS, DESCRIPTIONS, LABELS, is_final
+
+register = template.Library()
+
+# Bigger packets are cut for display: the page stays usable and the websocket push small.
+MAX_JSON_CHARS = 100_000
+
+
+@register.filter
+def status_label(status: str) -> str:
+    return LABELS.get(status, status)
+
+
+@register.filter
+def status_colour(status: str) -> str:
+    return COLOURS.get(status, "grey")
+
+
+@register.filter
+def status_description(status: str) -> str:
+    return DESCRIPTIONS.get(status, "")
+
+
+@register.filter
+def finished(status: str) -> bool:
+    return is_final(status)
+
+
+@register.filter
+def duration(run: Run) -> str:
+    """finished - started, or how long it has been running, or "—" if it never started."""
+    if run.started_at is None:
+        return "—"
+    end = run.finished_at or timezone.now()
+    return format_duration(end - run.started_at)
+
+
+@register.filter
+def elapsed(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return "—"
+    return format_duration(end - start)
+
+
+def format_duration(delta: timedelta) -> str:
+    seconds = max(delta.total_seconds(), 0.0)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours:02d}h"
+
+
+@register.filter
+def packet_json(data: str | None, content_type: str) -> str:
+    """A stored payload or output as indented JSON (or as stored, if it does not decode)."""
+    try:
+        value = packets.decode(data, content_type)
+    except packets.PacketError:
+        return _cut(data or "")
+    return pretty_json(value)
+
+
+@register.filter
+def pretty_json(value: Any) -> str:
+    return _cut(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str))
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_JSON_CHARS:
+        return text
+    return text[:MAX_JSON_CHARS] + f"\n… ({len(text) - MAX_JSON_CHARS:,} more characters not shown)"
+
+
+@register.inclusion_tag("dashboard/partials/environment_switcher.html", takes_context=True)
+def environment_switcher(context: template.Context) -> dict[str, Any]:
+    """Links to the runs list of each environment; the current one is marked."""
+    current = context.get("environment")
+    if current is None:
+        request = context.get("request")
+        slug = request.session.get("env") if request is not None else None
+        current = Environment.objects.filter(slug=slug or "dev").first()
+    return {"environments": list(Environment.objects.order_by("id")), "current": current}

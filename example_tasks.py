@@ -30,3 +30,13 @@ def sleep(payload: Any) -> dict[str, float]:
     seconds = float(payload.get("seconds", 1)) if isinstance(payload, dict) else 1.0
     time.sleep(seconds)
     return {"slept": seconds}
+
+
+@task(id="fan-out")
+def fan_out(payload: Any) -> dict[str, Any]:
+    """Batch-triggers payload["n"] hello-world runs, waits for them, returns their outputs."""
+    from runs.sdk import tasks  # imported here: task modules load before Django is ready
+
+    n = int(payload.get("n", 3)) if isinstance(payload, dict) else 3
+    results = tasks.batch_trigger_and_wait("hello-world", [{"payload": {"name": f"child {i}"}} for i in range(n)])
+    return {"outputs": [result.unwrap() for result in results]}

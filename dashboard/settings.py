@@ -121,7 +121,13 @@ else:
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [_channel_host], "prefix": env_str("RUNYARD_CHANNEL_PREFIX", "runyard")},
+        # capacity: a browser's channel may fall behind in a storm of changes before the
+        # consumer coalesces them; past this many queued messages channels-redis drops.
+        "CONFIG": {
+            "hosts": [_channel_host],
+            "prefix": env_str("RUNYARD_CHANNEL_PREFIX", "runyard"),
+            "capacity": 1000,
+        },
     }
 }
 

@@ -28,6 +28,10 @@ def new_run_id() -> str:
     return make_id("run")
 
 
+def new_batch_id() -> str:
+    return make_id("batch")
+
+
 class Environment(models.Model):
     """dev, staging or prod: every run and API key belongs to exactly one."""
 
@@ -193,6 +197,11 @@ class Run(models.Model):
     root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants")
     depth = models.PositiveIntegerField(default=0)
     trigger_function = models.CharField(max_length=32, default="trigger")
+    # This run's children will resume it: it is (or will be) WAITING on them.
+    resume_parent_on_completion = models.BooleanField(default=False)
+    # Set when a WAITING run is queued to go on: its next start continues the same attempt.
+    resuming = models.BooleanField(default=False)
+    batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     replayed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
     is_test = models.BooleanField(default=False)
     trigger_source = models.CharField(max_length=16, default="api")
@@ -280,6 +289,85 @@ class RunAttempt(models.Model):
     class Meta:
         ordering = ["number"]
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_unique_number")]
+
+
+class BatchStatus(models.TextChoices):
+    # Created; items are still arriving.
+    PENDING = "PENDING", "Pending"
+    # Every item arrived; its runs are being created.
+    PROCESSING = "PROCESSING", "Processing"
+    # Every run was created.
+    COMPLETED = "COMPLETED", "Completed"
+    # Some items could not become runs.
+    PARTIAL_FAILED = "PARTIAL_FAILED", "Partially failed"
+    # Refused as a whole: no run was created.
+    ABORTED = "ABORTED", "Aborted"
+
+
+class Batch(models.Model):
+    """A group of runs triggered together (up to 1,000), created all or nothing."""
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_batch_id, editable=False)
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="batches")
+    status = models.CharField(max_length=16, choices=BatchStatus.choices, default=BatchStatus.PENDING)
+    run_count = models.PositiveIntegerField()
+    task_identifiers = ArrayField(models.CharField(max_length=128), default=list, blank=True)
+    idempotency_key = models.CharField(max_length=2048, null=True, blank=True)  # noqa: DJ001 - NULL: no key
+    idempotency_key_user = models.CharField(max_length=2048, blank=True)
+    parent = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="child_batches")
+    resume_parent_on_completion = models.BooleanField(default=False)
+    errors = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    sealed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "idempotency_key"],
+                name="batch_idempotency_key_unique",
+                condition=Q(idempotency_key__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class BatchItem(models.Model):
+    """One streamed item of a batch, kept until the batch is complete and becomes runs."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField()
+    task_identifier = models.CharField(max_length=128)
+    payload = models.TextField(blank=True)
+    payload_type = models.CharField(max_length=64)
+    options = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["index"]
+        constraints = [models.UniqueConstraint(fields=["batch", "index"], name="batch_item_unique_index")]
+
+
+class Waitpoint(models.Model):
+    """A parent run waiting on child runs, numbered by the order of wait calls in its code.
+
+    When the parent's code runs again after resuming, wait number n returns the results
+    recorded here instead of triggering again.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="waitpoints")
+    sequence = models.PositiveIntegerField()
+    children = ArrayField(models.CharField(max_length=32))  # run ids, in the caller's order
+    batch = models.ForeignKey(Batch, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["sequence"]
+        constraints = [models.UniqueConstraint(fields=["run", "sequence"], name="waitpoint_unique_sequence")]
+        indexes = [GinIndex(fields=["children"], name="waitpoint_open_children", condition=Q(resolved_at__isnull=True))]
 
 
 class RequestIdempotency(models.Model):

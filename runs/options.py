@@ -184,6 +184,17 @@ def _idempotency_key_ttl(options: TriggerOptions, value: Any) -> None:
     options.idempotency_key_ttl = seconds
 
 
+def _parent_run_id(options: TriggerOptions, value: Any) -> None:
+    # Sent by SDKs from inside a running task.
+    options.parent_run_id = _text("parentRunId", value, 64) or None
+
+
+def _resume_parent(options: TriggerOptions, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise OptionError("resumeParentOnCompletion", "options.resumeParentOnCompletion must be a boolean")
+    options.resume_parent = value
+
+
 def _debounce(options: TriggerOptions, value: Any) -> None:
     if not isinstance(value, dict):
         raise OptionError("debounce", "options.debounce must be an object {key, delay, mode?, maxDelay?}")
@@ -290,6 +301,8 @@ _PARSERS = {
     "idempotencyKeyOptions": _idempotency_key_options,
     "idempotencyKeyTTL": _idempotency_key_ttl,
     "debounce": _debounce,
+    "parentRunId": _parent_run_id,
+    "resumeParentOnCompletion": _resume_parent,
 }
 
 

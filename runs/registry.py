@@ -94,6 +94,7 @@ def task(
             max_duration=max_duration,
             machine=machine,
         )
+        fn.task_id = id  # type: ignore[attr-defined]  # lets batch.trigger_by_task name the task
         return fn
 
     return register

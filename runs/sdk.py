@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.utils import timezone
 
-from runs import engine, packets
-from runs.models import Environment, Run
+from runs import context, engine, packets
+from runs.models import Environment, Run, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.states import RunStatus, api_flags
 
@@ -47,10 +49,43 @@ class RunStateError(RunyardError):
     """The run's status does not allow the action (e.g. rescheduling a run that is not delayed)."""
 
 
+class SubtaskUnwrapError(RunyardError):
+    """unwrap() of a child run that did not complete."""
+
+    def __init__(self, run_id: str, task_id: str, cause: Any) -> None:
+        message = cause.get("message") if isinstance(cause, dict) else str(cause)
+        super().__init__(f"Child run {run_id} of task {task_id} did not complete: {message}")
+        self.run_id, self.task_id, self.cause = run_id, task_id, cause
+
+
 @dataclass(frozen=True)
 class TriggerHandle:
     id: str
     is_cached: bool
+
+
+@dataclass(frozen=True)
+class BatchHandle:
+    batch_id: str
+    run_count: int
+    run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class TaskRunResult:
+    """What a wait returns for one child run."""
+
+    ok: bool
+    id: str
+    task_identifier: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+
+    def unwrap(self) -> Any:
+        """The output, or SubtaskUnwrapError if the child did not complete."""
+        if not self.ok:
+            raise SubtaskUnwrapError(self.id, self.task_identifier, self.error)
+        return self.output
 
 
 @dataclass(frozen=True)
@@ -78,27 +113,55 @@ class RunInfo:
 
 
 class Tasks:
+    """Trigger runs: from anywhere with trigger/batch_trigger, and wait on them inside a task."""
+
     def trigger(
-        self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None, *, env: str = "dev"
+        self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None, *, env: str | None = None
     ) -> TriggerHandle:
-        """Trigger a run of task_id. Raises ValidationError for a bad task id, payload or option."""
-        environment = _environment(env)
-        try:
-            parsed = parse_trigger_options(hash_idempotency_key(options))
-            task_id = parse_task_id(task_id)
-        except OptionError as exc:
-            raise ValidationError(exc.field, exc.message) from exc
-        data, content_type = _encode(payload)
-        result = engine.trigger(
-            environment=environment,
-            task_id=task_id,
-            payload=data,
-            payload_type=content_type,
-            options=parsed,
-            actor=ACTOR,
-            source="sdk",
-        )
-        return TriggerHandle(id=result.run.id, is_cached=result.is_cached)
+        """Trigger a run of task_id. Raises ValidationError for a bad task id, payload or option.
+
+        Inside a task the new run is its child, in the task's environment.
+        """
+        run = _trigger_one(task_id, payload, options, env=env)
+        return TriggerHandle(id=run.run.id, is_cached=run.is_cached)
+
+    def batch_trigger(
+        self,
+        task_id: str,
+        items: Iterable[dict[str, Any]],
+        options: dict[str, Any] | None = None,
+        *,
+        env: str | None = None,
+    ) -> BatchHandle:
+        """Trigger one run per item ({"payload": ..., "options": {...}}), all or nothing."""
+        return _batch([{**item, "id": task_id} for item in items], env=env)
+
+    def trigger_and_wait(
+        self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None
+    ) -> TaskRunResult:
+        """Inside a task: trigger a child and wait for it without holding a worker slot."""
+        return _wait("trigger_and_wait", [{"id": task_id, "payload": payload, "options": options}], batch=False)[0]
+
+    def batch_trigger_and_wait(self, task_id: str, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
+        """Inside a task: trigger one child per item and wait for all of them."""
+        return _wait("batch_trigger_and_wait", [{**item, "id": task_id} for item in items], batch=True)
+
+
+class BatchOfTasks:
+    """Batches mixing several tasks: items are {"id": task id, "payload": ..., "options": ...}."""
+
+    def trigger(self, items: Iterable[dict[str, Any]], *, env: str | None = None) -> BatchHandle:
+        return _batch(list(items), env=env)
+
+    def trigger_and_wait(self, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
+        return _wait("batch.trigger_and_wait", list(items), batch=True)
+
+    def trigger_by_task(self, items: Iterable[dict[str, Any]], *, env: str | None = None) -> BatchHandle:
+        """Items name the task by its function: {"task": fn, "payload": ...}."""
+        return _batch([_by_task(item) for item in items], env=env)
+
+    def trigger_by_task_and_wait(self, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
+        return _wait("batch.trigger_by_task_and_wait", [_by_task(item) for item in items], batch=True)
 
 
 class Runs:
@@ -146,6 +209,120 @@ def hash_idempotency_key(options: dict[str, Any] | None) -> dict[str, Any] | Non
 
 tasks = Tasks()
 runs = Runs()
+batch = BatchOfTasks()
+
+
+def _trigger_one(
+    task_id: str,
+    payload: Any,
+    options: dict[str, Any] | None,
+    *,
+    env: str | None,
+    extra: dict[str, Any] | None = None,
+) -> engine.TriggerResult:
+    ctx = context.current()
+    environment = _environment_for(env, ctx)
+    parsed, data, content_type, task_id = _parse(task_id, payload, options)
+    if ctx is not None:
+        parsed.parent_run_id = ctx.run_id
+    for key, value in (extra or {}).items():
+        setattr(parsed, key, value)
+    return engine.trigger(
+        environment=environment,
+        task_id=task_id,
+        payload=data,
+        payload_type=content_type,
+        options=parsed,
+        actor=_actor(ctx),
+        source="sdk",
+    )
+
+
+def _parse(task_id: str, payload: Any, options: dict[str, Any] | None) -> tuple[engine.TriggerOptions, str, str, str]:
+    try:
+        parsed = parse_trigger_options(hash_idempotency_key(options))
+        task_id = parse_task_id(task_id)
+    except OptionError as exc:
+        raise ValidationError(exc.field, exc.message) from exc
+    data, content_type = _encode(payload)
+    return parsed, data, content_type, task_id
+
+
+def _batch(items: list[dict[str, Any]], *, env: str | None) -> BatchHandle:
+    ctx = context.current()
+    environment = _environment_for(env, ctx)
+    entries = [_entry(index, item) for index, item in enumerate(items)]
+    if not 1 <= len(entries) <= engine.MAX_BATCH_ITEMS:
+        raise ValidationError("items", f"a batch takes 1 to {engine.MAX_BATCH_ITEMS} items, not {len(entries)}")
+    created = engine.trigger_batch(
+        environment=environment,
+        entries=entries,
+        actor=_actor(ctx),
+        source="sdk",
+        parent_run_id=ctx.run_id if ctx else None,
+    )
+    run_ids = list(created.runs.order_by("created_at", "id").values_list("id", flat=True))
+    return BatchHandle(batch_id=created.id, run_count=created.run_count, run_ids=run_ids)
+
+
+def _entry(index: int, item: dict[str, Any]) -> engine.BatchEntry:
+    try:
+        parsed, data, content_type, task_id = _parse(item.get("id", ""), item.get("payload"), item.get("options"))
+    except ValidationError as exc:
+        raise ValidationError(f"items[{index}].{exc.field}", f"item {index}: {exc.message}") from exc
+    return engine.BatchEntry(task_id=task_id, payload=data, payload_type=content_type, options=parsed)
+
+
+def _wait(verb: str, items: list[dict[str, Any]], *, batch: bool) -> list[TaskRunResult]:
+    """Trigger children and suspend; when the code runs again, return their results."""
+    ctx = context.require(verb)
+    number = ctx.next_wait()
+    waitpoint = Waitpoint.objects.filter(run_id=ctx.run_id, sequence=number).first()
+    if waitpoint is None:
+        with transaction.atomic():
+            child_ids = _trigger_children(items, batch=batch)
+            engine.add_waitpoint(run_id=ctx.run_id, sequence=number, child_ids=child_ids)
+        raise context.Suspend()
+    if waitpoint.resolved_at is None:
+        raise context.Suspend()
+    children = Run.objects.in_bulk(waitpoint.children)
+    return [_result(children[child_id]) for child_id in waitpoint.children]
+
+
+def _trigger_children(items: list[dict[str, Any]], *, batch: bool) -> list[str]:
+    function = "batchTriggerAndWait" if batch else "triggerAndWait"
+    extra = {"resume_parent": True, "trigger_function": function}
+    results = [
+        _trigger_one(item.get("id", ""), item.get("payload"), item.get("options"), env=None, extra=extra)
+        for item in items
+    ]
+    return [result.run.id for result in results]
+
+
+def _result(run: Run) -> TaskRunResult:
+    if run.status == RunStatus.COMPLETED:
+        output = packets.decode(run.output, run.output_type)
+        return TaskRunResult(ok=True, id=run.id, task_identifier=run.task_identifier, output=output)
+    error = run.error or {"message": f"Run ended {run.status}"}
+    return TaskRunResult(ok=False, id=run.id, task_identifier=run.task_identifier, error=error)
+
+
+def _by_task(item: dict[str, Any]) -> dict[str, Any]:
+    fn = item.get("task")
+    task_id = getattr(fn, "task_id", None)
+    if task_id is None:
+        raise ValidationError("task", "each item needs a `task`: a function decorated with @task")
+    return {**item, "id": task_id}
+
+
+def _environment_for(env: str | None, ctx: context.TaskContext | None) -> Environment:
+    if env is None and ctx is not None:
+        return Environment.objects.get(pk=ctx.environment_id)
+    return _environment(env or "dev")
+
+
+def _actor(ctx: context.TaskContext | None) -> str:
+    return f"run:{ctx.run_id}" if ctx is not None else ACTOR
 
 
 def _environment(slug: str) -> Environment:

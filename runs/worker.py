@@ -11,7 +11,7 @@ from celery.signals import worker_init, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection
 
-from runs import engine, packets, registry
+from runs import context, engine, packets, registry
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,14 @@ def execute(*, run_id: str, hostname: str) -> None:
             error=_error(f"task {run.task_identifier!r} is not served by worker {hostname}"),
         )
         return
-    with Heartbeat(run_id, number):
+    task_context = context.TaskContext(run_id=run_id, attempt=number, environment_id=run.environment_id)
+    with Heartbeat(run_id, number), context.running(task_context):
         try:
             payload = packets.decode(run.payload, run.payload_type)
             output, output_type = packets.encode(spec.call(payload))
+        except context.Suspend:
+            engine.suspend_run(run_id=run_id, attempt=number)
+            return
         except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
             engine.fail_attempt(run_id=run_id, attempt=number, error=error_from(exc), retry=spec.retry)
             return

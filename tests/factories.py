@@ -52,3 +52,9 @@ def run(task_id: str = "hello-world", env: str = "dev", payload: Any = None, **o
         actor="test",
     )
     return result.run
+
+
+def decode_output(run: Run) -> Any:
+    from runs import packets
+
+    return packets.decode(run.output, run.output_type)

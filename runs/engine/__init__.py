@@ -13,6 +13,7 @@ finds the run in another status and changes nothing.
 """
 
 from runs.engine.actions import cancel_run, reschedule_run
+from runs.engine.batches import MAX_BATCH_ITEMS, BatchEntry, trigger_batch
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
 from runs.engine.scheduler import (
@@ -27,18 +28,22 @@ from runs.engine.scheduler import (
     time_out_runs,
 )
 from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
+from runs.engine.waiting import add_waitpoint, resume_ready, suspend_run
 from runs.engine.workers import register_worker, unregister_worker, worker_seen
 
 __all__ = [
     "ADMIT_BATCH",
     "DEV_DEFAULT_TTL",
     "ENGINE",
+    "MAX_BATCH_ITEMS",
     "MAX_TTL",
     "Actor",
+    "BatchEntry",
     "EngineError",
     "RunNotFound",
     "TriggerOptions",
     "TriggerResult",
+    "add_waitpoint",
     "admit",
     "cancel_run",
     "celery_task_id",
@@ -52,11 +57,14 @@ __all__ = [
     "register_worker",
     "requeue_lost",
     "reschedule_run",
+    "resume_ready",
     "start_attempt",
+    "suspend_run",
     "system_failure",
     "tick",
     "time_out_runs",
     "trigger",
+    "trigger_batch",
     "unregister_worker",
     "worker_seen",
 ]

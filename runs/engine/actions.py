@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, record, revoke
 from runs.engine.core import transition as move
+from runs.engine.waiting import open_children
 from runs.models import Run, RunAttempt
 from runs.states import ACTIVE_STATUSES, RunStatus
 
@@ -21,12 +22,15 @@ def cancel_run(*, run_id: str, actor: Actor, reason: str = "", now: datetime | N
         if before is None:
             raise RunNotFound(f"Run {run_id} not found")
         run = move(run_id, RunStatus.CANCELED, actor=actor, now=now, reason=reason or "canceled")
-        if run is not None and before[0] in ACTIVE_STATUSES:
+        if run is not None:
             RunAttempt.objects.filter(run=run, finished_at__isnull=True).update(
                 status=RunStatus.CANCELED, finished_at=now
             )
-            task_id = celery_task_id(run.id, before[1])
-            transaction.on_commit(lambda: revoke(task_id))
+            if before[0] in ACTIVE_STATUSES:
+                task_id = celery_task_id(run.id, before[1])
+                transaction.on_commit(lambda: revoke(task_id))
+            for child_id in open_children(run.id):
+                cancel_run(run_id=child_id, actor=actor, reason=f"its parent {run.id} was canceled", now=now)
     return run or Run.objects.get(pk=run_id)
 
 

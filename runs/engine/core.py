@@ -73,7 +73,15 @@ def transition(
         fields += changes(run)
     run.save(update_fields=fields)
     record(run, from_status, to_status, actor=actor, reason=reason, now=now, data=data)
+    if to_status in FINAL_STATUSES:
+        _wake_parents(run, now)
     return run
+
+
+def _wake_parents(run: Run, now: datetime) -> None:
+    from runs.engine.waiting import child_finished  # waiting builds on this module
+
+    child_finished(run, now)
 
 
 def mark_queued(run: Run, when: datetime) -> list[str]:
@@ -144,4 +152,6 @@ def bulk_transition(
     )
     for run, _ in moved:
         events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)
+        if to_status in FINAL_STATUSES:
+            _wake_parents(run, now)
     return len(moved)

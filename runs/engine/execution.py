@@ -18,13 +18,18 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
     """DEQUEUED -> EXECUTING and a new attempt; None if the run may not start (e.g. canceled)."""
     now = now or timezone.now()
 
+    resumed = False
+
     def start(run: Run) -> list[str]:
-        run.attempt_count += 1
+        nonlocal resumed
+        # A run resuming after its children continues its attempt rather than starting a new one.
+        resumed, run.resuming = run.resuming, False
+        run.attempt_count += 0 if resumed else 1
         run.started_at = run.started_at or now
         run.heartbeat_at = now
         run.worker = worker
         run.deadline_at = now + timedelta(seconds=run.max_duration) if run.max_duration else None
-        return ["attempt_count", "started_at", "heartbeat_at", "worker", "deadline_at"]
+        return ["attempt_count", "started_at", "heartbeat_at", "worker", "deadline_at", "resuming"]
 
     with transaction.atomic():
         run = transition(
@@ -38,9 +43,13 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
         )
         if run is None:
             return None
-        return RunAttempt.objects.create(
-            run=run, number=run.attempt_count, status=RunStatus.EXECUTING, worker=worker, started_at=now
+        attempt, _ = RunAttempt.objects.update_or_create(
+            run=run,
+            number=run.attempt_count,
+            defaults={"status": RunStatus.EXECUTING, "worker": worker},
+            create_defaults={"status": RunStatus.EXECUTING, "worker": worker, "started_at": now},
         )
+        return attempt
 
 
 def heartbeat(*, run_id: str, attempt: int, now: datetime | None = None) -> bool:

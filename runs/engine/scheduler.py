@@ -28,6 +28,7 @@ from runs.engine.core import (
     transition,
 )
 from runs.engine.execution import fail_attempt
+from runs.engine.waiting import resume_ready
 from runs.models import Queue, Run, TaskDefinition
 from runs.states import ACTIVE_STATUSES, RunStatus
 
@@ -44,6 +45,7 @@ def tick(*, now: datetime | None = None) -> int:
     changed += requeue_lost(now=now)
     changed += recover_stalled(now=now)
     changed += time_out_runs(now=now)
+    changed += resume_ready(now=now)
     changed += admit(now=now)
     return changed
 

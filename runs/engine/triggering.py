@@ -50,6 +50,8 @@ class TriggerOptions:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] | None = None
     parent_run_id: str | None = None
+    resume_parent: bool = False  # the parent waits on this run (triggerAndWait)
+    batch_id: str | None = None
     trigger_function: str = "trigger"
     raw: dict[str, Any] = field(default_factory=dict)  # every option as given, for display
 
@@ -248,7 +250,15 @@ def _new_run(
     now: datetime,
 ) -> Run:
     ttl = options.ttl if options.ttl is not None else _default_ttl(environment)
+    parent = None
+    if options.parent_run_id:
+        parent = Run.objects.filter(pk=options.parent_run_id, environment=environment).first()
     return Run(
+        parent=parent,
+        root_id=(parent.root_id or parent.id) if parent else None,
+        depth=parent.depth + 1 if parent else 0,
+        resume_parent_on_completion=options.resume_parent and parent is not None,
+        batch_id=options.batch_id,
         environment=environment,
         task_identifier=task_id,
         payload=payload,

@@ -1,0 +1,132 @@
+"""Child runs that their parent waits on, executed in-process by the real executor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+import example_tasks  # noqa: F401 - registers the example tasks
+from runs import engine, registry, worker
+from runs.models import Environment, Run, Waitpoint
+from runs.sdk import SubtaskUnwrapError, tasks
+from runs.states import RunStatus
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+CALLS: list[str] = []
+
+
+@registry.task(id="test-parent-of-failure")
+def parent_of_failure(payload: Any) -> dict[str, Any]:
+    result = tasks.trigger_and_wait("always-fails", {}, {"maxAttempts": 1})
+    try:
+        result.unwrap()
+    except SubtaskUnwrapError as exc:
+        return {"ok": result.ok, "child": exc.run_id, "task": exc.task_id, "message": exc.cause["message"]}
+    return {"ok": True}
+
+
+@registry.task(id="test-two-waits")
+def two_waits(payload: Any) -> list[Any]:
+    CALLS.append("start")
+    first = tasks.trigger_and_wait("hello-world", {"name": "one"}).unwrap()
+    CALLS.append("between")
+    second = tasks.trigger_and_wait("hello-world", {"name": "two"}).unwrap()
+    return [first, second]
+
+
+def work_everything(limit: int = 50) -> None:
+    """Admit and execute runs until nothing is left to do, like a worker with one slot."""
+    for _ in range(limit):
+        engine.admit(now=timezone.now())
+        dequeued = list(Run.objects.filter(status=RunStatus.DEQUEUED).values_list("id", flat=True))
+        if not dequeued:
+            return
+        for run_id in dequeued:
+            worker.execute(run_id=run_id, hostname="w1")
+
+
+def define_all() -> None:
+    for task_id in ("fan-out", "hello-world", "always-fails", "test-parent-of-failure", "test-two-waits"):
+        spec = registry.get(task_id)
+        assert spec is not None
+        factories.task_definition(task_id, **{"max_attempts": spec.retry.max_attempts})
+
+
+def test_a_fan_out_parent_waits_without_a_slot_and_completes_with_its_childrens_outputs(dev: Environment) -> None:
+    define_all()
+    parent = factories.run("fan-out", payload={"n": 3})
+    engine.admit(now=parent.created_at)
+    worker.execute(run_id=parent.id, hostname="w1")
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.WAITING
+    children = list(Run.objects.filter(parent=parent))
+    assert len(children) == 3
+    assert {(c.depth, c.root_id, c.trigger_function, c.status) for c in children} == {
+        (1, parent.id, "batchTriggerAndWait", RunStatus.QUEUED)
+    }
+    work_everything()
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.COMPLETED and parent.attempt_count == 1
+    assert factories.decode_output(parent) == {
+        "outputs": [{"message": "Hello, child 0!"}, {"message": "Hello, child 1!"}, {"message": "Hello, child 2!"}]
+    }
+    statuses = list(parent.events.values_list("to_status", flat=True))
+    assert statuses == ["QUEUED", "DEQUEUED", "EXECUTING", "WAITING", "QUEUED", "DEQUEUED", "EXECUTING", "COMPLETED"]
+
+
+def test_waits_are_memoized_by_call_order_and_code_before_a_wait_runs_again(dev: Environment) -> None:
+    define_all()
+    CALLS.clear()
+    parent = factories.run("test-two-waits")
+    work_everything()
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.COMPLETED
+    assert factories.decode_output(parent) == [{"message": "Hello, one!"}, {"message": "Hello, two!"}]
+    assert CALLS == ["start", "start", "between", "start", "between"]
+    assert Run.objects.filter(parent=parent).count() == 2
+    assert list(Waitpoint.objects.filter(run=parent).values_list("sequence", flat=True)) == [1, 2]
+
+
+def test_a_failed_child_gives_a_result_whose_unwrap_raises(dev: Environment) -> None:
+    define_all()
+    parent = factories.run("test-parent-of-failure")
+    work_everything()
+    parent.refresh_from_db()
+    output = factories.decode_output(parent)
+    child = Run.objects.get(parent=parent)
+    assert output == {"ok": False, "child": child.id, "task": "always-fails", "message": "this task always fails"}
+
+
+def test_canceling_a_waiting_parent_cancels_its_children(dev: Environment) -> None:
+    define_all()
+    parent = factories.run("fan-out", payload={"n": 2})
+    engine.admit(now=parent.created_at)
+    worker.execute(run_id=parent.id, hostname="w1")
+    engine.cancel_run(run_id=parent.id, actor="user:ops")
+    assert set(Run.objects.filter(parent=parent).values_list("status", flat=True)) == {RunStatus.CANCELED}
+    child_event = Run.objects.filter(parent=parent).first().events.last()  # type: ignore[union-attr]
+    assert child_event is not None and parent.id in child_event.reason
+
+
+def test_a_parent_whose_children_finish_before_it_suspends_is_queued_at_once(dev: Environment) -> None:
+    define_all()
+    parent = factories.run("test-two-waits")
+    engine.admit(now=parent.created_at)
+    attempt = engine.start_attempt(run_id=parent.id, worker="w1")
+    assert attempt is not None
+    child = tasks.trigger("hello-world", {"name": "fast"})
+    engine.add_waitpoint(run_id=parent.id, sequence=1, child_ids=[child.id])
+    engine.cancel_run(run_id=child.id, actor="test")  # the child is final before the parent suspends
+    engine.suspend_run(run_id=parent.id, attempt=attempt.number)
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.QUEUED and parent.resuming
+
+
+def test_trigger_and_wait_outside_a_task_is_refused(dev: Environment) -> None:
+    from runs.context import NotInTask
+
+    with pytest.raises(NotInTask):
+        tasks.trigger_and_wait("hello-world", {})

@@ -13,7 +13,17 @@ finds the run in another status and changes nothing.
 """
 
 from runs.engine.actions import cancel_run, reschedule_run
-from runs.engine.batches import MAX_BATCH_ITEMS, BatchEntry, trigger_batch
+from runs.engine.batches import (
+    MAX_BATCH_ITEMS,
+    BatchEntry,
+    BatchItemError,
+    StagedItem,
+    abort_batch,
+    add_batch_items,
+    create_batch,
+    seal_batch,
+    trigger_batch,
+)
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
 from runs.engine.scheduler import (
@@ -39,15 +49,20 @@ __all__ = [
     "MAX_TTL",
     "Actor",
     "BatchEntry",
+    "BatchItemError",
     "EngineError",
     "RunNotFound",
+    "StagedItem",
     "TriggerOptions",
     "TriggerResult",
+    "abort_batch",
+    "add_batch_items",
     "add_waitpoint",
     "admit",
     "cancel_run",
     "celery_task_id",
     "complete_attempt",
+    "create_batch",
     "expire_runs",
     "fail_attempt",
     "heartbeat",
@@ -58,6 +73,7 @@ __all__ = [
     "requeue_lost",
     "reschedule_run",
     "resume_ready",
+    "seal_batch",
     "start_attempt",
     "suspend_run",
     "system_failure",

@@ -1,18 +1,27 @@
-"""Batches: up to 1,000 runs triggered together, all or nothing."""
+"""Batches: up to 1,000 runs triggered together, all or nothing.
+
+Over the API a batch is created first, its items arrive afterwards (possibly more than once:
+they are deduplicated by index) and are staged as BatchItem rows; once all have arrived the
+batch is sealed and every run is created in one transaction. The Python SDK streams the same
+way, so a 1,000-item generator is never held in memory at once.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from itertools import islice
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from runs.engine.core import Actor
+from runs.engine.core import Actor, EngineError
 from runs.engine.triggering import TriggerOptions, trigger
-from runs.models import Batch, BatchStatus, Environment
+from runs.models import Batch, BatchItem, BatchStatus, Environment
 
 MAX_BATCH_ITEMS = 1000
+CHUNK = 200
 
 
 @dataclass
@@ -25,6 +34,151 @@ class BatchEntry:
     options: TriggerOptions = field(default_factory=TriggerOptions)
 
 
+@dataclass(frozen=True)
+class StagedItem:
+    """One item as it arrived: its options are parsed again when the batch is sealed."""
+
+    index: int
+    task_id: str
+    payload: str
+    payload_type: str
+    options: dict[str, object]
+
+
+class BatchItemError(EngineError):
+    """An item that cannot become a run; the whole batch is refused."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(f"Batch item {index}: {message}")
+        self.index, self.detail = index, message
+
+
+def create_batch(
+    *,
+    environment: Environment,
+    run_count: int,
+    task_identifiers: list[str] | None = None,
+    idempotency_key: str | None = None,
+    idempotency_key_user: str = "",
+    parent_run_id: str | None = None,
+    resume_parent: bool = False,
+    now: datetime | None = None,
+) -> tuple[Batch, bool]:
+    """A new PENDING batch expecting run_count items, or (existing, True) for a repeated key."""
+    now = now or timezone.now()
+    if not 1 <= run_count <= MAX_BATCH_ITEMS:
+        raise EngineError(f"runCount must be from 1 to {MAX_BATCH_ITEMS} (a batch holds at most 1,000 items)")
+    with transaction.atomic():
+        if idempotency_key:
+            with connection.cursor() as cursor:
+                lock = f"batch-key:{environment.pk}:{idempotency_key}"
+                cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [lock])
+            existing = Batch.objects.filter(environment=environment, idempotency_key=idempotency_key).first()
+            if existing is not None:
+                return existing, True
+        batch = Batch.objects.create(
+            environment=environment,
+            run_count=run_count,
+            task_identifiers=sorted(set(task_identifiers or [])),
+            idempotency_key=idempotency_key or None,
+            idempotency_key_user=idempotency_key_user,
+            parent_id=parent_run_id,
+            resume_parent_on_completion=resume_parent,
+            created_at=now,
+            updated_at=now,
+        )
+    return batch, False
+
+
+def add_batch_items(*, batch: Batch, items: Iterable[StagedItem]) -> tuple[int, int]:
+    """Stage items of a PENDING batch in chunks; returns (accepted, deduplicated) counts."""
+    accepted = duplicates = 0
+    iterator = iter(items)
+    while chunk := list(islice(iterator, CHUNK)):
+        for item in chunk:
+            if not 0 <= item.index < batch.run_count:
+                raise BatchItemError(item.index, f"index must be from 0 to {batch.run_count - 1}")
+        rows = [
+            BatchItem(
+                batch=batch,
+                index=item.index,
+                task_identifier=item.task_id,
+                payload=item.payload,
+                payload_type=item.payload_type,
+                options=item.options,
+            )
+            for item in chunk
+        ]
+        before = BatchItem.objects.filter(batch=batch).count()
+        BatchItem.objects.bulk_create(rows, ignore_conflicts=True)
+        added = BatchItem.objects.filter(batch=batch).count() - before
+        accepted, duplicates = accepted + added, duplicates + len(rows) - added
+    return accepted, duplicates
+
+
+def seal_batch(*, batch_id: str, actor: Actor, source: str = "api", now: datetime | None = None) -> Batch:
+    """Create every run of a batch whose items have all arrived (nothing, if any item fails).
+
+    A batch still missing items is returned PENDING. Raises BatchItemError after marking
+    the batch ABORTED when an item cannot become a run.
+    """
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            batch = Batch.objects.select_for_update().get(pk=batch_id)
+            if batch.status != BatchStatus.PENDING or batch.items.count() < batch.run_count:
+                return batch
+            _create_runs(batch, actor, source, now)
+            batch.items.all().delete()
+            batch.status, batch.sealed_at, batch.updated_at = BatchStatus.COMPLETED, now, now
+            batch.save(update_fields=["status", "sealed_at", "updated_at"])
+            return batch
+    except BatchItemError as exc:
+        abort_batch(batch_id=batch_id, index=exc.index, message=exc.detail, now=now)
+        raise
+
+
+def abort_batch(*, batch_id: str, index: int, message: str, now: datetime | None = None) -> None:
+    """Refuse a whole batch because of one item; no run of it exists."""
+    now = now or timezone.now()
+    error = {"index": index, "error": message}
+    Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
+        status=BatchStatus.ABORTED, errors=[error], updated_at=now
+    )
+
+
+def _create_runs(batch: Batch, actor: Actor, source: str, now: datetime) -> None:
+    from runs.options import OptionError, parse_trigger_options  # options builds on the engine
+
+    function = "batchTriggerAndWait" if batch.resume_parent_on_completion else "batchTrigger"
+    for item in _staged(batch):
+        try:
+            options = parse_trigger_options(item.options, now=now)
+        except OptionError as exc:
+            raise BatchItemError(item.index, exc.message) from exc
+        options = replace(
+            options,
+            batch_id=batch.id,
+            parent_run_id=batch.parent_id,
+            resume_parent=batch.resume_parent_on_completion,
+            trigger_function=function,
+        )
+        trigger(
+            environment=batch.environment,
+            task_id=item.task_identifier,
+            payload=item.payload,
+            payload_type=item.payload_type,
+            options=options,
+            actor=actor,
+            source=source,
+            now=now,
+        )
+
+
+def _staged(batch: Batch) -> Iterator[BatchItem]:
+    return batch.items.order_by("index").iterator(chunk_size=CHUNK)
+
+
 def trigger_batch(
     *,
     environment: Environment,
@@ -35,10 +189,10 @@ def trigger_batch(
     resume_parent: bool = False,
     now: datetime | None = None,
 ) -> Batch:
-    """Create a batch and all its runs in one transaction (any failure creates nothing)."""
+    """Create a batch and all its runs at once from validated entries (all or nothing)."""
     now = now or timezone.now()
     if not 1 <= len(entries) <= MAX_BATCH_ITEMS:
-        raise ValueError(f"a batch holds 1 to {MAX_BATCH_ITEMS} items, not {len(entries)}")
+        raise EngineError(f"a batch holds 1 to {MAX_BATCH_ITEMS} items, not {len(entries)}")
     function = "batchTriggerAndWait" if resume_parent else "batchTrigger"
     with transaction.atomic():
         batch = Batch.objects.create(

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import views
+from api import batches, packets, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -9,6 +9,12 @@ urlpatterns = [
     path("api/v3/runs/<str:run_id>", views.retrieve_run, name="api-retrieve-run"),
     path("api/v2/runs/<str:run_id>/cancel", views.cancel_run, name="api-cancel-run"),
     path("api/v1/runs/<str:run_id>/reschedule", views.reschedule_run, name="api-reschedule-run"),
+    # Batches (reference 3.2, 3.3, 3.10)
+    path("api/v3/batches", batches.create_batch, name="api-create-batch"),
+    path("api/v3/batches/<str:batch_id>/items", batches.stream_batch_items, name="api-batch-items"),
+    path("api/v2/batches/<str:batch_id>", batches.retrieve_batch, name="api-retrieve-batch"),
+    # Large payloads (reference 3.9)
+    path("api/v2/packets/<path:filename>", packets.create_upload_url, name="api-packet-upload"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

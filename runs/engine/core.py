@@ -8,7 +8,7 @@ from typing import Any
 
 from runs import events
 from runs.models import Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition
-from runs.states import FINAL_STATUSES, can_transition, sources_of
+from runs.states import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus, can_transition, sources_of
 
 Actor = str  # "engine", "worker:<host>", "api:<key hint>", "user:<username>", "sdk"
 ENGINE: Actor = "engine"
@@ -75,6 +75,8 @@ def transition(
     record(run, from_status, to_status, actor=actor, reason=reason, now=now, data=data)
     if to_status in FINAL_STATUSES:
         _wake_parents(run, now)
+    if to_status == RunStatus.QUEUED or from_status in ACTIVE_STATUSES:
+        events.wake_engine()  # a run to admit, or a slot freed: admit without waiting for the poll
     return run
 
 
@@ -154,4 +156,6 @@ def bulk_transition(
         events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)
         if to_status in FINAL_STATUSES:
             _wake_parents(run, now)
+    if moved and to_status == RunStatus.QUEUED:
+        events.wake_engine()
     return len(moved)

@@ -8,10 +8,16 @@ messages reach its worker. Use it from a conftest:
 
 and mark the tests `@pytest.mark.e2e`. A failing test's report ends with the tail of each
 process's log (the whole logs are in $RUNYARD_VAR/logs/live-*.log).
+
+LiveStack also speaks the REST API as the official SDK does (`trigger`, `run`, `api`),
+opens connections to the stack's database (`db`), restarts every process (`restart`) and
+starts extra workers (`extra_worker`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import secrets
 import shutil
 import subprocess
@@ -20,12 +26,14 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import psycopg
 import pytest
+import requests
 from django.conf import settings
 
 from dashboard import embedded
@@ -34,6 +42,7 @@ from runs.models import Worker
 
 START_TIMEOUT = 60.0  # seconds for web to answer and the worker to register
 USERNAME = "e2e-admin"
+T = TypeVar("T")
 
 
 @dataclass
@@ -45,6 +54,7 @@ class LiveStack:
     password: str
     env: dict[str, str] = field(repr=False)
     logs: dict[str, Path] = field(repr=False)
+    processes: launcher.Processes | None = field(default=None, repr=False)
 
     def manage(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None) -> str:
         """Run manage.py with the stack's environment (plus env); returns stdout, raises if it fails."""
@@ -62,6 +72,84 @@ class LiveStack:
     def log_tails(self, lines: int = 40) -> str:
         return "\n".join(f"--- {name} ({path}) ---\n{tail(path, lines)}" for name, path in self.logs.items())
 
+    def db(self) -> psycopg.Connection[Any]:
+        """An autocommit connection to the stack's database; use it in a `with` block."""
+        return psycopg.connect(self.env["DATABASE_URL"], autocommit=True)
+
+    def restart(self) -> None:
+        """Stop web, worker and engine, then start them again on the same port, database and Redis.
+
+        Returns once web answers and the worker registered anew; extra workers are left alone.
+        """
+        if self.processes is not None:
+            self.processes.stop()
+            self.processes = None
+        self.processes = start(self, append=True)
+
+    @contextlib.contextmanager
+    def extra_worker(self, name: str) -> Iterator[str]:
+        """Another Celery worker process named `name@<host>`; yields its hostname, stops it on exit."""
+        processes = launcher.Processes(self.env)
+        argv = [*launcher.commands(0)["worker"], "-n", f"{name}@%h"]
+        log_name = f"worker-{name}"
+        self.logs[log_name] = settings.VAR_DIR / "logs" / f"live-{log_name}.log"
+        before = worker_registrations(self, f"{name}@%")
+        try:
+            with self.logs[log_name].open("w") as log:
+                processes.start(log_name, argv, log)
+            wait_for(
+                lambda: bool(new_workers(self, f"{name}@%", before)), f"worker {name} to register", processes, self
+            )
+            yield new_workers(self, f"{name}@%", before)[0]
+        finally:
+            processes.stop()
+
+    # --- the REST API, as @trigger.dev/sdk calls it -------------------------------------------
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> requests.Response:
+        """One request to the REST API with the stack's API key."""
+        return requests.request(
+            method,
+            f"{self.base_url}{path}",
+            data=None if body is None else json.dumps(body, separators=(",", ":")),
+            headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
+            timeout=10,
+        )
+
+    def trigger(self, task_id: str, payload: Any, **options: Any) -> str:
+        """`tasks.trigger(task_id, payload, options)` of the official SDK; returns the run id."""
+        packet = json.dumps({"json": payload}, separators=(",", ":"))
+        options = {"payloadType": "application/super+json", "payloadSize": len(packet), **options}
+        response = self.api("POST", f"/api/v1/tasks/{task_id}/trigger", {"payload": packet, "options": options})
+        assert response.status_code == 200, response.text
+        run_id: str = response.json()["id"]
+        return run_id
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """`runs.retrieve(run_id)`: GET /api/v3/runs/{id}."""
+        response = self.api("GET", f"/api/v3/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        run: dict[str, Any] = response.json()
+        return run
+
+    def run_until(
+        self, run_id: str, done: Callable[[dict[str, Any]], bool], what: str, timeout: float = 30
+    ) -> dict[str, Any]:
+        """Retrieve the run until done(run) holds; fails after timeout seconds."""
+        return poll(lambda: self.run(run_id), done, f"run {run_id} {what}", timeout)
+
+
+def poll(fetch: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float, interval: float = 0.1) -> T:
+    """fetch() until done(value) holds and return that value; fail after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}; last seen: {value!r}")
+        time.sleep(interval)
+
 
 @pytest.fixture(scope="session")
 def live_stack() -> Iterator[LiveStack]:
@@ -72,7 +160,7 @@ def live_stack() -> Iterator[LiveStack]:
     (var_dir / "static").mkdir()  # STATIC_ROOT: whitenoise warns when it is missing
     admin_url = settings.DATABASE_URL
     create_database(admin_url, database)
-    processes = None
+    stack = None
     try:
         env = launcher.child_env(
             DATABASE_URL=database_url(admin_url, database),
@@ -80,11 +168,11 @@ def live_stack() -> Iterator[LiveStack]:
             RUNYARD_ENGINE_POLL_INTERVAL="0.2",
         )
         stack = prepare(env)
-        processes = start(stack)
+        stack.processes = start(stack)
         yield stack
     finally:
-        if processes is not None:
-            processes.stop()
+        if stack is not None and stack.processes is not None:
+            stack.processes.stop()
         embedded.stop_all(var_dir)
         shutil.rmtree(var_dir, ignore_errors=True)
         drop_database(admin_url, database)
@@ -121,17 +209,25 @@ def prepare(env: dict[str, str]) -> LiveStack:
     return stack
 
 
-def start(stack: LiveStack) -> launcher.Processes:
-    """Start web, worker and engine; return once web answers and the worker registered."""
+def start(stack: LiveStack, append: bool = False) -> launcher.Processes:
+    """Start web, worker and engine; return once web answers and the worker registered.
+
+    append: add to the logs (a restart) instead of starting them afresh.
+    """
     processes = launcher.Processes(stack.env)
     port = int(urlparse(stack.base_url).port or 0)
+    # A worker that had to be killed leaves its row behind: wait for a registration made now.
+    before = worker_registrations(stack, "%") if append else {}
     try:
         for name, argv in launcher.commands(port).items():
             stack.logs[name].parent.mkdir(parents=True, exist_ok=True)
-            with stack.logs[name].open("w") as log:
+            with stack.logs[name].open("a" if append else "w") as log:
+                if append:
+                    log.write("\n--- live stack restarted ---\n")
+                    log.flush()
                 processes.start(name, argv, log)
         wait_for(lambda: launcher.http_answers(f"{stack.base_url}/healthz"), "web to answer", processes, stack)
-        wait_for(lambda: worker_registered(stack.env["DATABASE_URL"]), "the worker to register", processes, stack)
+        wait_for(lambda: bool(new_workers(stack, "%", before)), "the worker to register", processes, stack)
     except BaseException:
         processes.stop()
         raise
@@ -148,10 +244,17 @@ def wait_for(condition: Callable[[], bool], what: str, processes: launcher.Proce
         time.sleep(0.1)
 
 
-def worker_registered(url: str) -> bool:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {Worker._meta.db_table})").fetchone()
-        return bool(row and row[0])
+def worker_registrations(stack: LiveStack, pattern: str) -> dict[str, datetime]:
+    """started_at of each registered worker whose hostname is like `pattern` (SQL LIKE)."""
+    with stack.db() as conn:
+        query = f"SELECT hostname, started_at FROM {Worker._meta.db_table} WHERE hostname LIKE %s"
+        return dict(conn.execute(query, (pattern,)).fetchall())
+
+
+def new_workers(stack: LiveStack, pattern: str, before: dict[str, datetime]) -> list[str]:
+    """Hostnames like `pattern` that registered (again) since the snapshot `before`."""
+    now = worker_registrations(stack, pattern)
+    return sorted(name for name, started in now.items() if before.get(name) != started)
 
 
 def database_url(url: str, name: str) -> str:

@@ -8,18 +8,21 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, cast
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from api.auth import authenticate_request
 from api.errors import ApiError, error_response
 from runs.models import ApiKey
+from runs.packets import human_size
 
 log = logging.getLogger(__name__)
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 class ApiRequest(HttpRequest):
@@ -37,7 +40,7 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
 
     def decorate(view: View) -> View:
         @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in allowed:
                 response = error_response(405, f"Method {request.method} not allowed")
                 response["Allow"] = ", ".join(sorted(allowed))
@@ -49,7 +52,8 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
             except ApiError as exc:
                 return error_response(exc.status, exc.message)
             except RequestDataTooBig:
-                return error_response(413, "Request body is too large")
+                limit = human_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+                return error_response(413, f"Request body is too large: the limit is {limit}")
             except Exception:
                 log.exception("API request %s %s failed", request.method, request.path)
                 return error_response(500, "Something went wrong")
@@ -59,12 +63,36 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
     return decorate
 
 
-def read_json_object(request: HttpRequest) -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is `{}`. Raises ApiError(400)."""
-    if not request.body:
+def read_body(request: HttpRequest, limit: int | None = None, too_large: str = "") -> bytes:
+    """The request body; `limit` tightens DATA_UPLOAD_MAX_MEMORY_SIZE (the ceiling) for a view.
+
+    Over the limit is ApiError(413, too_large): decided from Content-Length alone when the
+    client declares it (nothing is read), else by reading at most limit + 1 bytes. The ASGI
+    server has received the body before Django runs (daphne spools it), so this bounds
+    what is read into memory and parsed, not what crosses the network.
+    """
+    ceiling = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return request.body
+    if ceiling is not None and ceiling < limit:
+        limit, too_large = ceiling, ""
+    too_large = too_large or f"Request body is too large: the limit is {human_size(limit)}"
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, too_large)
+    data = request.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, too_large)
+    return data
+
+
+def read_json_object(request: HttpRequest, limit: int | None = None, too_large: str = "") -> dict[str, Any]:
+    """The request body as a JSON object; an empty body is `{}`. Raises ApiError(400, 413)."""
+    raw = read_body(request, limit, too_large)
+    if not raw:
         return {}
     try:
-        body = json.loads(request.body, parse_constant=_reject_constant)
+        body = json.loads(raw, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
         raise ApiError(400, f"Request body is not valid JSON: {exc.msg} at {where}") from exc

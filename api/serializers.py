@@ -10,6 +10,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from django.http import HttpRequest
+
+from api.packets import download_url
 from runs import packets
 from runs.models import Run
 from runs.options import format_duration
@@ -18,17 +21,21 @@ from runs.states import RunStatus, api_flags
 log = logging.getLogger(__name__)
 
 
-def run_detail(run: Run, children: list[Run]) -> dict[str, Any]:
-    """RetrieveRunResponse: the run, its payload, output, error and related runs."""
+def run_detail(run: Run, children: list[Run], *, request: HttpRequest | None = None) -> dict[str, Any]:
+    """RetrieveRunResponse: the run, its payload, output, error and related runs.
+
+    An offloaded payload or output is a signed URL instead (`payloadPresignedUrl`,
+    `outputPresignedUrl`), absolute for `request`; without a request it is left out.
+    """
     related: dict[str, Any] = {"children": [related_run(child) for child in children]}
     if run.parent is not None:
         related["parent"] = related_run(run.parent)
     if run.root is not None:
         related["root"] = related_run(run.root)
     data = related_run(run)
-    data["payload"] = _packet(run.id, "payload", run.payload, run.payload_type)
+    data.update(_packet(run, "payload", run.payload, run.payload_type, request))
     if run.status == RunStatus.COMPLETED:
-        data["output"] = _packet(run.id, "output", run.output, run.output_type)
+        data.update(_packet(run, "output", run.output, run.output_type, request))
     if run.error is not None and run.status != RunStatus.COMPLETED:
         data["error"] = run_error(run.error)
     data["relatedRuns"] = related
@@ -100,13 +107,18 @@ def run_error(error: Any) -> dict[str, Any]:
     )
 
 
-def _packet(run_id: str, what: str, data: str | None, content_type: str) -> Any:
+def _packet(run: Run, what: str, data: str | None, content_type: str, request: HttpRequest | None) -> dict[str, Any]:
+    """{what: value}, or {whatPresignedUrl: url} for a packet in object storage."""
+    if content_type == packets.STORE:
+        if request is None or not data:
+            return {}
+        return {f"{what}PresignedUrl": download_url(request, run.environment_id, data)}
     try:
-        return packets.decode(data, content_type)
+        return {what: packets.decode(data, content_type)}
     except packets.PacketError:
         # Stored packets are checked on the way in; a bad one must not break the whole run.
-        log.warning("run %s has an unreadable %s", run_id, what)
-        return None
+        log.warning("run %s has an unreadable %s", run.id, what)
+        return {what: None}
 
 
 def _date(value: datetime | None) -> str | None:

@@ -15,6 +15,9 @@ urlpatterns = [
     path("api/v2/batches/<str:batch_id>", batches.retrieve_batch, name="api-retrieve-batch"),
     # Large payloads (reference 3.9)
     path("api/v2/packets/<path:filename>", packets.create_upload_url, name="api-packet-upload"),
+    path("api/v1/packets/<path:filename>", packets.packet_url, name="api-packet-url"),
+    path("api/v1/runs/<str:run_id>/packets/<str:kind>", packets.run_packet_url, name="api-run-packet-url"),
+    path("api/objects/<path:key>", packets.signed_object, name="api-packet-object"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
-from api import health, jwt, serializers
+from api import health, jwt, packets, serializers
 from api.auth import actor
 from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
 from runs import engine
 from runs.models import Run
-from runs.options import OptionError, parse_delay, parse_payload, parse_task_id, parse_trigger_options
+from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 
 REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
 
@@ -19,17 +20,18 @@ REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
 @api_view("POST")
 def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
     """tasks.trigger: create a run (reference 3.1); a repeated request key returns the first."""
-    body = read_json_object(request)
+    # The payload limit bounds the whole body, refused from Content-Length before reading.
+    body = read_json_object(request, settings.RUNYARD_MAX_PAYLOAD_BYTES, packets.payload_too_large())
     request_key = request.headers.get(REQUEST_KEY_HEADER) or None
     if request_key is not None and len(request_key) > 128:
         raise ApiError(400, f"{REQUEST_KEY_HEADER} must be at most 128 characters")
     try:
         options = parse_trigger_options(body.get("options"))
-        payload, payload_type = parse_payload(body.get("payload"), options.raw.get("payloadType"))
         task_id = parse_task_id(task_id)
     except OptionError as exc:
         raise ApiError(exc.status, exc.message) from exc
     environment = request.api_key.environment
+    payload, payload_type = packets.accept_payload(body.get("payload"), options.raw.get("payloadType"), environment)
     result = engine.trigger(
         environment=environment,
         task_id=task_id,
@@ -57,7 +59,7 @@ def _run_body(request: ApiRequest, run_id: str) -> dict[str, object]:
     if run is None:
         raise ApiError(404, "Run not found")
     children = list(run.children.order_by("created_at", "id"))
-    return serializers.run_detail(run, children)
+    return serializers.run_detail(run, children, request=request)
 
 
 @api_view("POST")

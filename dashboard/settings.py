@@ -44,7 +44,10 @@ def database_from_url(url: str) -> dict[str, object]:
         "HOST": host,
         "PORT": str(parsed.port or ""),
         "OPTIONS": query,
-        "CONN_MAX_AGE": env_int("RUNYARD_CONN_MAX_AGE", 60),
+        # 0 under ASGI (Django's advice): daphne serves sync views from a thread pool and a
+        # persistent connection per thread exhausts max_connections under load. The worker
+        # and the engine, single-threaded loops, keep theirs (see persistent_connections).
+        "CONN_MAX_AGE": env_int("RUNYARD_CONN_MAX_AGE", 0),
         "CONN_HEALTH_CHECKS": True,
     }
 
@@ -110,7 +113,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CELERY_BROKER_URL = REDIS_URL
+    # Celery spells a unix socket redis+socket://; redis-py and channels-redis say unix://.
+    CELERY_BROKER_URL = REDIS_URL.replace("unix://", "redis+socket://", 1)
     _channel_host: object = REDIS_URL
 else:
     _sock = embedded.ensure_redis(VAR_DIR)
@@ -149,6 +153,26 @@ RUNYARD_REGIONS = env_list("RUNYARD_REGIONS", "")
 RUNYARD_ENGINE_POLL_INTERVAL = float(env_str("RUNYARD_ENGINE_POLL_INTERVAL", "0.5"))
 RUNYARD_HEARTBEAT_INTERVAL = float(env_str("RUNYARD_HEARTBEAT_INTERVAL", "5"))
 RUNYARD_WORKER_TIMEOUT = float(env_str("RUNYARD_WORKER_TIMEOUT", "60"))
+
+# Large payloads and outputs (reference 3.9; limits from the "Large Payloads" docs): packets
+# over the offload size go to object storage and come back through signed, expiring URLs.
+RUNYARD_OBJECTS_DIR = Path(env_str("RUNYARD_OBJECTS_DIR", str(VAR_DIR / "objects")))
+RUNYARD_S3_BUCKET = env_str("RUNYARD_S3_BUCKET")  # set: S3-compatible store instead of files
+RUNYARD_S3_ENDPOINT_URL = env_str("RUNYARD_S3_ENDPOINT_URL")  # e.g. a MinIO URL; empty: AWS
+RUNYARD_PACKET_URL_TTL = env_int("RUNYARD_PACKET_URL_TTL", 3600)  # seconds a signed URL works
+RUNYARD_PACKET_OFFLOAD_BYTES = env_int("RUNYARD_PACKET_OFFLOAD_BYTES", 512 * 1024)
+RUNYARD_MAX_PAYLOAD_BYTES = env_int("RUNYARD_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024)  # trigger body, packet upload
+RUNYARD_MAX_OUTPUT_BYTES = env_int("RUNYARD_MAX_OUTPUT_BYTES", 100 * 1024 * 1024)
+# Django's ceiling for request.body, sized for the largest legitimate body: a batch items
+# stream of 1,000 NDJSON lines, each an inline payload under the SDK's 128 KiB offload size,
+# JSON-escaped, plus options. Smaller per-view limits apply on top (trigger, packet upload:
+# RUNYARD_MAX_PAYLOAD_BYTES through api.http.read_body).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
+# Batch rate limit (runs.ratelimit): a token bucket per environment, one token per batch
+# item; MAX tokens at most, REFILL more after every INTERVAL (a duration like "10s").
+RUNYARD_BATCH_RATE_LIMIT_MAX = env_int("RUNYARD_BATCH_RATE_LIMIT_MAX", 1200)
+RUNYARD_BATCH_RATE_LIMIT_REFILL = env_int("RUNYARD_BATCH_RATE_LIMIT_REFILL", 100)
+RUNYARD_BATCH_RATE_LIMIT_INTERVAL = env_str("RUNYARD_BATCH_RATE_LIMIT_INTERVAL", "10s")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

@@ -7,9 +7,9 @@ import threading
 import traceback
 from typing import Any
 
-from celery.signals import worker_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, connections
 
 from runs import context, engine, packets, registry
 
@@ -34,15 +34,22 @@ def execute(*, run_id: str, hostname: str) -> None:
     task_context = context.TaskContext(run_id=run_id, attempt=number, environment_id=run.environment_id)
     with Heartbeat(run_id, number), context.running(task_context):
         try:
-            payload = packets.decode(run.payload, run.payload_type)
+            payload = packets.load(run.payload, run.payload_type, environment_id=run.environment_id)
             output, output_type = packets.encode(spec.call(payload))
+            # Over the output limit fails like any task error, retries included: the output
+            # may differ next time, as with an output that is not JSON.
+            output, output_type = packets.store_output(
+                output, output_type, environment_id=run.environment_id, run_id=run_id, attempt=number
+            )
         except context.Suspend:
             engine.suspend_run(run_id=run_id, attempt=number)
             return
         except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
             engine.fail_attempt(run_id=run_id, attempt=number, error=error_from(exc), retry=spec.retry)
             return
-    engine.complete_attempt(run_id=run_id, attempt=number, output=output, output_type=output_type)
+    done = engine.complete_attempt(run_id=run_id, attempt=number, output=output, output_type=output_type)
+    if done is None:  # a stale attempt: its offloaded output belongs to no run
+        packets.discard(output, output_type, environment_id=run.environment_id)
 
 
 def error_from(exc: BaseException) -> dict[str, Any]:
@@ -119,3 +126,15 @@ def _keep_alive(hostname: str) -> None:
         except Exception:
             log.warning("could not record worker liveness", exc_info=True)
             close_old_connections()
+
+
+@worker_process_init.connect
+def keep_connections(**_: object) -> None:
+    """A pool process runs one task at a time: reuse its database connection between tasks."""
+    persistent_connections()
+
+
+def persistent_connections(max_age: int = 60) -> None:
+    """Keep this process's database connections open between units of work."""
+    for conn in connections.all():
+        conn.settings_dict["CONN_MAX_AGE"] = max_age

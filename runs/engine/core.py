@@ -75,7 +75,7 @@ def transition(
     record(run, from_status, to_status, actor=actor, reason=reason, now=now, data=data)
     if to_status in FINAL_STATUSES:
         _wake_parents(run, now)
-    if to_status == RunStatus.QUEUED or from_status in ACTIVE_STATUSES:
+    if to_status == RunStatus.QUEUED or (from_status in ACTIVE_STATUSES and to_status not in ACTIVE_STATUSES):
         events.wake_engine()  # a run to admit, or a slot freed: admit without waiting for the poll
     return run
 

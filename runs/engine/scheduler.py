@@ -189,6 +189,9 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
         locked = queue.first()
         if locked is None:
             return 0
+        # Read the clock after the lock: a slot freed while this tick ran must not look
+        # admitted before it was freed in the timeline.
+        now = max(now, timezone.now())
         active = dict(
             Run.objects.filter(environment_id=environment_id, queue=name, status__in=ACTIVE_STATUSES)
             .values_list("concurrency_key")

@@ -19,6 +19,7 @@ from django.db import close_old_connections, connection
 
 from runs import engine
 from runs.events import ENGINE_CHANNEL
+from runs.worker import persistent_connections
 
 log = logging.getLogger("runyard.engine")
 
@@ -39,6 +40,7 @@ class Command(BaseCommand):
             nonlocal stopping
             stopping = True
 
+        persistent_connections()  # one thread, one connection, reused tick after tick
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         log.info("engine started")

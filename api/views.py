@@ -25,8 +25,9 @@ def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
     request_key = request.headers.get(REQUEST_KEY_HEADER) or None
     if request_key is not None and len(request_key) > 128:
         raise ApiError(400, f"{REQUEST_KEY_HEADER} must be at most 128 characters")
+    now = timezone.now()  # one clock for the delay and the run's creation
     try:
-        options = parse_trigger_options(body.get("options"))
+        options = parse_trigger_options(body.get("options"), now=now)
         task_id = parse_task_id(task_id)
     except OptionError as exc:
         raise ApiError(exc.status, exc.message) from exc
@@ -41,6 +42,7 @@ def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
         actor=actor(request.api_key),
         source="api",
         request_key=request_key,
+        now=now,
     )
     response = JsonResponse({"id": result.run.id, "isCached": result.is_cached})
     response["x-trigger-jwt"] = jwt.run_token(environment, result.run.id)

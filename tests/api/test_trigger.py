@@ -283,3 +283,9 @@ def test_a_past_or_unparseable_delay_is_a_422_naming_the_value(api, delay):
     assert response.status_code == 422
     assert delay in response.json()["error"]
     assert Run.objects.count() == 0
+
+
+def test_a_duration_delay_counts_from_the_runs_creation_to_the_microsecond(api):
+    body = {**MINIMAL_SDK_BODY, "options": {**MINIMAL_SDK_BODY["options"], "delay": "2s"}}
+    run = Run.objects.get(pk=api.trigger(body=body).json()["id"])
+    assert (run.delay_until - run.created_at).total_seconds() == 2

@@ -11,22 +11,34 @@ transaction context. Options take the wire protocol's camelCase keys or snake_ca
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-from collections.abc import Iterable
+import threading
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from itertools import chain, islice
+from typing import Any, TypeVar, cast
 
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, packets
-from runs.models import Environment, Run, Waitpoint
+from runs import context, engine, packets, ratelimit
+from runs.models import Batch, Environment, Run, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.states import RunStatus, api_flags
 
 ACTOR = "sdk"
+# Items read ahead from an iterator: a batch that ends within them has a known size.
+PEEK = 200
+# Items per bulk insert while staging. Fewer than the engine's chunk: with client-side
+# parameter binding an insert holds several copies of its rows' payloads at once.
+STAGE_CHUNK = 50
+
+T = TypeVar("T")
+# Items of a batch: a list, any iterable (a generator) or an async iterable.
+BatchItems = Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]]
 
 
 class RunyardError(Exception):
@@ -49,6 +61,38 @@ class RunStateError(RunyardError):
     """The run's status does not allow the action (e.g. rescheduling a run that is not delayed)."""
 
 
+class RateLimitError(RunyardError):
+    """The environment's batch rate limit refused a charge; `decision` says what is left and when."""
+
+    def __init__(self, decision: ratelimit.Decision) -> None:
+        super().__init__(f"Batch rate limit exceeded: {decision.remaining} of {decision.limit} items available")
+        self.decision = decision
+
+
+class BatchTriggerError(RunyardError):
+    """A batch that was not triggered, described like the official SDK's BatchTriggerError.
+
+    phase "create": refused before anything was created (the size was known up front).
+    phase "stream": the items of a source of unknown size were read first; the batch they
+    were staged into was rolled back (batch_id is None: it no longer exists).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        phase: str,
+        item_count: int,
+        batch_id: str | None = None,
+        is_rate_limited: bool = False,
+        retry_after_ms: int | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.phase, self.item_count, self.batch_id = phase, item_count, batch_id
+        self.is_rate_limited, self.retry_after_ms, self.cause = is_rate_limited, retry_after_ms, cause
+
+
 class SubtaskUnwrapError(RunyardError):
     """unwrap() of a child run that did not complete."""
 
@@ -68,7 +112,8 @@ class TriggerHandle:
 class BatchHandle:
     batch_id: str
     run_count: int
-    run_ids: list[str]
+    run_ids: list[str]  # in item order
+    is_cached: bool = False  # an earlier batch with the same idempotency key
 
 
 @dataclass(frozen=True)
@@ -128,13 +173,20 @@ class Tasks:
     def batch_trigger(
         self,
         task_id: str,
-        items: Iterable[dict[str, Any]],
+        items: BatchItems,
         options: dict[str, Any] | None = None,
         *,
         env: str | None = None,
     ) -> BatchHandle:
-        """Trigger one run per item ({"payload": ..., "options": {...}}), all or nothing."""
-        return _batch([{**item, "id": task_id} for item in items], env=env)
+        """Trigger one run per item ({"payload": ..., "options": {...}}), all or nothing.
+
+        items may be a list, a generator or an async iterable; they are read as they come,
+        never all held at once. options: {"idempotencyKey": ...} for the whole batch.
+        Raises ValidationError for a bad item, BatchTriggerError over the batch rate limit.
+        """
+        if isinstance(items, Sequence):
+            return _batch([_for_task(task_id, item) for item in items], env=env, options=options)
+        return _batch((_for_task(task_id, item) for item in _iterate(items)), env=env, options=options)
 
     def trigger_and_wait(
         self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None
@@ -150,15 +202,20 @@ class Tasks:
 class BatchOfTasks:
     """Batches mixing several tasks: items are {"id": task id, "payload": ..., "options": ...}."""
 
-    def trigger(self, items: Iterable[dict[str, Any]], *, env: str | None = None) -> BatchHandle:
-        return _batch(list(items), env=env)
+    def trigger(
+        self, items: BatchItems, options: dict[str, Any] | None = None, *, env: str | None = None
+    ) -> BatchHandle:
+        """Like tasks.batch_trigger, each item naming its task: {"id": task id, ...}."""
+        return _batch(items, env=env, options=options)
 
     def trigger_and_wait(self, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
         return _wait("batch.trigger_and_wait", list(items), batch=True)
 
-    def trigger_by_task(self, items: Iterable[dict[str, Any]], *, env: str | None = None) -> BatchHandle:
+    def trigger_by_task(self, items: BatchItems, *, env: str | None = None) -> BatchHandle:
         """Items name the task by its function: {"task": fn, "payload": ...}."""
-        return _batch([_by_task(item) for item in items], env=env)
+        if isinstance(items, Sequence):
+            return _batch([_by_task(item) for item in items], env=env)
+        return _batch((_by_task(item) for item in _iterate(items)), env=env)
 
     def trigger_by_task_and_wait(self, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
         return _wait("batch.trigger_by_task_and_wait", [_by_task(item) for item in items], batch=True)
@@ -248,29 +305,160 @@ def _parse(task_id: str, payload: Any, options: dict[str, Any] | None) -> tuple[
     return parsed, data, content_type, task_id
 
 
-def _batch(items: list[dict[str, Any]], *, env: str | None) -> BatchHandle:
+def _batch(items: BatchItems, *, env: str | None, options: dict[str, Any] | None = None) -> BatchHandle:
+    """Stage the items as they come, then create every run at once (all or nothing).
+
+    Rate limited like POST /api/v3/batches: a batch whose size is known up front (a
+    sequence, or an iterator that ends within PEEK items) is charged before it is created;
+    one of unknown size is charged once its items are all read, still before any run
+    exists. Creating, staging and sealing are one transaction: on any error nothing remains.
+    """
     ctx = context.current()
     environment = _environment_for(env, ctx)
-    entries = [_entry(index, item) for index, item in enumerate(items)]
-    if not 1 <= len(entries) <= engine.MAX_BATCH_ITEMS:
-        raise ValidationError("items", f"a batch takes 1 to {engine.MAX_BATCH_ITEMS} items, not {len(entries)}")
-    created = engine.trigger_batch(
-        environment=environment,
-        entries=entries,
-        actor=_actor(ctx),
-        source="sdk",
-        parent_run_id=ctx.run_id if ctx else None,
-    )
-    run_ids = list(created.runs.order_by("created_at", "id").values_list("id", flat=True))
-    return BatchHandle(batch_id=created.id, run_count=created.run_count, run_ids=run_ids)
+    key, key_user = _batch_key(options)
+    if key is not None:
+        existing = Batch.objects.filter(environment=environment, idempotency_key=key).first()
+        if existing is not None:  # creates nothing, so costs nothing and reads no item
+            return _handle(existing, cached=True)
+    source, count = _measure(items)
+    if count is not None:
+        _check_size(count)
+        _charge(environment, count, phase="create")
+    with transaction.atomic():
+        batch, cached = engine.create_batch(
+            environment=environment,
+            run_count=count or engine.MAX_BATCH_ITEMS,  # unknown size: fixed after staging
+            idempotency_key=key,
+            idempotency_key_user=key_user,
+            parent_run_id=ctx.run_id if ctx else None,
+        )
+        if not cached:
+            _stage(batch, source, count, environment)
+            batch = engine.seal_batch(batch_id=batch.id, actor=_actor(ctx), source="sdk")
+    return _handle(batch, cached=cached)
 
 
-def _entry(index: int, item: dict[str, Any]) -> engine.BatchEntry:
+def _measure(items: BatchItems) -> tuple[Iterator[dict[str, Any]], int | None]:
+    """The items as one iterator, and their number when it is known without reading them all."""
+    if isinstance(items, Sequence):
+        return iter(items), len(items)
+    source = _iterate(items)
+    head = list(islice(source, PEEK + 1))
+    if len(head) <= PEEK:
+        return iter(head), len(head)
+    return chain(head, source), None
+
+
+def _stage(batch: Batch, source: Iterator[dict[str, Any]], count: int | None, environment: Environment) -> None:
+    """Stage every item (in chunks, as they come); fix the count of a batch of unknown size."""
+    task_ids: set[str] = set()
+    staged = (_staged(index, item, task_ids) for index, item in enumerate(source))
+    staged_count = 0
+    while chunk := list(islice(staged, STAGE_CHUNK)):
+        engine.add_batch_items(batch=batch, items=chunk)
+        staged_count += len(chunk)
+    if count is None:
+        count = staged_count
+        _check_size(count)
+        _charge(environment, count, phase="stream")
+    engine.set_batch_run_count(batch_id=batch.id, run_count=count, task_identifiers=sorted(task_ids))
+
+
+def _staged(index: int, item: Any, task_ids: set[str]) -> engine.StagedItem:
+    if index >= engine.MAX_BATCH_ITEMS:
+        raise ValidationError("items", f"a batch takes at most {engine.MAX_BATCH_ITEMS} items; more were given")
+    if not isinstance(item, dict):
+        raise ValidationError(f"items[{index}]", f"item {index}: must be a dict, not {type(item).__name__}")
     try:
         parsed, data, content_type, task_id = _parse(item.get("id", ""), item.get("payload"), item.get("options"))
     except ValidationError as exc:
         raise ValidationError(f"items[{index}].{exc.field}", f"item {index}: {exc.message}") from exc
-    return engine.BatchEntry(task_id=task_id, payload=data, payload_type=content_type, options=parsed)
+    task_ids.add(task_id)
+    return engine.StagedItem(index, task_id, data, content_type, parsed.raw)
+
+
+def _check_size(count: int) -> None:
+    if not 1 <= count <= engine.MAX_BATCH_ITEMS:
+        raise ValidationError("items", f"a batch takes 1 to {engine.MAX_BATCH_ITEMS} items, not {count}")
+
+
+def _charge(environment: Environment, count: int, *, phase: str) -> None:
+    """Take `count` tokens from the environment's batch rate limit. Raises BatchTriggerError."""
+    try:
+        decision = ratelimit.charge_batch_items(environment_id=environment.pk, count=count)
+    except ratelimit.ChargeTooLarge as exc:
+        raise BatchTriggerError(str(exc), phase=phase, item_count=count, cause=exc) from exc
+    if not decision.allowed:
+        wait = decision.retry_after_seconds
+        raise BatchTriggerError(
+            f"Failed to create batch with {count} items: Rate limit exceeded - retry after {wait}s",
+            phase=phase,
+            item_count=count,
+            is_rate_limited=True,
+            retry_after_ms=decision.retry_after_ms,
+            cause=RateLimitError(decision),
+        )
+
+
+def _batch_key(options: dict[str, Any] | None) -> tuple[str | None, str]:
+    """The batch's idempotency key, hashed like an item's, and the caller's own key."""
+    hashed = hash_idempotency_key(options) or {}
+    key = hashed.get("idempotencyKey", hashed.get("idempotency_key"))
+    if key is None:
+        return None, ""
+    if not isinstance(key, str) or not 1 <= len(key) <= 2048:
+        raise ValidationError("idempotencyKey", "the batch idempotencyKey must be a string of 1 to 2048 characters")
+    user = hashed.get("idempotencyKeyOptions", {}).get("key", "")
+    return key, user if isinstance(user, str) else ""
+
+
+def _handle(batch: Batch, *, cached: bool) -> BatchHandle:
+    run_ids = engine.batch_run_ids(batch_id=batch.id)
+    return BatchHandle(batch_id=batch.id, run_count=batch.run_count, run_ids=run_ids, is_cached=cached)
+
+
+def _for_task(task_id: str, item: Any) -> dict[str, Any]:
+    if not isinstance(item, dict):
+        raise ValidationError("items", f"each item must be a dict like {{'payload': ...}}, not {type(item).__name__}")
+    return {**item, "id": task_id}
+
+
+def _iterate(items: Iterable[T] | AsyncIterable[T]) -> Iterator[T]:
+    if isinstance(items, AsyncIterable):
+        return _from_async(items)
+    return iter(items)
+
+
+def _from_async(items: AsyncIterable[T]) -> Iterator[T]:
+    """An async iterable read one item at a time, on an event loop in a helper thread.
+
+    The SDK is synchronous (the ORM is); one loop for the whole iteration keeps a source
+    that holds loop-bound resources (a connection, a cursor) working from first to last.
+    """
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="runyard-batch-items", daemon=True)
+    thread.start()
+    iterator = aiter(items)
+    try:
+        while True:
+            found, item = asyncio.run_coroutine_threadsafe(_anext(iterator), loop).result()
+            if not found:
+                return
+            yield cast(T, item)
+    finally:
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:  # runs the source's own cleanup (finally blocks) on its loop
+            asyncio.run_coroutine_threadsafe(aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+async def _anext(iterator: AsyncIterator[T]) -> tuple[bool, T | None]:
+    try:
+        return True, await anext(iterator)
+    except StopAsyncIteration:
+        return False, None
 
 
 def _wait(verb: str, items: list[dict[str, Any]], *, batch: bool) -> list[TaskRunResult]:
@@ -301,7 +489,7 @@ def _trigger_children(items: list[dict[str, Any]], *, batch: bool) -> list[str]:
 
 def _result(run: Run) -> TaskRunResult:
     if run.status == RunStatus.COMPLETED:
-        output = packets.decode(run.output, run.output_type)
+        output = packets.load(run.output, run.output_type, environment_id=run.environment_id)
         return TaskRunResult(ok=True, id=run.id, task_identifier=run.task_identifier, output=output)
     error = run.error or {"message": f"Run ended {run.status}"}
     return TaskRunResult(ok=False, id=run.id, task_identifier=run.task_identifier, error=error)
@@ -350,8 +538,8 @@ def _info(run: Run) -> RunInfo:
         id=run.id,
         status=run.status,
         task_identifier=run.task_identifier,
-        payload=packets.decode(run.payload, run.payload_type),
-        output=packets.decode(run.output, run.output_type) if completed else None,
+        payload=packets.load(run.payload, run.payload_type, environment_id=run.environment_id),
+        output=packets.load(run.output, run.output_type, environment_id=run.environment_id) if completed else None,
         error=run.error if not completed else None,
         created_at=run.created_at,
         started_at=run.started_at,

@@ -20,8 +20,10 @@ from runs.engine.batches import (
     StagedItem,
     abort_batch,
     add_batch_items,
+    batch_run_ids,
     create_batch,
     seal_batch,
+    set_batch_run_count,
     trigger_batch,
 )
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
@@ -59,6 +61,7 @@ __all__ = [
     "add_batch_items",
     "add_waitpoint",
     "admit",
+    "batch_run_ids",
     "cancel_run",
     "celery_task_id",
     "complete_attempt",
@@ -74,6 +77,7 @@ __all__ = [
     "reschedule_run",
     "resume_ready",
     "seal_batch",
+    "set_batch_run_count",
     "start_attempt",
     "suspend_run",
     "system_failure",

@@ -14,11 +14,12 @@ from datetime import datetime
 from itertools import islice
 
 from django.db import connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from runs.engine.core import Actor, EngineError
 from runs.engine.triggering import TriggerOptions, trigger
-from runs.models import Batch, BatchItem, BatchStatus, Environment
+from runs.models import Batch, BatchItem, BatchStatus, Environment, Run
 
 MAX_BATCH_ITEMS = 1000
 CHUNK = 200
@@ -138,13 +139,50 @@ def seal_batch(*, batch_id: str, actor: Actor, source: str = "api", now: datetim
         raise
 
 
-def abort_batch(*, batch_id: str, index: int, message: str, now: datetime | None = None) -> None:
+def abort_batch(
+    *, batch_id: str, index: int, message: str, task_identifier: str = "", now: datetime | None = None
+) -> None:
     """Refuse a whole batch because of one item; no run of it exists."""
     now = now or timezone.now()
-    error = {"index": index, "error": message}
+    error = {"index": index, "taskIdentifier": task_identifier, "error": message}
     Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
         status=BatchStatus.ABORTED, errors=[error], updated_at=now
     )
+
+
+def set_batch_run_count(
+    *, batch_id: str, run_count: int, task_identifiers: list[str] | None = None, now: datetime | None = None
+) -> Batch:
+    """Fix the count of a PENDING batch created with a provisional one (a stream of unknown length).
+
+    Requires every staged index to be below run_count; raises EngineError otherwise.
+    """
+    now = now or timezone.now()
+    if not 1 <= run_count <= MAX_BATCH_ITEMS:
+        raise EngineError(f"runCount must be from 1 to {MAX_BATCH_ITEMS} (a batch holds at most 1,000 items)")
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().get(pk=batch_id)
+        if batch.status != BatchStatus.PENDING:
+            raise EngineError(f"batch {batch_id} is {batch.status}: its count can no longer change")
+        if batch.items.filter(index__gte=run_count).exists():
+            raise EngineError(f"batch {batch_id} holds items past index {run_count - 1}")
+        batch.run_count, batch.updated_at = run_count, now
+        fields = ["run_count", "updated_at"]
+        if task_identifiers is not None:
+            batch.task_identifiers = sorted(set(task_identifiers))
+            fields.append("task_identifiers")
+        batch.save(update_fields=fields)
+    return batch
+
+
+def batch_run_ids(*, batch_id: str) -> list[str]:
+    """Ids of the runs a batch created, in item order.
+
+    Runs carry no item index: they are created in index order in one transaction, so the
+    order of their creation events (a sequence) is the index order.
+    """
+    runs = Run.objects.filter(batch_id=batch_id).annotate(first_event=Min("events__id")).order_by("first_event")
+    return list(runs.values_list("id", flat=True))
 
 
 def _create_runs(batch: Batch, actor: Actor, source: str, now: datetime) -> None:

@@ -130,3 +130,24 @@ def test_trigger_and_wait_outside_a_task_is_refused(dev: Environment) -> None:
 
     with pytest.raises(NotInTask):
         tasks.trigger_and_wait("hello-world", {})
+
+
+@registry.task(id="test-big-output")
+def big_output(payload: Any) -> str:
+    return "x" * (600 * 1024)
+
+
+@registry.task(id="test-parent-of-big")
+def parent_of_big(payload: Any) -> int:
+    return len(tasks.trigger_and_wait("test-big-output").unwrap())
+
+
+def test_a_parent_gets_a_childs_offloaded_output(dev: Environment, tmp_path: Any, settings: Any) -> None:
+    settings.RUNYARD_OBJECTS_DIR = str(tmp_path)
+    for task_id in ("test-big-output", "test-parent-of-big"):
+        factories.task_definition(task_id)
+    parent = factories.run("test-parent-of-big")
+    work_everything()
+    parent.refresh_from_db()
+    assert Run.objects.get(parent=parent).output_type == "application/store"
+    assert parent.status == RunStatus.COMPLETED and factories.decode_output(parent) == 600 * 1024

@@ -317,6 +317,7 @@ class Batch(models.Model):
     parent = models.ForeignKey(Run, null=True, blank=True, on_delete=models.SET_NULL, related_name="child_batches")
     resume_parent_on_completion = models.BooleanField(default=False)
     errors = models.JSONField(default=list, blank=True)
+    run_ids = ArrayField(models.CharField(max_length=32), default=list, blank=True)  # in item order
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
     sealed_at = models.DateTimeField(null=True, blank=True)

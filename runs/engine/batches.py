@@ -14,12 +14,11 @@ from datetime import datetime
 from itertools import islice
 
 from django.db import connection, transaction
-from django.db.models import Min
 from django.utils import timezone
 
 from runs.engine.core import Actor, EngineError
 from runs.engine.triggering import TriggerOptions, trigger
-from runs.models import Batch, BatchItem, BatchStatus, Environment, Run
+from runs.models import Batch, BatchItem, BatchStatus, Environment
 
 MAX_BATCH_ITEMS = 1000
 CHUNK = 200
@@ -129,10 +128,10 @@ def seal_batch(*, batch_id: str, actor: Actor, source: str = "api", now: datetim
             batch = Batch.objects.select_for_update().get(pk=batch_id)
             if batch.status != BatchStatus.PENDING or batch.items.count() < batch.run_count:
                 return batch
-            _create_runs(batch, actor, source, now)
+            batch.run_ids = _create_runs(batch, actor, source, now)
             batch.items.all().delete()
             batch.status, batch.sealed_at, batch.updated_at = BatchStatus.COMPLETED, now, now
-            batch.save(update_fields=["status", "sealed_at", "updated_at"])
+            batch.save(update_fields=["run_ids", "status", "sealed_at", "updated_at"])
             return batch
     except BatchItemError as exc:
         abort_batch(batch_id=batch_id, index=exc.index, message=exc.detail, now=now)
@@ -176,41 +175,45 @@ def set_batch_run_count(
 
 
 def batch_run_ids(*, batch_id: str) -> list[str]:
-    """Ids of the runs a batch created, in item order.
-
-    Runs carry no item index: they are created in index order in one transaction, so the
-    order of their creation events (a sequence) is the index order.
-    """
-    runs = Run.objects.filter(batch_id=batch_id).annotate(first_event=Min("events__id")).order_by("first_event")
-    return list(runs.values_list("id", flat=True))
+    """Ids of the batch's runs in item order (an item an idempotency key or debounce matched
+    names the run it matched)."""
+    return list(Batch.objects.filter(pk=batch_id).values_list("run_ids", flat=True).first() or [])
 
 
-def _create_runs(batch: Batch, actor: Actor, source: str, now: datetime) -> None:
+def _create_runs(batch: Batch, actor: Actor, source: str, now: datetime) -> list[str]:
     from runs.options import OptionError, parse_trigger_options  # options builds on the engine
 
-    function = "batchTriggerAndWait" if batch.resume_parent_on_completion else "batchTrigger"
+    run_ids = []
     for item in _staged(batch):
         try:
             options = parse_trigger_options(item.options, now=now)
         except OptionError as exc:
             raise BatchItemError(item.index, exc.message) from exc
-        options = replace(
-            options,
-            batch_id=batch.id,
-            parent_run_id=batch.parent_id,
-            resume_parent=batch.resume_parent_on_completion,
-            trigger_function=function,
-        )
-        trigger(
-            environment=batch.environment,
-            task_id=item.task_identifier,
-            payload=item.payload,
-            payload_type=item.payload_type,
-            options=options,
-            actor=actor,
-            source=source,
-            now=now,
-        )
+        entry = BatchEntry(item.task_identifier, item.payload, item.payload_type, options)
+        run_ids.append(_trigger_entry(batch, entry, actor, source, now))
+    return run_ids
+
+
+def _trigger_entry(batch: Batch, entry: BatchEntry, actor: Actor, source: str, now: datetime) -> str:
+    """Trigger one item as part of batch; returns the id of its run (new, cached or debounced)."""
+    options = replace(
+        entry.options,
+        batch_id=batch.id,
+        parent_run_id=batch.parent_id,
+        resume_parent=batch.resume_parent_on_completion,
+        trigger_function="batchTriggerAndWait" if batch.resume_parent_on_completion else "batchTrigger",
+    )
+    result = trigger(
+        environment=batch.environment,
+        task_id=entry.task_id,
+        payload=entry.payload,
+        payload_type=entry.payload_type,
+        options=options,
+        actor=actor,
+        source=source,
+        now=now,
+    )
+    return result.run.id
 
 
 def _staged(batch: Batch) -> Iterator[BatchItem]:
@@ -231,7 +234,6 @@ def trigger_batch(
     now = now or timezone.now()
     if not 1 <= len(entries) <= MAX_BATCH_ITEMS:
         raise EngineError(f"a batch holds 1 to {MAX_BATCH_ITEMS} items, not {len(entries)}")
-    function = "batchTriggerAndWait" if resume_parent else "batchTrigger"
     with transaction.atomic():
         batch = Batch.objects.create(
             environment=environment,
@@ -244,22 +246,6 @@ def trigger_batch(
             updated_at=now,
             sealed_at=now,
         )
-        for entry in entries:
-            options = replace(
-                entry.options,
-                batch_id=batch.id,
-                parent_run_id=parent_run_id,
-                resume_parent=resume_parent,
-                trigger_function=function,
-            )
-            trigger(
-                environment=environment,
-                task_id=entry.task_id,
-                payload=entry.payload,
-                payload_type=entry.payload_type,
-                options=options,
-                actor=actor,
-                source=source,
-                now=now,
-            )
+        batch.run_ids = [_trigger_entry(batch, entry, actor, source, now) for entry in entries]
+        batch.save(update_fields=["run_ids"])
     return batch

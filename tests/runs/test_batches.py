@@ -69,3 +69,17 @@ def test_a_thousand_items_seal_into_a_thousand_runs(dev: Environment) -> None:
     engine.add_batch_items(batch=batch, items=(item(i) for i in range(1000)))
     engine.seal_batch(batch_id=batch.id, actor="test")
     assert Run.objects.filter(batch=batch).count() == 1000
+
+
+def test_an_item_matching_an_existing_key_names_that_run_in_item_order(dev: Environment) -> None:
+    factories.task_definition("hello-world")
+    existing = factories.run(idempotency_key="k")
+    batch, _ = engine.create_batch(environment=dev, run_count=3)
+    engine.add_batch_items(batch=batch, items=[item(0), item(1, idempotencyKey="k"), item(2)])
+    engine.seal_batch(batch_id=batch.id, actor="test")
+    ids = engine.batch_run_ids(batch_id=batch.id)
+    assert len(ids) == 3 and ids[1] == existing.id
+    assert [Run.objects.get(pk=i).payload for i in (ids[0], ids[2])] == [
+        factories.superjson({"i": 0}),
+        factories.superjson({"i": 2}),
+    ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import time_machine
 from django.utils import timezone
 
 import example_tasks  # noqa: F401 - registers the example tasks
@@ -151,3 +153,27 @@ def test_a_parent_gets_a_childs_offloaded_output(dev: Environment, tmp_path: Any
     parent.refresh_from_db()
     assert Run.objects.get(parent=parent).output_type == "application/store"
     assert parent.status == RunStatus.COMPLETED and factories.decode_output(parent) == 600 * 1024
+
+
+@registry.task(id="test-waits-on-debounced")
+def waits_on_debounced(payload: Any) -> Any:
+    debounce = {"key": "shared", "delay": "5s"}
+    return tasks.trigger_and_wait("hello-world", {"name": "late"}, {"debounce": debounce}).unwrap()
+
+
+def test_trigger_and_wait_with_a_debounce_key_waits_on_the_existing_debounced_run(dev: Environment) -> None:
+    define_all()
+    factories.task_definition("test-waits-on-debounced")
+    existing = tasks.trigger("hello-world", {"name": "first"}, {"debounce": {"key": "shared", "delay": "5s"}})
+    parent = factories.run("test-waits-on-debounced")
+    engine.admit(now=parent.created_at)
+    worker.execute(run_id=parent.id, hostname="w1")
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.WAITING
+    assert Waitpoint.objects.get(run=parent).children == [existing.id]
+    with time_machine.travel(timezone.now() + timedelta(seconds=6)):
+        engine.promote_delayed(now=timezone.now())
+        work_everything()
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.COMPLETED
+    assert factories.decode_output(parent) == {"message": "Hello, first!"}  # leading: the first payload

@@ -87,10 +87,11 @@ class LiveStack:
         self.processes = start(self, append=True)
 
     @contextlib.contextmanager
-    def extra_worker(self, name: str) -> Iterator[str]:
-        """Another Celery worker process named `name@<host>`; yields its hostname, stops it on exit."""
+    def extra_worker(self, name: str, *args: str) -> Iterator[str]:
+        """Another Celery worker process named `name@<host>` (plus celery `args`, which win over
+        the defaults); yields its hostname and stops it on exit."""
         processes = launcher.Processes(self.env)
-        argv = [*launcher.commands(0)["worker"], "-n", f"{name}@%h"]
+        argv = [*launcher.commands(0)["worker"], "-n", f"{name}@%h", *args]
         log_name = f"worker-{name}"
         self.logs[log_name] = settings.VAR_DIR / "logs" / f"live-{log_name}.log"
         before = worker_registrations(self, f"{name}@%")

@@ -468,8 +468,8 @@ def _wait(verb: str, items: list[dict[str, Any]], *, batch: bool) -> list[TaskRu
     waitpoint = Waitpoint.objects.filter(run_id=ctx.run_id, sequence=number).first()
     if waitpoint is None:
         with transaction.atomic():
-            child_ids = _trigger_children(items, batch=batch)
-            engine.add_waitpoint(run_id=ctx.run_id, sequence=number, child_ids=child_ids)
+            child_ids, batch_id = _trigger_children(ctx, items, batch=batch)
+            engine.add_waitpoint(run_id=ctx.run_id, sequence=number, child_ids=child_ids, batch_id=batch_id)
         raise context.Suspend()
     if waitpoint.resolved_at is None:
         raise context.Suspend()
@@ -477,14 +477,33 @@ def _wait(verb: str, items: list[dict[str, Any]], *, batch: bool) -> list[TaskRu
     return [_result(children[child_id]) for child_id in waitpoint.children]
 
 
-def _trigger_children(items: list[dict[str, Any]], *, batch: bool) -> list[str]:
-    function = "batchTriggerAndWait" if batch else "triggerAndWait"
-    extra = {"resume_parent": True, "trigger_function": function}
-    results = [
-        _trigger_one(item.get("id", ""), item.get("payload"), item.get("options"), env=None, extra=extra)
-        for item in items
-    ]
-    return [result.run.id for result in results]
+def _trigger_children(
+    ctx: context.TaskContext, items: list[dict[str, Any]], *, batch: bool
+) -> tuple[list[str], str | None]:
+    """Trigger the children of a wait: one run, or one batch. Returns (run ids, batch id)."""
+    if not batch:
+        item = items[0]
+        extra = {"resume_parent": True, "trigger_function": "triggerAndWait"}
+        result = _trigger_one(item.get("id", ""), item.get("payload"), item.get("options"), env=None, extra=extra)
+        return [result.run.id], None
+    entries = []
+    for index, item in enumerate(items):
+        try:
+            parsed, data, content_type, task_id = _parse(item.get("id", ""), item.get("payload"), item.get("options"))
+        except ValidationError as exc:
+            raise ValidationError(f"items[{index}].{exc.field}", f"item {index}: {exc.message}") from exc
+        entries.append(engine.BatchEntry(task_id=task_id, payload=data, payload_type=content_type, options=parsed))
+    if not 1 <= len(entries) <= engine.MAX_BATCH_ITEMS:
+        raise ValidationError("items", f"a batch takes 1 to {engine.MAX_BATCH_ITEMS} items, not {len(entries)}")
+    created = engine.trigger_batch(
+        environment=Environment.objects.get(pk=ctx.environment_id),
+        entries=entries,
+        actor=_actor(ctx),
+        source="sdk",
+        parent_run_id=ctx.run_id,
+        resume_parent=True,
+    )
+    return list(created.run_ids), created.id
 
 
 def _result(run: Run) -> TaskRunResult:

@@ -9,7 +9,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-import example_tasks  # noqa: F401 - registers the example tasks
+import example_tasks  # registers the example tasks
 from runs import engine, registry, worker
 from runs.models import Environment, Run, Waitpoint
 from runs.sdk import SubtaskUnwrapError, tasks
@@ -177,3 +177,49 @@ def test_trigger_and_wait_with_a_debounce_key_waits_on_the_existing_debounced_ru
     parent.refresh_from_db()
     assert parent.status == RunStatus.COMPLETED
     assert factories.decode_output(parent) == {"message": "Hello, first!"}  # leading: the first payload
+
+
+@registry.task(id="test-mixed-batch-waits")
+def mixed_batch_waits(payload: Any) -> list[Any]:
+    from runs.sdk import batch
+
+    by_id = batch.trigger_and_wait(
+        [{"id": "hello-world", "payload": {"name": "a"}}, {"id": "always-fails", "options": {"maxAttempts": 1}}]
+    )
+    by_task = batch.trigger_by_task_and_wait([{"task": example_tasks.hello_world, "payload": {"name": "b"}}])
+    handle = batch.trigger_by_task([{"task": example_tasks.hello_world, "payload": {"name": "c"}}])
+    return [
+        [(r.ok, r.task_identifier) for r in by_id],
+        by_id[0].output,
+        by_task[0].unwrap(),
+        handle.run_count,
+    ]
+
+
+def test_batches_of_several_tasks_wait_by_id_and_by_task_function(dev: Environment) -> None:
+    define_all()
+    factories.task_definition("test-mixed-batch-waits")
+    parent = factories.run("test-mixed-batch-waits")
+    work_everything()
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.COMPLETED, parent.error
+    assert factories.decode_output(parent) == [
+        [[True, "hello-world"], [False, "always-fails"]],
+        {"message": "Hello, a!"},
+        {"message": "Hello, b!"},
+        1,
+    ]
+    # Each batch is a Batch with the parent as parent; the fire-and-forget one too.
+    assert Run.objects.filter(parent=parent).count() == 4
+
+
+def test_a_batch_wait_makes_a_batch_whose_runs_are_the_children(dev: Environment) -> None:
+    from runs.models import Batch
+
+    define_all()
+    parent = factories.run("fan-out", payload={"n": 2})
+    work_everything()
+    batch = Batch.objects.get(parent=parent)
+    assert batch.run_count == 2 and batch.resume_parent_on_completion
+    assert set(batch.run_ids) == set(Run.objects.filter(parent=parent).values_list("id", flat=True))
+    assert Waitpoint.objects.get(run=parent).batch_id == batch.id

@@ -211,3 +211,15 @@ def test_each_concurrency_key_gets_its_own_slot_of_a_queue_limited_to_one(live_s
 
     assert peak_by_key == {"tenant-a": 1, "tenant-b": 1}, peak_by_key
     assert peak == 2, f"the two keys should have run side by side, at most one each; the timeline shows {peak}"
+
+
+def test_a_run_past_its_max_duration_is_stopped_and_ends_timed_out(live_stack: LiveStack) -> None:
+    run_id = live_stack.trigger("sleep", {"seconds": 60}, maxDuration=5, maxAttempts=3)
+    run = live_stack.run_until(run_id, is_final, "to be stopped", timeout=FINISH_TIMEOUT)
+    assert run["status"] == "TIMED_OUT" and "maxDuration" in run["error"]["message"]
+    assert run["attemptCount"] == 1  # a timeout is never retried
+    with live_stack.db() as conn:
+        finished = conn.execute(
+            f"SELECT status FROM {RunAttempt._meta.db_table} WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    assert finished == [("TIMED_OUT",)]

@@ -1,9 +1,11 @@
-"""Websockets that keep the runs list and the run page live.
+"""Websockets that keep the runs list, the run page and the batch page live.
 
-The engine publishes `run.changed` with run ids only (runs.events). A consumer collects the
-ids and, at most every FLUSH_INTERVAL, renders the same partials the pages use from current
-database state and sends them in one message of htmx out-of-band swaps. A storm of changes
-thus reaches a browser as a few messages a second, and duplicates or reordering are harmless.
+The engine publishes `run.changed` with run ids only (runs.events). A consumer joins its
+environment's group, collects the ids and, at most every FLUSH_INTERVAL, renders the same
+partials the pages use from current database state (nothing, if no change concerns its page)
+and sends them as htmx out-of-band swaps: one frame, or two when a runs table gets new and
+changed rows at once (see partials/runs_push.html). A storm of changes thus reaches a browser
+as a few flushes a second, and duplicates or reordering are harmless.
 
 On connect, the query string says when the page was rendered (`since`, microseconds since
 the epoch); what changed in between is pushed at once, so a late or re-opened socket catches up
@@ -26,9 +28,17 @@ from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.views import PAGE_SIZE, from_micros, newer_than, parse_cursor, run_panel_context
-from runs.events import env_group, run_group
-from runs.models import Environment, Run
+from dashboard.views import (
+    PAGE_SIZE,
+    batch_counts_context,
+    from_micros,
+    newer_than,
+    parse_cursor,
+    run_panel_context,
+    with_relations,
+)
+from runs.events import env_group
+from runs.models import Batch, Environment, Run
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,17 +108,18 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
             self.last_flush = asyncio.get_running_loop().time()
         await self.flush()  # whatever arrived meanwhile
 
-    async def push(self, render: Callable[[T], str], arg: T) -> bool:
-        """Render and send; False if there was nothing to send."""
+    async def push(self, render: Callable[[T], list[str]], arg: T) -> bool:
+        """Render and send the frames; False if there was nothing to send."""
         try:
-            html = await database_sync_to_async(render)(arg)
+            frames = await database_sync_to_async(render)(arg)
         except Exception:
             # A failed render must not end live updates: the next change renders again.
             log.exception("could not render live update on %s", self.group)
             return False
-        if html := html.strip():
+        frames = [html for frame in frames if (html := frame.strip())]
+        for html in frames:
             await self.send(text_data=html)
-        return bool(html)
+        return bool(frames)
 
     async def maintain(self) -> None:
         """Every RECONCILE_INTERVAL, queue what changed on screen since the last look; renew the group."""
@@ -132,10 +143,12 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
         """The group to join, or None to refuse the connection."""
         raise NotImplementedError
 
-    def render(self, batch: dict[str, bool]) -> str:
+    def render(self, batch: dict[str, bool]) -> list[str]:
+        """The frames to send for the runs in batch (run id -> created)."""
         raise NotImplementedError
 
-    def render_since(self, since: datetime) -> str:
+    def render_since(self, since: datetime) -> list[str]:
+        """The frames that bring a page rendered at `since` up to date."""
         raise NotImplementedError
 
     def changed_since(self, since: datetime) -> list[str]:
@@ -146,36 +159,45 @@ class RunsConsumer(CoalescingConsumer):
     """`/ws/runs/?env=<slug>`: rows of the runs list of one environment.
 
     Query: `newest`/`oldest` are the cursors of the first and last row on screen (changes to
-    runs outside that window are not sent); `prepend=1` on the first page puts new runs on top.
+    runs outside that window are not sent); `prepend=1` on the first page puts new runs on top;
+    `batch=<id>` is the list's filter: runs of other batches are neither prepended nor updated.
     """
+
+    runs_filter: Q  # the runs the page lists, wherever they are
 
     async def subscribe(self) -> str | None:
         slug = self.query.get("env", ["dev"])[0]
-        self.newest = parse_cursor(self.query.get("newest", [""])[0])
-        self.oldest = parse_cursor(self.query.get("oldest", [""])[0])
-        self.prepend = self.query.get("prepend", [""])[0] == "1"
+        batch_id = self.query.get("batch", [""])[0]
+        self.read_window()
         environment = await database_sync_to_async(Environment.objects.filter(slug=slug).first)()
         if environment is None:
             return None
-        self.environment_id = environment.id
+        self.runs_filter = Q(environment_id=environment.id)
+        if batch_id:
+            self.runs_filter &= Q(batch_id=batch_id)
         return env_group(environment.id)
 
+    def read_window(self) -> None:
+        self.newest = parse_cursor(self.query.get("newest", [""])[0])
+        self.oldest = parse_cursor(self.query.get("oldest", [""])[0])
+        self.prepend = self.query.get("prepend", [""])[0] == "1"
+
     def on_screen(self) -> Q:
-        window = Q(environment_id=self.environment_id)
+        window = Q(self.runs_filter)
         if self.oldest is not None:
             window &= newer_than(self.oldest, inclusive=True)
         if self.newest is not None and not self.prepend:
             window &= ~newer_than(self.newest)
         return window
 
-    def render(self, batch: dict[str, bool]) -> str:
+    def render(self, batch: dict[str, bool]) -> list[str]:
         runs = list(Run.objects.filter(self.on_screen(), pk__in=list(batch)))
         created = [run for run in runs if batch[run.id] and self.prepend]
         updated = [run for run in runs if not (batch[run.id] and self.prepend)]
         return self.render_rows(created, updated)
 
-    def render_since(self, since: datetime) -> str:
-        runs = Run.objects.filter(environment_id=self.environment_id)
+    def render_since(self, since: datetime) -> list[str]:
+        runs = Run.objects.filter(self.runs_filter)
         created: list[Run] = []
         if self.prepend:
             fresh = runs.filter(newer_than(self.newest)) if self.newest else runs
@@ -189,33 +211,92 @@ class RunsConsumer(CoalescingConsumer):
         return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
 
     @staticmethod
-    def render_rows(created: list[Run], updated: list[Run]) -> str:
+    def render_rows(created: list[Run], updated: list[Run]) -> list[str]:
         created.sort(key=lambda run: (run.created_at, run.id), reverse=True)
-        return render_to_string("dashboard/partials/runs_push.html", {"created": created, "updated": updated})
+        template = "dashboard/partials/runs_push.html"
+        return [
+            render_to_string(template, {"created": created}) if created else "",
+            render_to_string(template, {"updated": updated}) if updated else "",
+        ]
+
+
+class BatchConsumer(RunsConsumer):
+    """`/ws/batches/<batch_id>/`: the batch page, its counts by status and the rows on screen.
+
+    Query as for RunsConsumer, without `env` and `batch`. The engine publishes per run, so this
+    joins the batch's environment group and keeps the changes of runs of this batch.
+    """
+
+    async def subscribe(self) -> str | None:
+        self.batch_id = str(self.scope["url_route"]["kwargs"]["batch_id"])
+        self.read_window()
+        environments = Batch.objects.filter(pk=self.batch_id).values_list("environment_id", flat=True)
+        environment_id = await database_sync_to_async(environments.first)()
+        if environment_id is None:
+            return None
+        self.runs_filter = Q(environment_id=environment_id, batch_id=self.batch_id)
+        return env_group(environment_id)
+
+    def render(self, batch: dict[str, bool]) -> list[str]:
+        if not Run.objects.filter(self.runs_filter, pk__in=list(batch)).exists():
+            return []
+        return self.with_counts(super().render(batch))
+
+    def render_since(self, since: datetime) -> list[str]:
+        if not Run.objects.filter(self.runs_filter, updated_at__gte=since).exists():
+            return []
+        return self.with_counts(super().render_since(since))
+
+    def changed_since(self, since: datetime) -> list[str]:
+        # Not only the rows on screen: every run of the batch counts.
+        changed = Run.objects.filter(self.runs_filter, updated_at__gte=since).order_by("-updated_at")
+        return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
+
+    def with_counts(self, frames: list[str]) -> list[str]:
+        """The counts after the last frame of rows (a <section> before a <tr> would swallow it)."""
+        batch = Batch.objects.filter(pk=self.batch_id).first()
+        if batch is None:
+            return frames
+        counts = render_to_string("dashboard/partials/batch_counts.html", {**batch_counts_context(batch), "oob": True})
+        rows = [frame for frame in frames if frame.strip()]
+        return [*rows[:-1], rows[-1] + counts] if rows else [counts]
 
 
 class RunConsumer(CoalescingConsumer):
-    """`/ws/runs/<run_id>/`: the panel of one run page."""
+    """`/ws/runs/<run_id>/`: the panel of one run page.
+
+    The panel also shows the run's parent, root and children. The engine publishes per run, so
+    this joins the run's environment group and re-renders when a message names the run or one
+    of those relatives (children are recognised by their parent_id, once per flush).
+    """
 
     async def subscribe(self) -> str | None:
         self.run_id = str(self.scope["url_route"]["kwargs"]["run_id"])
-        exists = await database_sync_to_async(Run.objects.filter(pk=self.run_id).exists)()
-        return run_group(self.run_id) if exists else None
+        found = Run.objects.filter(pk=self.run_id).values_list("environment_id", "parent_id", "root_id")
+        row = await database_sync_to_async(found.first)()
+        if row is None:
+            return None
+        environment_id, parent_id, root_id = row
+        self.relatives = {self.run_id} | {run_id for run_id in (parent_id, root_id) if run_id}
+        return env_group(environment_id)
 
-    def render(self, batch: dict[str, bool]) -> str:
-        return self.render_panel(Run.objects.select_related("environment").filter(pk=self.run_id))
+    def related(self) -> QuerySet[Run]:
+        return Run.objects.filter(Q(pk__in=self.relatives) | Q(parent_id=self.run_id))
 
-    def render_since(self, since: datetime) -> str:
-        return self.render_panel(
-            Run.objects.select_related("environment").filter(pk=self.run_id, updated_at__gte=since)
-        )
+    def render(self, batch: dict[str, bool]) -> list[str]:
+        named = not self.relatives.isdisjoint(batch)
+        if not named and not Run.objects.filter(pk__in=list(batch), parent_id=self.run_id).exists():
+            return []
+        return [self.render_panel()]
+
+    def render_since(self, since: datetime) -> list[str]:
+        return [self.render_panel()] if self.related().filter(updated_at__gte=since).exists() else []
 
     def changed_since(self, since: datetime) -> list[str]:
-        return list(Run.objects.filter(pk=self.run_id, updated_at__gte=since).values_list("id", flat=True))
+        return list(self.related().filter(updated_at__gte=since).values_list("id", flat=True)[:PAGE_SIZE])
 
-    @staticmethod
-    def render_panel(runs: QuerySet[Run]) -> str:
-        run = runs.first()
+    def render_panel(self) -> str:
+        run = with_relations(Run.objects.filter(pk=self.run_id)).first()
         if run is None:
             return ""
         return render_to_string("dashboard/partials/run_panel.html", {**run_panel_context(run), "oob": True})

@@ -115,12 +115,15 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     # Celery spells a unix socket redis+socket://; redis-py and channels-redis say unix://.
     CELERY_BROKER_URL = REDIS_URL.replace("unix://", "redis+socket://", 1)
-    _channel_host: object = REDIS_URL
+    _channel_host: dict[str, object] = {"address": REDIS_URL}
 else:
     _sock = embedded.ensure_redis(VAR_DIR)
     REDIS_URL = f"unix://{_sock}"
     CELERY_BROKER_URL = f"redis+socket://{_sock}"
     _channel_host = {"address": f"unix://{_sock}"}
+# channels-redis blocks 5 s in BRPOP; redis-py's default 5 s socket timeout would cut that
+# read short and crash the consumer (channels_redis#422), so reads wait as long as needed.
+_channel_host["socket_timeout"] = None
 
 CHANNEL_LAYERS = {
     "default": {

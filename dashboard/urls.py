@@ -10,6 +10,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", views.runs_list, name="runs"),
     path("runs/<str:run_id>/", views.run_detail, name="run"),
+    path("batches/<str:batch_id>/", views.batch_detail, name="batch"),
     path("admin/", admin.site.urls),
     path("", include("api.urls")),
 ]

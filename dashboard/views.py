@@ -1,4 +1,4 @@
-"""Dashboard pages: the runs list and the run page. Read-only: actions go through runs.engine.
+"""Dashboard pages: the runs list, the run page and the batch page. Read-only: actions go through runs.engine.
 
 The same partials serve the first render, the htmx response and the websocket push
 (dashboard.consumers renders them with the context functions below).
@@ -11,18 +11,24 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
-from runs.models import Environment, Run
+from runs.engine.waiting import open_children
+from runs.models import Batch, Environment, Queue, Run
+from runs.states import ACTIVE_STATUSES, RunStatus, is_final
 
 PAGE_SIZE = 25
 DEFAULT_ENVIRONMENT = "dev"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+CHILDREN_SHOWN = 50  # child runs listed on a run page; more are reached through their batch
+WAITING_SHOWN = 10  # open children linked from a waiting run's explanation
+MATCHED_SHOWN = 10  # runs a batch's items matched by key, linked from the batch page
+MAX_ID_LENGTH = 64  # longer ?batch= values cannot name a batch
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -35,26 +41,132 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def runs_list(request: HtmxHttpRequest) -> HttpResponse:
     environment = current_environment(request)
+    batch_id = request.GET.get("batch", "").strip()[:MAX_ID_LENGTH]
     runs = Run.objects.filter(environment=environment)
+    if batch_id:
+        runs = runs.filter(batch_id=batch_id)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
-    context = {"environment": environment, "page": page, "live_query": live_query(environment, page)}
+    filters = {"env": environment.slug, **({"batch": batch_id} if batch_id else {})}
+    context = {
+        "environment": environment,
+        "page": page,
+        "batch_id": batch_id,
+        "page_query": urlencode(filters),
+        "live_query": live_query(page, filters),
+    }
     return render(request, "dashboard/runs.html", context)
 
 
 def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     environment = current_environment(request)
-    run = Run.objects.select_related("environment").filter(pk=run_id).first()
+    run = with_relations(Run.objects.filter(pk=run_id)).first()
     if run is None or run.environment_id != environment.id:
         context = {"environment": environment, "run_id": run_id, "elsewhere": run.environment if run else None}
         return render(request, "dashboard/run_not_found.html", context, status=404)
     template = "dashboard/partials/run_panel.html" if request.htmx else "dashboard/run.html"
-    live = urlencode({"since": to_micros(timezone.now())})
-    return render(request, template, {"environment": environment, "live_query": live, **run_panel_context(run)})
+    now = timezone.now()
+    live = urlencode({"since": to_micros(now)})
+    return render(request, template, {"environment": environment, "live_query": live, **run_panel_context(run, now)})
 
 
-def run_panel_context(run: Run) -> dict[str, Any]:
+def batch_detail(request: HtmxHttpRequest, batch_id: str) -> HttpResponse:
+    environment = current_environment(request)
+    batch = Batch.objects.select_related("environment", "parent").filter(pk=batch_id).first()
+    if batch is None or batch.environment_id != environment.id:
+        context = {"environment": environment, "batch_id": batch_id, "elsewhere": batch.environment if batch else None}
+        return render(request, "dashboard/batch_not_found.html", context, status=404)
+    runs = Run.objects.filter(batch=batch)
+    page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
+    context = {
+        "environment": environment,
+        "page": page,
+        "page_query": urlencode({"env": environment.slug}),
+        "live_query": live_query(page, {}),
+        **batch_counts_context(batch),
+    }
+    return render(request, "dashboard/batch.html", context)
+
+
+def with_relations(runs: QuerySet[Run]) -> QuerySet[Run]:
+    """Runs with what the run panel shows of their relatives, in one query."""
+    return runs.select_related("environment", "parent", "root", "batch", "replayed_from")
+
+
+def run_panel_context(run: Run, now: datetime | None = None) -> dict[str, Any]:
     """Everything partials/run_panel.html shows, from current database state."""
-    return {"run": run, "events": list(run.events.all()), "attempts": list(run.attempts.all())}
+    now = now or timezone.now()
+    children = list(run.children.order_by("created_at", "id")[: CHILDREN_SHOWN + 1])
+    return {
+        "run": run,
+        "events": list(run.events.all()),
+        "attempts": list(run.attempts.all()),
+        "children": children[:CHILDREN_SHOWN],
+        "children_total": run.children.count() if len(children) > CHILDREN_SHOWN else len(children),
+        "child_batches": list(run.child_batches.order_by("created_at", "id")),
+        "why": not_running_reason(run, now),
+    }
+
+
+def batch_counts_context(batch: Batch) -> dict[str, Any]:
+    """Everything partials/batch_counts.html shows: the batch and how many of its runs are in each status."""
+    rows = Run.objects.filter(batch=batch).values_list("status").annotate(n=Count("id")).order_by()
+    by_status = dict(rows)
+    counts = [{"status": status, "count": by_status[status]} for status in RunStatus.values if by_status.get(status)]
+    total = sum(by_status.values())
+    finished = sum(n for status, n in by_status.items() if is_final(status))
+    # An item whose idempotency key (or debounce key) matched an existing run names that run,
+    # which belongs to no batch or another one: it is neither counted nor listed here.
+    matched = list(Run.objects.filter(pk__in=batch.run_ids).exclude(batch_id=batch.id).order_by("created_at", "id"))
+    context = {"batch": batch, "counts": counts, "total": total, "finished": finished}
+    return context | {"matched": matched[:MATCHED_SHOWN], "matched_count": len(matched)}
+
+
+# --- why a run is not running ------------------------------------------------------------
+
+
+def not_running_reason(run: Run, now: datetime) -> dict[str, Any] | None:
+    """What a run that has not started (or is between attempts) waits for; None otherwise.
+
+    For partials/run_why.html; `kind` says which sentence to show.
+    """
+    if run.status == RunStatus.DELAYED:
+        return {"kind": "delayed", "until": run.delay_until}
+    if run.status == RunStatus.PENDING_VERSION:
+        return {"kind": "pending_version"}
+    if run.status == RunStatus.WAITING:
+        return waiting_reason(run)
+    if run.status == RunStatus.QUEUED:
+        # Only a failed attempt's backoff puts available_at in the future (see runs.engine.execution).
+        if run.attempt_count and run.available_at is not None and run.available_at > now:
+            return {"kind": "retrying", "attempt": run.attempt_count, "at": run.available_at}
+        return queue_reason(run)
+    return None
+
+
+def waiting_reason(run: Run) -> dict[str, Any]:
+    ids = open_children(run.id)
+    shown = list(Run.objects.filter(pk__in=ids).order_by("created_at", "id")[:WAITING_SHOWN])
+    return {"kind": "waiting", "count": len(ids), "children": shown, "more": len(ids) - len(shown)}
+
+
+def queue_reason(run: Run) -> dict[str, Any]:
+    """The run's queue, its limit and how many runs hold a slot of it (of the run's key: each key has its own)."""
+    queue = Queue.objects.filter(environment_id=run.environment_id, name=run.queue).first()
+    limit = queue.concurrency_limit if queue is not None else None
+    running = Run.objects.filter(
+        environment_id=run.environment_id,
+        queue=run.queue,
+        concurrency_key=run.concurrency_key,
+        status__in=ACTIVE_STATUSES,
+    ).count()
+    return {
+        "kind": "queued",
+        "queue": run.queue,
+        "key": run.concurrency_key,
+        "limit": limit,
+        "running": running,
+        "full": limit is not None and running >= limit,
+    }
 
 
 def current_environment(request: HttpRequest) -> Environment:
@@ -137,9 +249,9 @@ def parse_cursor(value: str | None) -> Cursor | None:
     return (at, run_id) if at is not None and run_id else None
 
 
-def live_query(environment: Environment, page: Page) -> str:
-    """Query string of the list's websocket: which rows are on screen, and since when."""
-    params: dict[str, str | int] = {"env": environment.slug, "since": to_micros(timezone.now())}
+def live_query(page: Page, filters: dict[str, str]) -> str:
+    """Query string of a runs table's websocket: its filters, which rows are on screen, and since when."""
+    params: dict[str, str | int] = {**filters, "since": to_micros(timezone.now())}
     if page.runs:
         params["newest"] = make_cursor(page.runs[0])
         params["oldest"] = make_cursor(page.runs[-1])

@@ -10,7 +10,8 @@ from django import template
 from django.utils import timezone
 
 from runs import packets
-from runs.models import Environment, Run
+from runs.models import BatchStatus, Environment, Run
+from runs.options import format_duration as format_option_duration
 from runs.states import COLOURS, DESCRIPTIONS, LABELS, is_final
 
 register = template.Library()
@@ -32,6 +33,35 @@ def status_colour(status: str) -> str:
 @register.filter
 def status_description(status: str) -> str:
     return DESCRIPTIONS.get(status, "")
+
+
+BATCH_COLOURS: dict[str, str] = {
+    BatchStatus.PENDING: "grey",
+    BatchStatus.PROCESSING: "blue",
+    BatchStatus.COMPLETED: "green",
+    BatchStatus.PARTIAL_FAILED: "amber",
+    BatchStatus.ABORTED: "red",
+}
+
+
+@register.filter
+def batch_status_colour(status: str) -> str:
+    return BATCH_COLOURS.get(status, "grey")
+
+
+# A batch's status says how far its runs were created, not how they did: say so.
+BATCH_STATUS_TEXT: dict[str, str] = {
+    BatchStatus.PENDING: "Receiving items",
+    BatchStatus.PROCESSING: "Creating runs",
+    BatchStatus.COMPLETED: "All runs created",
+    BatchStatus.PARTIAL_FAILED: "Some items failed",
+    BatchStatus.ABORTED: "Aborted: no runs created",
+}
+
+
+@register.filter
+def batch_status_text(status: str) -> str:
+    return BATCH_STATUS_TEXT.get(status, status)
 
 
 @register.filter
@@ -69,6 +99,20 @@ def format_duration(delta: timedelta) -> str:
         return f"{hours}h {minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d {hours:02d}h"
+
+
+@register.filter
+def seconds(value: int | None) -> str:
+    """An option given in seconds, the way options are written: 5400 -> "1h30m"; None -> "—"."""
+    if value is None:
+        return "—"
+    return format_option_duration(int(value)) or "0s"
+
+
+@register.filter
+def milliseconds_as_seconds(value: int) -> str:
+    """priority_ms as the seconds it was given in: 1500 -> "1.5 s"."""
+    return f"{value / 1000:g} s"
 
 
 @register.filter

@@ -24,7 +24,7 @@ from dashboard.consumers import FLUSH_INTERVAL
 from dashboard.routing import websocket_urlpatterns
 from dashboard.views import to_micros
 from runs import events
-from runs.models import Run
+from runs.models import Batch, Run
 from tests import factories
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -39,8 +39,8 @@ def make_user() -> User:
 
 
 @database_sync_to_async
-def make_run(**kwargs: Any) -> Run:
-    return factories.run(**kwargs)
+def make_run(task_id: str = "hello-world", **kwargs: Any) -> Run:
+    return factories.run(task_id, **kwargs)
 
 
 @database_sync_to_async
@@ -49,6 +49,33 @@ def set_status(run: Run, status: str) -> None:
     if status == "EXECUTING":
         fields["started_at"] = timezone.now()
     Run.objects.filter(pk=run.pk).update(**fields)
+
+
+def updated_row(run: Run) -> str:
+    """How a changed row starts in a push: it replaces the row with its id."""
+    return f'<tr id="run-{run.id}" hx-swap-oob="true">'
+
+
+def top_level_tags(html: str) -> list[str]:
+    """The tags of a message's top-level elements, as htmx's ws extension swaps them."""
+    from html.parser import HTMLParser
+
+    tags: list[str] = []
+    depth = 0
+
+    class Parser(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            nonlocal depth
+            if depth == 0:
+                tags.append(tag)
+            depth += tag not in {"br", "hr", "img", "input", "meta", "link", "wbr"}
+
+        def handle_endtag(self, tag: str) -> None:
+            nonlocal depth
+            depth -= 1
+
+    Parser().feed(html)
+    return tags
 
 
 def changed(run: Run, created: bool = False) -> dict[str, Any]:
@@ -143,7 +170,7 @@ async def test_a_change_pushes_its_row_as_an_out_of_band_swap(user: User, connec
     await set_status(run, "EXECUTING")
     await publish(run)
     message = await communicator.receive_from(timeout=2)
-    assert message.startswith(f'<tr id="run-{run.id}" hx-swap-oob="true">')
+    assert message.startswith(updated_row(run))
     assert 'data-status="EXECUTING"' in message and "Executing" in message
     assert await communicator.receive_nothing(timeout=0.4)
 
@@ -192,7 +219,7 @@ async def test_a_burst_of_changes_is_coalesced(user: User, connected: list) -> N
     assert 1 <= len(messages) <= limit
     joined = "".join(messages)
     for run in runs:
-        assert f'<tr id="run-{run.id}" hx-swap-oob="true">' in joined
+        assert updated_row(run) in joined
     assert await communicator.receive_nothing(timeout=0.3)
 
 
@@ -222,9 +249,13 @@ async def test_catch_up_sends_what_changed_since_the_page_was_rendered(user: Use
     newer = await make_run()
     path = f"/ws/runs/?env=dev&prepend=1&newest={cursor}&oldest={cursor}&since={rendered}"
     communicator = await connect(path, user, connected)
-    message = await communicator.receive_from(timeout=2)
-    assert f'<tbody id="runs-body" hx-swap-oob="afterbegin"><tr id="run-{newer.id}">' in message
-    assert f'<tr id="run-{shown.id}" hx-swap-oob="true">' in message
+    prepended, replaced = await communicator.receive_from(timeout=2), await communicator.receive_from(timeout=2)
+    assert prepended.startswith(f'<tbody id="runs-body" hx-swap-oob="afterbegin"><tr id="run-{newer.id}">')
+    assert replaced.startswith(updated_row(shown))
+    # In frames of their own: a browser parses a bare <tr> beside a <tbody> into a nameless
+    # <tbody> (or drops it), and htmx would find nothing to swap.
+    assert top_level_tags(prepended) == ["tbody"] and top_level_tags(replaced) == ["tr"]
+    assert await communicator.receive_nothing(timeout=0.3)
 
 
 async def test_run_page_gets_its_panel_on_change(user: User, connected: list) -> None:
@@ -251,5 +282,132 @@ async def test_a_dropped_message_is_made_good_by_the_next_reconcile(
     page = await connect(f"/ws/runs/{run.id}/", user, connected)
     await set_status(run, "EXECUTING")  # and no message published, as if the channel was full
     row = await communicator.receive_from(timeout=3)
-    assert f'<tr id="run-{run.id}" hx-swap-oob="true">' in row and "Executing" in row
+    assert updated_row(run) in row and "Executing" in row
     assert "Executing" in await page.receive_from(timeout=3)
+
+
+@database_sync_to_async
+def make_batch(size: int, env: str = "dev") -> tuple[Batch, list[Run]]:
+    from runs import engine
+
+    factories.task_definition("hello-world")
+    entries = [engine.BatchEntry(task_id="hello-world") for _ in range(size)]
+    batch = engine.trigger_batch(environment=factories.environment(env), entries=entries, actor="test")
+    return batch, list(Run.objects.filter(batch=batch).order_by("created_at", "id"))
+
+
+def cursor_of(run: Run) -> str:
+    return f"{to_micros(run.created_at)}.{run.id}"
+
+
+async def test_a_childs_change_re_renders_its_parents_panel(user: User, connected: list) -> None:
+    parent = await make_run("fan-out")
+    child = await make_run(parent_run_id=parent.id, resume_parent=True)
+    stranger = await make_run()
+    communicator = await connect(f"/ws/runs/{parent.id}/", user, connected)
+    await publish(stranger)
+    assert await communicator.receive_nothing(timeout=0.5)
+
+    await set_status(child, "EXECUTING")
+    await publish(child)
+    message = await communicator.receive_from(timeout=2)
+    assert message.startswith('<div id="run-panel" class="run-panel" hx-swap-oob="true">')
+    row = message.split(f'<tr id="run-{child.id}">', 1)[1].split("</tr>", 1)[0]
+    assert 'data-status="EXECUTING"' in row
+    assert "hx-swap-oob" not in message[1:].split("\n", 1)[1]  # the panel is swapped whole
+
+    newborn = await make_run(parent_run_id=parent.id)  # the engine publishes its creation
+    assert f'<tr id="run-{newborn.id}">' in await communicator.receive_from(timeout=2)
+
+
+async def test_a_parents_change_re_renders_its_childs_panel(user: User, connected: list) -> None:
+    parent = await make_run("fan-out")
+    child = await make_run(parent_run_id=parent.id)
+    communicator = await connect(f"/ws/runs/{child.id}/", user, connected)
+    await set_status(parent, "EXECUTING")
+    await publish(parent)
+    related = (await communicator.receive_from(timeout=2)).split('id="run-related-title"', 1)[1]
+    assert f'href="/runs/{parent.id}/"' in related and 'data-status="EXECUTING"' in related
+
+
+async def test_run_page_catches_up_with_children_changed_since_it_was_rendered(user: User, connected: list) -> None:
+    parent = await make_run("fan-out")
+    child = await make_run(parent_run_id=parent.id)
+    rendered = to_micros(timezone.now()) + 10_000_000  # even past the allowance for clock skew
+    await set_status(child, "EXECUTING")
+    communicator = await connect(f"/ws/runs/{parent.id}/?since={rendered}", user, connected)
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+    connected.remove(communicator)
+    communicator = await connect(f"/ws/runs/{parent.id}/?since={to_micros(timezone.now())}", user, connected)
+    assert 'data-status="EXECUTING"' in await communicator.receive_from(timeout=2)
+
+
+async def test_batch_counts_are_pushed_once_per_burst(user: User, connected: list) -> None:
+    batch, runs = await make_batch(5)
+    communicator = await connect(f"/ws/batches/{batch.id}/", user, connected)
+    assert await communicator.receive_nothing(timeout=0.3)
+    for run in runs:
+        await set_status(run, "EXECUTING")
+    layer = get_channel_layer()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(*(layer.group_send(events.env_group(run.environment_id), changed(run)) for run in runs))
+    limit = 1 + math.ceil((loop.time() - started) / FLUSH_INTERVAL)
+    messages = await receive_all(communicator, window=1.0)
+    assert 1 <= len(messages) <= limit
+    for message in messages:  # the rows on screen, then the counts: once per message
+        tags = top_level_tags(message)
+        assert tags[-1] == "section" and set(tags[:-1]) <= {"tr"}, tags
+    last = messages[-1][messages[-1].index("<section") :]
+    assert last.startswith('<section id="batch-counts" class="card" aria-labelledby="batch-counts-title" hx-swap-oob')
+    assert '<li class="count" data-status="EXECUTING">' in last and '<span class="count-n">5</span>' in last
+    assert 'data-status="QUEUED"' not in last
+    joined = "".join(messages)
+    for run in runs:
+        assert updated_row(run) in joined
+    assert await communicator.receive_nothing(timeout=0.3)
+
+
+async def test_batch_page_ignores_other_runs_and_catches_up(user: User, connected: list) -> None:
+    batch, runs = await make_batch(2)
+    _, others = await make_batch(2)
+    loose = await make_run()
+    rendered = to_micros(timezone.now())
+    await asyncio.sleep(0.01)
+    await set_status(runs[0], "EXECUTING")
+    path = f"/ws/batches/{batch.id}/?since={rendered}&newest={cursor_of(runs[-1])}&oldest={cursor_of(runs[0])}"
+    communicator = await connect(path, user, connected)
+    caught_up = await communicator.receive_from(timeout=2)
+    assert '<li class="count" data-status="EXECUTING">' in caught_up
+    assert updated_row(runs[0]) in caught_up
+    for run in [*others, loose]:
+        await set_status(run, "EXECUTING")
+        await publish(run)
+    assert await communicator.receive_nothing(timeout=0.6)
+
+
+async def test_unknown_batch_is_refused(user: User) -> None:
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/batches/batch_nope/")
+    communicator.scope["user"] = user
+    ok, _ = await communicator.connect()
+    assert not ok
+    anonymous = WebsocketCommunicator(application, "/ws/batches/batch_nope/", headers=[ORIGIN])
+    ok, _ = await anonymous.connect()
+    assert not ok
+
+
+async def test_a_list_filtered_by_batch_gets_only_that_batchs_runs(user: User, connected: list) -> None:
+    batch, runs = await make_batch(1)
+    cursor = cursor_of(runs[0])
+    path = f"/ws/runs/?env=dev&batch={batch.id}&prepend=1&newest={cursor}&oldest={cursor}"
+    communicator = await connect(path, user, connected)
+    await make_batch(1)  # runs of another batch are created and published
+    loose = await make_run()
+    await set_status(loose, "EXECUTING")
+    await publish(loose)
+    assert await communicator.receive_nothing(timeout=0.6)
+    joined = await make_run(batch_id=batch.id)
+    message = await communicator.receive_from(timeout=2)
+    assert message.startswith(f'<tbody id="runs-body" hx-swap-oob="afterbegin"><tr id="run-{joined.id}">')
+    assert loose.id not in message

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dashboard.views import PAGE_SIZE
-from runs.models import Run
+from runs.models import Batch, Run
 from tests import factories
 
 
@@ -224,3 +224,344 @@ def test_logout_is_a_post_form_with_csrf(browser: Client) -> None:
     response = browser.post("/accounts/logout/")
     assert response.status_code == 302
     assert browser.get("/runs/").status_code == 302
+
+
+# --- the run page: trigger options, why it is not running, related runs --------------------
+
+
+def section(html: str, title_id: str) -> str:
+    """The card whose heading has id `title_id`."""
+    start = html.index(f'id="{title_id}"')
+    return html[start : html.index("</section>", start)]
+
+
+def test_run_page_shows_every_trigger_option_resolved_and_as_given(browser: Client) -> None:
+    from runs.engine.triggering import Debounce
+
+    now = timezone.now()
+    raw = {"queue": {"name": "emails"}, "concurrencyKey": "tenant-7", "priority": 30, "debounce": {"key": "user-1"}}
+    run = factories.run(
+        queue="emails",
+        concurrency_key="tenant-7",
+        machine="large-1x",
+        region="eu-west",
+        priority=30,
+        max_attempts=4,
+        max_duration=3600,
+        ttl=5400,
+        delay_until=now + timedelta(hours=2),
+        idempotency_key="5f3c0ffee",
+        idempotency_key_user="order-42",
+        idempotency_key_ttl=86400,
+        debounce=Debounce(key="user-1", delay=5, mode="trailing", max_delay=60),
+        metadata={"customer": {"id": 7, "plan": "pro"}},
+        tags=["team:core", "urgent"],
+        raw=raw,
+    )
+    Run.objects.filter(pk=run.pk).update(expires_at=now + timedelta(hours=3, minutes=30))
+    html = browser.get(f"/runs/{run.id}/").content.decode()
+    options = section(html, "run-options-title")
+    facts = dict(
+        (dt.split("</dt>")[0], dd.split("</dd>")[0])
+        for dt, dd in (part.split("<dd", 1) for part in options.split("<dt>")[1:])
+    )
+    assert "emails" in facts["Queue"] and "tenant-7" in facts["Concurrency key"]
+    assert "large-1x" in facts["Machine"] and "eu-west" in facts["Region"]
+    assert "30 s" in facts["Priority"] and "4" in facts["Max attempts"]
+    assert "1h" in facts["Max duration"]
+    assert "1h30m" in facts["TTL"] and "expires" in facts["TTL"]
+    assert (now + timedelta(hours=3, minutes=30)).strftime("%Y-%m-%d %H:%M:%S") in facts["TTL"]
+    assert (now + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S") in facts["Delay until"]
+    assert "order-42" in facts["Idempotency key"] and 'title="Stored as 5f3c0ffee"' in facts["Idempotency key"]
+    assert (now + timedelta(days=1)).strftime("%Y-%m-%d") in facts["Idempotency key"]
+    debounce = facts["Debounce"]
+    assert "user-1" in debounce and "5s" in debounce and "trailing" in debounce and "1m" in debounce
+    assert "team:core" in facts["Tags"] and "urgent" in facts["Tags"]
+    assert json.dumps({"customer": {"id": 7, "plan": "pro"}}, indent=2).replace('"', "&quot;") in facts["Metadata"]
+    raw_json = html[html.index('id="run-raw-options"') :]
+    assert "Options as given" in raw_json
+    stored = Run.objects.get(pk=run.pk).options  # as jsonb orders the keys
+    assert stored == raw
+    assert json.dumps(stored, indent=2).replace('"', "&quot;") in raw_json
+
+
+def test_absent_trigger_options_show_a_dash(browser: Client) -> None:
+    run = factories.run("hello-world", ttl=0)
+    html = browser.get(f"/runs/{run.id}/").content.decode()
+    options = section(html, "run-options-title")
+    for name in ["Concurrency key", "Region", "Priority", "Max duration", "TTL", "Delay until", "Idempotency key"]:
+        fact = options.split(f"<dt>{name}</dt>", 1)[1].split("</dd>", 1)[0]
+        assert "—" in fact, (name, fact)
+    for name in ["Debounce", "Tags", "Metadata"]:
+        assert options.split(f"<dt>{name}</dt>", 1)[1].split("</dd>", 1)[0].endswith(">—"), name
+    assert "None: every value above is a default." in html
+
+
+def why(html: str) -> str:
+    """The text of the run page's "why it is not running" line, tags removed, spaces squeezed."""
+    import re
+
+    start = html.index('class="run-why"')
+    line = html[html.index(">", start) + 1 : html.index("</p>", start)]
+    return " ".join(re.sub(r"<[^>]+>", "", line).split())
+
+
+def test_a_delayed_run_says_until_when(browser: Client) -> None:
+    until = timezone.now() + timedelta(hours=1)
+    run = factories.run(delay_until=until)
+    html = browser.get(f"/runs/{run.id}/").content.decode()
+    assert why(html) == f"Delayed until {until:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_a_queued_run_at_its_queue_limit_says_it_waits_for_a_slot(browser: Client) -> None:
+    from runs import engine
+
+    first = factories.run(queue="emails", queue_concurrency_limit=1)
+    waiting = factories.run(queue="emails")
+    engine.tick()
+    first.refresh_from_db()
+    assert first.status == "DEQUEUED"
+    html = browser.get(f"/runs/{waiting.id}/").content.decode()
+    assert why(html) == "Waiting for a free slot in queue emails (limit 1, 1 running)"
+
+
+def test_a_queued_run_at_its_concurrency_key_limit_names_the_key(browser: Client) -> None:
+    from runs import engine
+
+    factories.run(queue="emails", queue_concurrency_limit=1, concurrency_key="tenant-7")
+    other_key = factories.run(queue="emails", concurrency_key="tenant-8")
+    same_key = factories.run(queue="emails", concurrency_key="tenant-7")
+    engine.tick()
+    html = browser.get(f"/runs/{same_key.id}/").content.decode()
+    assert (
+        why(html) == "Waiting for a free slot for concurrency key tenant-7 in queue emails (limit 1 per key, 1 running)"
+    )
+    # Each key has its own copy of the limit: the other key's run was admitted.
+    other_key.refresh_from_db()
+    assert other_key.status == "DEQUEUED"
+
+
+def test_a_queued_run_below_its_limit_says_it_is_about_to_be_admitted(browser: Client) -> None:
+    run = factories.run(queue="emails", queue_concurrency_limit=5)
+    assert why(browser.get(f"/runs/{run.id}/").content.decode()) == (
+        "Waiting to be admitted from queue emails (limit 5, 0 running)"
+    )
+
+
+def test_a_run_between_attempts_says_when_it_retries(browser: Client) -> None:
+    from runs import engine, registry
+
+    run = factories.run("always-fails", max_attempts=3)
+    engine.tick()
+    engine.start_attempt(run_id=run.id, worker="w1")
+    error = {"message": "boom", "name": "RuntimeError"}
+    engine.fail_attempt(run_id=run.id, attempt=1, error=error, retry=registry.Retry(min_timeout=60, max_timeout=60))
+    run.refresh_from_db()
+    assert run.status == "QUEUED" and run.available_at is not None
+    html = browser.get(f"/runs/{run.id}/").content.decode()
+    assert why(html) == f"Retrying after attempt 1 failed; next attempt at {run.available_at:%Y-%m-%d %H:%M:%S} UTC"
+
+
+def test_a_run_no_worker_serves_says_so(browser: Client) -> None:
+    from runs import engine
+
+    result = engine.trigger(environment=factories.environment(), task_id="nobody-serves-this", actor="test")
+    assert result.run.status == "PENDING_VERSION"
+    html = browser.get(f"/runs/{result.run.id}/").content.decode()
+    assert why(html) == "No worker serves task nobody-serves-this yet"
+
+
+def make_waiting_parent(children: int = 2) -> tuple[Run, list[Run]]:
+    """A parent WAITING on `children` hello-world runs, driven through the engine."""
+    from runs import engine
+
+    parent = factories.run("fan-out")
+    engine.tick()
+    engine.start_attempt(run_id=parent.id, worker="w1")
+    kids = [factories.run(parent_run_id=parent.id, resume_parent=True) for _ in range(children)]
+    engine.add_waitpoint(run_id=parent.id, sequence=1, child_ids=[kid.id for kid in kids])
+    engine.suspend_run(run_id=parent.id, attempt=1)
+    parent.refresh_from_db()
+    assert parent.status == "WAITING"
+    return parent, kids
+
+
+def test_a_waiting_run_links_the_children_it_waits_for(browser: Client) -> None:
+    parent, kids = make_waiting_parent(2)
+    Run.objects.filter(pk=kids[0].pk).update(status="COMPLETED", finished_at=timezone.now())
+    html = browser.get(f"/runs/{parent.id}/").content.decode()
+    assert why(html) == f"Waiting for 1 child run: {kids[1].id}"
+    line = html[html.index('class="run-why"') :].split("</p>", 1)[0]
+    assert f'href="/runs/{kids[1].id}/"' in line and kids[0].id not in line
+
+
+def test_run_page_shows_parent_root_batch_replay_and_children(browser: Client) -> None:
+    from runs import engine
+
+    root = factories.run("fan-out")
+    parent = factories.run("fan-out", parent_run_id=root.id)
+    factories.task_definition("hello-world")
+    batch = engine.trigger_batch(
+        environment=factories.environment(),
+        entries=[engine.BatchEntry(task_id="hello-world") for _ in range(3)],
+        actor="test",
+        parent_run_id=parent.id,
+        resume_parent=True,
+    )
+    kids = list(Run.objects.filter(parent=parent).order_by("created_at", "id"))
+    Run.objects.filter(pk=kids[0].pk).update(status="EXECUTING", started_at=timezone.now())
+    Run.objects.filter(pk=kids[1].pk).update(replayed_from=root)
+
+    html = browser.get(f"/runs/{parent.id}/").content.decode()
+    related = section(html, "run-related-title")
+    assert f'href="/runs/{root.id}/"' in related.split("<dt>Parent</dt>")[1].split("</dd>")[0]
+    assert "<dt>Root</dt>" not in related  # the root is the parent
+    assert f'href="/batches/{batch.id}/"' in related.split("<dt>Child batches</dt>")[1]
+    assert "<dt>Children</dt><dd>3</dd>" in related.replace("\n", "").replace("    ", "")
+    children = section(html, "run-children-title")
+    assert [f"run-{kid.id}" for kid in kids] == [p.split('"', 1)[0] for p in children.split('<tr id="')[1:]]
+    assert 'data-status="EXECUTING"' in children and children.count('data-status="QUEUED"') == 2
+
+    child_html = browser.get(f"/runs/{kids[1].id}/").content.decode()
+    related = section(child_html, "run-related-title")
+    assert f'href="/runs/{parent.id}/"' in related.split("<dt>Root</dt>")[0]
+    assert f'href="/runs/{root.id}/"' in related.split("<dt>Root</dt>")[1].split("</dd>")[0]
+    assert f'href="/batches/{batch.id}/"' in related.split("<dt>Batch</dt>")[1].split("</dd>")[0]
+    assert f'href="/runs/{root.id}/"' in related.split("<dt>Replayed from</dt>")[1]
+    assert "run-children-title" not in child_html
+
+
+# --- the batch page and the batch filter -----------------------------------------------------
+
+
+def make_batch(size: int = 3, env: str = "dev", **fields: object) -> tuple[Batch, list[Run]]:
+    from runs import engine
+
+    factories.task_definition("hello-world")
+    batch = engine.trigger_batch(
+        environment=factories.environment(env),
+        entries=[engine.BatchEntry(task_id="hello-world") for _ in range(size)],
+        actor="test",
+    )
+    if fields:
+        Batch.objects.filter(pk=batch.pk).update(**fields)
+        batch.refresh_from_db()
+    return batch, list(Run.objects.filter(batch=batch))
+
+
+def counts(html: str) -> dict[str, str]:
+    """Status label -> count, as the batch counts partial shows them."""
+    import re
+
+    part = section(html, "batch-counts-title")
+    return dict(
+        re.findall(
+            r'<li class="count" data-status="\w+">.*?</span>([^<]+)</span>\s+<span class="count-n">(\d+)</span>', part
+        )
+    )
+
+
+def test_batch_page_shows_the_batch_its_counts_and_its_runs(browser: Client) -> None:
+    batch, runs = make_batch(3, idempotency_key_user="import-2024-06")
+    Run.objects.filter(pk=runs[0].pk).update(status="COMPLETED", finished_at=timezone.now())
+    make_batch(2)  # another batch: not shown
+    response = browser.get(f"/batches/{batch.id}/")
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert counts(html) == {"Queued": "2", "Completed": "1"}
+    assert "<strong>3</strong> of 3 runs created · <strong>1</strong> finished" in html
+    assert "All runs created" in html
+    assert sorted(row_ids(html)) == sorted(run.id for run in runs)
+    assert "hello-world" in html and "import-2024-06" in html
+    assert f'ws-connect="/ws/batches/{batch.id}/?since=' in html
+    assert f'href="/runs/?env=dev&amp;batch={batch.id}"' in html
+
+
+def test_batch_page_shows_why_a_batch_was_aborted(browser: Client) -> None:
+    batch, _ = make_batch(1, status="ABORTED", errors=[{"index": 0, "error": "<b>bad</b> payload"}])
+    html = browser.get(f"/batches/{batch.id}/").content.decode()
+    assert "Aborted: no runs created" in html
+    assert "Item 0:" in html and "&lt;b&gt;bad&lt;/b&gt; payload" in html
+
+
+def test_batch_page_pages_its_runs_with_cursors(browser: Client) -> None:
+    batch, runs = make_batch(PAGE_SIZE + 2)
+    first = browser.get(f"/batches/{batch.id}/")
+    older = first.context["page"].older
+    assert len(row_ids(first.content.decode())) == PAGE_SIZE and older
+    second = browser.get(f"/batches/{batch.id}/", {"after": older})
+    seen = row_ids(first.content.decode()) + row_ids(second.content.decode())
+    assert sorted(seen) == sorted(run.id for run in runs)
+
+
+def test_unknown_batch_or_one_of_another_environment_is_not_found(browser: Client) -> None:
+    batch, _ = make_batch(1, env="prod")
+    response = browser.get(f"/batches/{batch.id}/")
+    assert response.status_code == 404
+    assert b"Batch not found" in response.content
+    assert f"/batches/{batch.id}/?env=prod".encode() in response.content
+    assert browser.get("/batches/batch_doesnotexist/").status_code == 404
+
+
+def test_runs_list_filters_by_batch(browser: Client) -> None:
+    batch, runs = make_batch(2)
+    other, _ = make_batch(2)
+    loose = factories.run()
+    html = browser.get("/runs/", {"batch": batch.id}).content.decode()
+    assert sorted(row_ids(html)) == sorted(run.id for run in runs)
+    assert f'value="{batch.id}"' in html
+    assert f'ws-connect="/ws/runs/?env=dev&amp;batch={batch.id}&amp;since=' in html
+    assert loose.id in row_ids(browser.get("/runs/").content.decode())
+    assert row_ids(browser.get("/runs/", {"batch": "batch_nope"}).content.decode()) == []
+    assert other.id not in html
+
+
+def test_batch_filter_is_kept_by_the_pager(browser: Client) -> None:
+    batch, _ = make_batch(PAGE_SIZE + 1)
+    make_runs(3)
+    html = browser.get("/runs/", {"batch": batch.id}).content.decode()
+    older = html.split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert older.startswith(f"?env=dev&batch={batch.id}&after=")
+    assert len(row_ids(browser.get("/runs/" + older).content.decode())) == 1
+
+
+def test_markup_in_options_metadata_and_tags_is_escaped(browser: Client) -> None:
+    from runs.engine.triggering import Debounce
+
+    evil = "<script>alert(1)</script>"
+    run = factories.run(
+        queue=evil,
+        concurrency_key=evil,
+        region=evil,
+        tags=["<b>tag</b>"],
+        metadata={evil: "</pre><img src=x>"},
+        idempotency_key=evil,
+        idempotency_key_user=evil,
+        debounce=Debounce(key=evil, delay=5),
+        raw={"tags": ["<b>tag</b>"], "note": "</pre><img src=x>"},
+    )
+    html = browser.get(f"/runs/{run.id}/").content.decode()
+    assert "<script>" not in html and "<b>tag</b>" not in html and "<img src=x>" not in html
+    assert "&lt;b&gt;tag&lt;/b&gt;" in html and "&lt;/pre&gt;&lt;img src=x&gt;" in html
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 5
+
+
+def test_batch_items_that_matched_existing_runs_are_linked_not_counted(browser: Client) -> None:
+    from runs import engine
+
+    existing = factories.run(idempotency_key="order-42")
+    batch = engine.trigger_batch(
+        environment=factories.environment(),
+        entries=[
+            engine.BatchEntry(task_id="hello-world"),
+            engine.BatchEntry(task_id="hello-world", options=engine.TriggerOptions(idempotency_key="order-42")),
+        ],
+        actor="test",
+    )
+    html = browser.get(f"/batches/{batch.id}/").content.decode()
+    assert counts(html) == {"Queued": "1"}
+    assert "<strong>1</strong> of 2 runs created" in html
+    matched = html.split('class="counts-matched">', 1)[1].split("</p>", 1)[0]
+    assert matched.startswith("1 item matched an existing run by key, not counted here: ")
+    assert f'href="/runs/{existing.id}/"' in matched
+    assert existing.id not in row_ids(html)

@@ -71,6 +71,9 @@ def test_children_appear_and_complete_live_on_the_parents_page(logged_in: Page, 
     assert panel[0] == "Delayed" and panel[-1] == "Completed", panel
     assert "Waiting" in panel or "Executing" in panel, panel
 
+    page.locator("#run-panel .related a[href^='/batches/']").first.click()
+    expect(page.locator("body")).to_contain_text("Completed 3", timeout=LIVE_TIMEOUT)
+    page.go_back()
     children.first.locator(".cell-id a").click()
     expect(page.locator("#run-panel .related")).to_contain_text(parent_id)
 

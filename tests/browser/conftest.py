@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.live import LiveStack, live_stack, pytest_runtest_makereport  # noqa: F401
+from tests.live import LiveStack
 
 # `playwright install` cannot download browsers here; the Debian chromium package can be driven.
 CHROMIUM = "/usr/bin/chromium"
@@ -30,7 +30,7 @@ def chromium() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def logged_in(chromium: Browser, live_stack: LiveStack) -> Iterator[Page]:  # noqa: F811
+def logged_in(chromium: Browser, live_stack: LiveStack) -> Iterator[Page]:
     """A fresh browser context, logged in through the login form."""
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()

@@ -1,1 +1,1 @@
-from tests.live import live_stack, pytest_runtest_makereport  # noqa: F401
+"""End-to-end tests use the session's live stack from tests/conftest.py."""

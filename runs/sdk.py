@@ -31,7 +31,7 @@ from runs.states import RunStatus, api_flags
 
 ACTOR = "sdk"
 # Items read ahead from an iterator: a batch that ends within them has a known size.
-PEEK = 200
+PEEK = 100
 # Items per bulk insert while staging. Fewer than the engine's chunk: with client-side
 # parameter binding an insert holds several copies of its rows' payloads at once.
 STAGE_CHUNK = 50

@@ -21,7 +21,7 @@ from runs.engine.triggering import TriggerOptions, trigger
 from runs.models import Batch, BatchItem, BatchStatus, Environment
 
 MAX_BATCH_ITEMS = 1000
-CHUNK = 200
+CHUNK = 100
 
 
 @dataclass

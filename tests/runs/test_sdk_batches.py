@@ -82,7 +82,7 @@ def test_a_generator_of_a_thousand_items_is_streamed_without_holding_them():
         tracemalloc.stop()
     assert Run.objects.filter(batch_id=handle.batch_id).count() == 1000 == handle.run_count
     assert payload_order(handle.run_ids) == list(range(1000))
-    # Streaming holds at most about two chunks of 200 items (~9 MB here): the read-ahead,
+    # Streaming holds at most about two chunks of 100 items: the read-ahead,
     # or the rows the seal fetches from the database.
     assert streamed_peak * 3 < held_peak, f"streamed peak {streamed_peak:,} B, held peak {held_peak:,} B"
 

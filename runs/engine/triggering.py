@@ -56,6 +56,20 @@ class TriggerOptions:
     raw: dict[str, Any] = field(default_factory=dict)  # every option as given, for display
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One trigger as the engine resolves it."""
+
+    environment: Environment
+    task_id: str
+    payload: str
+    payload_type: str
+    options: TriggerOptions
+    actor: Actor
+    source: str
+    now: datetime
+
+
 @dataclass
 class TriggerResult:
     run: Run
@@ -83,7 +97,8 @@ def trigger(
                 earlier = _run_for_request_key(environment, task_id, request_key)
                 if earlier is not None:
                     return TriggerResult(run=earlier, is_cached=False)
-            result = _resolve_or_insert(environment, task_id, payload, payload_type, options, actor, source, now)
+            request = _Request(environment, task_id, payload, payload_type, options, actor, source, now)
+            result = _resolve_or_insert(request)
             if request_key:
                 RequestIdempotency.objects.create(
                     environment=environment, task_identifier=task_id, key=request_key, run=result.run, created_at=now
@@ -97,28 +112,19 @@ def trigger(
     return result
 
 
-def _resolve_or_insert(
-    environment: Environment,
-    task_id: str,
-    payload: str,
-    payload_type: str,
-    options: TriggerOptions,
-    actor: Actor,
-    source: str,
-    now: datetime,
-) -> TriggerResult:
+def _resolve_or_insert(req: _Request) -> TriggerResult:
     """An idempotency match wins, then a debounced run to fold into, else a new run."""
-    if options.idempotency_key:
-        _lock("idempotency", environment.pk, task_id, options.idempotency_key)
-        existing = _idempotent_match(environment, task_id, options.idempotency_key, now)
+    if req.options.idempotency_key:
+        _lock("idempotency", req.environment.pk, req.task_id, req.options.idempotency_key)
+        existing = _idempotent_match(req.environment, req.task_id, req.options.idempotency_key, req.now)
         if existing is not None:
             return TriggerResult(run=existing, is_cached=True)
-    if options.debounce is not None:
-        _lock("debounce", environment.pk, task_id, options.debounce.key)
-        folded = _fold_into_debounced(environment, task_id, payload, payload_type, options, actor, now)
+    if req.options.debounce is not None:
+        _lock("debounce", req.environment.pk, req.task_id, req.options.debounce.key)
+        folded = _fold_into_debounced(req)
         if folded is not None:
             return TriggerResult(run=folded)
-    return TriggerResult(run=_insert_run(environment, task_id, payload, payload_type, options, actor, source, now))
+    return TriggerResult(run=_insert_run(req))
 
 
 def _lock(*parts: object) -> None:
@@ -146,27 +152,24 @@ def _idempotent_match(environment: Environment, task_id: str, key: str, now: dat
     return None
 
 
-def _fold_into_debounced(
-    environment: Environment,
-    task_id: str,
-    payload: str,
-    payload_type: str,
-    options: TriggerOptions,
-    actor: Actor,
-    now: datetime,
-) -> Run | None:
+def _fold_into_debounced(req: _Request) -> Run | None:
     """Push the delayed run of this debounce key later, or None when a new run is needed."""
-    debounce = options.debounce
+    debounce = req.options.debounce
     assert debounce is not None
     run = (
         Run.objects.select_for_update()
-        .filter(environment=environment, task_identifier=task_id, debounce_key=debounce.key, status=RunStatus.DELAYED)
+        .filter(
+            environment=req.environment,
+            task_identifier=req.task_id,
+            debounce_key=debounce.key,
+            status=RunStatus.DELAYED,
+        )
         .order_by("-created_at")
         .first()
     )
     if run is None:
         return None
-    target = options.delay_until or now + timedelta(seconds=debounce.delay)
+    target = req.options.delay_until or req.now + timedelta(seconds=debounce.delay)
     if debounce.max_delay is not None and target > run.created_at + timedelta(seconds=debounce.max_delay):
         # Execution is guaranteed within maxDelay of the first trigger: this run keeps its
         # time and the key moves to a new run.
@@ -174,13 +177,13 @@ def _fold_into_debounced(
         run.save(update_fields=["debounce_key"])
         return None
     run.delay_until = max(run.delay_until or target, target)
-    run.updated_at = now
+    run.updated_at = req.now
     fields = ["delay_until", "updated_at"]
     if debounce.mode == "trailing":
-        fields += _take_latest(run, payload, payload_type, options)
+        fields += _take_latest(run, req.payload, req.payload_type, req.options)
     run.save(update_fields=fields)
     reason = f"debounced: now due {run.delay_until.isoformat()}"
-    record(run, run.status, run.status, actor=actor, reason=reason, now=now)
+    record(run, run.status, run.status, actor=req.actor, reason=reason, now=req.now)
     return run
 
 
@@ -206,83 +209,65 @@ def _run_for_request_key(environment: Environment, task_id: str, key: str) -> Ru
     return found.run if found else None
 
 
-def _insert_run(
-    environment: Environment,
-    task_id: str,
-    payload: str,
-    payload_type: str,
-    options: TriggerOptions,
-    actor: Actor,
-    source: str,
-    now: datetime,
-) -> Run:
-    definition = TaskDefinition.objects.filter(task_id=task_id).first()
-    run = _new_run(environment, task_id, payload, payload_type, options, definition, source, now)
-    ensure_queue(environment, run.queue, definition, options.queue_concurrency_limit)
-    delay_until = options.delay_until
-    if delay_until is None and options.debounce is not None:
-        delay_until = now + timedelta(seconds=options.debounce.delay)
-    if delay_until is not None and delay_until > now:
+def _insert_run(req: _Request) -> Run:
+    definition = TaskDefinition.objects.filter(task_id=req.task_id).first()
+    run = _new_run(req, definition)
+    ensure_queue(req.environment, run.queue, definition, req.options.queue_concurrency_limit)
+    delay_until = req.options.delay_until
+    if delay_until is None and req.options.debounce is not None:
+        delay_until = req.now + timedelta(seconds=req.options.debounce.delay)
+    if delay_until is not None and delay_until > req.now:
         run.status, run.delay_until = RunStatus.DELAYED, delay_until
         reason = "triggered with a delay"
     elif definition is None:
         run.status = RunStatus.PENDING_VERSION
-        mark_queued(run, now)
+        mark_queued(run, req.now)
         reason = "triggered; no worker serves this task yet"
     else:
         run.status = RunStatus.QUEUED
-        mark_queued(run, now)
+        mark_queued(run, req.now)
         reason = "triggered"
     run.save(force_insert=True)
-    record(run, "", run.status, actor=actor, reason=reason, now=now, created=True)
+    record(run, "", run.status, actor=req.actor, reason=reason, now=req.now, created=True)
     events.wake_engine()
     return run
 
 
-def _new_run(
-    environment: Environment,
-    task_id: str,
-    payload: str,
-    payload_type: str,
-    options: TriggerOptions,
-    definition: TaskDefinition | None,
-    source: str,
-    now: datetime,
-) -> Run:
-    ttl = options.ttl if options.ttl is not None else _default_ttl(environment)
+def _new_run(req: _Request, definition: TaskDefinition | None) -> Run:
+    ttl = req.options.ttl if req.options.ttl is not None else _default_ttl(req.environment)
     parent = None
-    if options.parent_run_id:
-        parent = Run.objects.filter(pk=options.parent_run_id, environment=environment).first()
+    if req.options.parent_run_id:
+        parent = Run.objects.filter(pk=req.options.parent_run_id, environment=req.environment).first()
     return Run(
         parent=parent,
         root_id=(parent.root_id or parent.id) if parent else None,
         depth=parent.depth + 1 if parent else 0,
-        resume_parent_on_completion=options.resume_parent and parent is not None,
-        batch_id=options.batch_id,
-        environment=environment,
-        task_identifier=task_id,
-        payload=payload,
-        payload_type=payload_type,
-        metadata=options.metadata,
-        tags=sorted(options.tags),
-        queue=options.queue or (definition.queue if definition else f"task/{task_id}"),
-        concurrency_key=options.concurrency_key,
-        machine=options.machine or (definition.machine if definition else registry.DEFAULT_MACHINE),
-        region=options.region,
-        priority_ms=round(options.priority * 1000),
-        max_attempts=options.max_attempts or (definition.max_attempts if definition else 1),
-        max_duration=options.max_duration if options.max_duration is not None else _max_duration(definition),
+        resume_parent_on_completion=req.options.resume_parent and parent is not None,
+        batch_id=req.options.batch_id,
+        environment=req.environment,
+        task_identifier=req.task_id,
+        payload=req.payload,
+        payload_type=req.payload_type,
+        metadata=req.options.metadata,
+        tags=sorted(req.options.tags),
+        queue=req.options.queue or (definition.queue if definition else f"task/{req.task_id}"),
+        concurrency_key=req.options.concurrency_key,
+        machine=req.options.machine or (definition.machine if definition else registry.DEFAULT_MACHINE),
+        region=req.options.region,
+        priority_ms=round(req.options.priority * 1000),
+        max_attempts=req.options.max_attempts or (definition.max_attempts if definition else 1),
+        max_duration=req.options.max_duration if req.options.max_duration is not None else _max_duration(definition),
         ttl=min(ttl, MAX_TTL) if ttl else None,
-        options=options.raw,
-        created_at=now,
-        updated_at=now,
-        trigger_function=options.trigger_function,
-        trigger_source=source,
-        idempotency_key=options.idempotency_key,
-        idempotency_key_user=options.idempotency_key_user,
-        idempotency_key_expires_at=_key_expiry(options, now),
-        debounce_key=options.debounce.key if options.debounce else "",
-        debounce=asdict(options.debounce) if options.debounce else None,
+        options=req.options.raw,
+        created_at=req.now,
+        updated_at=req.now,
+        trigger_function=req.options.trigger_function,
+        trigger_source=req.source,
+        idempotency_key=req.options.idempotency_key,
+        idempotency_key_user=req.options.idempotency_key_user,
+        idempotency_key_expires_at=_key_expiry(req.options, req.now),
+        debounce_key=req.options.debounce.key if req.options.debounce else "",
+        debounce=asdict(req.options.debounce) if req.options.debounce else None,
     )
 
 

@@ -12,7 +12,7 @@ finds the run in another status and changes nothing.
     scheduler   time-driven work done by the engine process
 """
 
-from runs.engine.actions import cancel_run, reschedule_run
+from runs.engine.actions import cancel_run, replay_run, reschedule_run
 from runs.engine.batches import (
     MAX_BATCH_ITEMS,
     BatchEntry,
@@ -73,6 +73,7 @@ __all__ = [
     "promote_pending_version",
     "recover_stalled",
     "register_worker",
+    "replay_run",
     "requeue_lost",
     "reschedule_run",
     "resume_ready",

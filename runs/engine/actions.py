@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, record, revoke
 from runs.engine.core import transition as move
+from runs.engine.triggering import TriggerOptions, trigger
 from runs.engine.waiting import open_children
 from runs.models import Run, RunAttempt
 from runs.states import ACTIVE_STATUSES, RunStatus
@@ -49,4 +52,52 @@ def reschedule_run(*, run_id: str, delay_until: datetime, actor: Actor, now: dat
         run.save(update_fields=["delay_until", "updated_at"])
         reason = f"rescheduled to {delay_until.isoformat()}"
         record(run, run.status, run.status, actor=actor, reason=reason, now=now, data={"from": str(previous)})
+    return run
+
+
+def replay_run(
+    *,
+    run_id: str,
+    actor: Actor,
+    options: TriggerOptions,
+    payload: tuple[str, str] | None = None,
+    overridden: set[str] | None = None,
+    source: str = "api",
+    now: datetime | None = None,
+) -> Run:
+    """A new run of the same task with the original's payload and options, overridden by
+    `options` fields named in `overridden` (and `payload` when given). Raises RunNotFound."""
+    original = Run.objects.filter(pk=run_id).first()
+    if original is None:
+        raise RunNotFound(f"Run {run_id} not found")
+    overridden = overridden or set()
+    kept: dict[str, Any] = {
+        "metadata": original.metadata,
+        "tags": list(original.tags),
+        "queue": original.queue,
+        "concurrency_key": original.concurrency_key,
+        "machine": original.machine,
+        "region": original.region,
+        "max_attempts": original.max_attempts,
+        "max_duration": original.max_duration,
+        "priority": original.priority_ms / 1000,
+    }
+    merged = replace(options, **{name: value for name, value in kept.items() if name not in overridden})
+    data, content_type = payload or (original.payload, original.payload_type)
+    with transaction.atomic():
+        result = trigger(
+            environment=original.environment,
+            task_id=original.task_identifier,
+            payload=data,
+            payload_type=content_type,
+            options=merged,
+            actor=actor,
+            source=source,
+            now=now,
+        )
+        run = result.run
+        if run.replayed_from_id is None and not result.is_cached:
+            run.replayed_from = original
+            run.save(update_fields=["replayed_from"])
+            record(run, run.status, run.status, actor=actor, reason=f"replay of {original.id}", now=run.created_at)
     return run

@@ -208,3 +208,26 @@ def test_the_database_refuses_a_final_run_without_finished_at(dev: Environment) 
     run = factories.run()
     with pytest.raises(IntegrityError), transaction.atomic():
         Run.objects.filter(pk=run.pk).update(status=RunStatus.COMPLETED)  # the constraint under test
+
+
+def test_a_replay_is_a_new_run_with_the_originals_payload_and_options_linked_back(dev: Environment) -> None:
+    original = factories.run("hello-world", payload={"n": 1}, tags=["a"], metadata={"m": 1}, concurrency_key="k")
+    engine.cancel_run(run_id=original.id, actor="test")
+    replay = engine.replay_run(run_id=original.id, actor="user:ops", options=engine.TriggerOptions())
+    assert replay.id != original.id and replay.replayed_from_id == original.id
+    assert (replay.payload, replay.tags, replay.metadata) == (original.payload, ["a"], {"m": 1})
+    assert (replay.concurrency_key, replay.status) == ("k", RunStatus.QUEUED)
+    assert RunEvent.objects.filter(run=replay, reason=f"replay of {original.id}").exists()
+
+
+def test_a_replay_takes_overrides(dev: Environment) -> None:
+    original = factories.run("hello-world", payload={"n": 1}, tags=["a"])
+    overrides = engine.TriggerOptions(tags=["b"], machine="large-1x")
+    replay = engine.replay_run(
+        run_id=original.id,
+        actor="test",
+        options=overrides,
+        overridden={"tags", "machine"},
+        payload=(factories.superjson({"n": 2}), "application/super+json"),
+    )
+    assert (replay.tags, replay.machine, replay.payload) == (["b"], "large-1x", factories.superjson({"n": 2}))

@@ -14,7 +14,7 @@ from django.http import HttpRequest
 
 from api.packets import download_url
 from runs import packets
-from runs.models import Run
+from runs.models import Environment, Run
 from runs.options import format_duration
 from runs.states import RunStatus, api_flags
 
@@ -92,6 +92,11 @@ def related_run(run: Run) -> dict[str, Any]:
             "triggerFunction": run.trigger_function,
         }
     )
+
+
+def run_list_item(run: Run, environment: Environment) -> dict[str, Any]:
+    """ListRunItem (reference 3.5): the common run fields and the run's environment."""
+    return {**related_run(run), "env": {"id": str(environment.pk), "name": environment.slug}}
 
 
 def run_error(error: Any) -> dict[str, Any]:

@@ -6,9 +6,11 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     # <path:...>: an encodeURIComponent'd task id arrives decoded and may contain "/".
     path("api/v1/tasks/<path:task_id>/trigger", views.trigger_task, name="api-trigger"),
+    path("api/v1/runs", views.list_runs, name="api-list-runs"),
     path("api/v3/runs/<str:run_id>", views.retrieve_run, name="api-retrieve-run"),
     path("api/v2/runs/<str:run_id>/cancel", views.cancel_run, name="api-cancel-run"),
     path("api/v1/runs/<str:run_id>/reschedule", views.reschedule_run, name="api-reschedule-run"),
+    path("api/v1/runs/<str:run_id>/replay", views.replay_run, name="api-replay-run"),
     # Batches (reference 3.2, 3.3, 3.10)
     path("api/v3/batches", batches.create_batch, name="api-create-batch"),
     path("api/v3/batches/<str:batch_id>/items", batches.stream_batch_items, name="api-batch-items"),

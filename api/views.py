@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
-from api import health, jwt, packets, serializers
+from api import health, jwt, packets, runs_list, serializers
 from api.auth import actor
 from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
@@ -85,6 +87,72 @@ def reschedule_run(request: ApiRequest, run_id: str) -> JsonResponse:
     except engine.EngineError as exc:
         raise ApiError(400, str(exc)) from exc
     return JsonResponse(_run_body(request, run_id))
+
+
+@api_view("GET")
+def list_runs(request: ApiRequest) -> JsonResponse:
+    """runs.list (reference 3.5): the environment's runs, newest first, a page at a time."""
+    return JsonResponse(runs_list.list_runs(request.api_key.environment, request.GET, timezone.now()))
+
+
+# ReplayRunRequestBody is strict: any other key is refused. Wire key -> TriggerOptions field
+# of the options replay_run would otherwise copy from the original (None: not copied).
+REPLAY_KEYS: dict[str, str | None] = {
+    "payload": None,
+    "payloadType": None,
+    "metadata": "metadata",
+    "tags": "tags",
+    "queue": "queue",
+    "concurrencyKey": "concurrency_key",
+    "machine": "machine",
+    "version": None,  # accepted and ignored: Runyard has no deployed versions
+    "region": "region",
+    "delay": None,
+    "ttl": None,
+    "idempotencyKey": None,  # used as given: the SDK does not hash it here
+    "idempotencyKeyTTL": None,
+    "maxAttempts": "max_attempts",
+    "maxDuration": "max_duration",
+    "priority": "priority",
+}
+REPLAY_PAYLOAD_TYPES = ("application/json", "application/super+json")
+
+
+@api_view("POST")
+def replay_run(request: ApiRequest, run_id: str) -> JsonResponse:
+    """runs.replay (reference 3.8): a new run of the same task, in any status; answers its id."""
+    body = read_json_object(request, settings.RUNYARD_MAX_PAYLOAD_BYTES, packets.payload_too_large())
+    original = _run_of(request, run_id)
+    if unknown := sorted(set(body) - set(REPLAY_KEYS)):
+        raise ApiError(400, f"Unknown replay option: {unknown[0]}")
+    given = {key: value for key, value in body.items() if value is not None}
+    now = timezone.now()
+    try:
+        # The payload is not an option: it would be kept with the options (Run.options).
+        options = parse_trigger_options({k: v for k, v in given.items() if k != "payload"}, now=now)
+    except OptionError as exc:
+        raise ApiError(exc.status, exc.message) from exc
+    run = engine.replay_run(
+        run_id=original.id,
+        actor=actor(request.api_key),
+        options=options,
+        payload=_replay_payload(given, original),
+        overridden={field for key in given if (field := REPLAY_KEYS[key])},
+        request_key=request.headers.get(REQUEST_KEY_HEADER) or None,
+        now=now,
+    )
+    return JsonResponse({"id": run.id})
+
+
+def _replay_payload(given: dict[str, Any], original: Run) -> tuple[str, str] | None:
+    payload_type = given.get("payloadType")
+    if payload_type is not None and payload_type not in REPLAY_PAYLOAD_TYPES:
+        raise ApiError(400, f"payloadType must be one of {', '.join(REPLAY_PAYLOAD_TYPES)}")
+    if "payload" not in given:
+        return None
+    if payload_type == "application/super+json" and not isinstance(given["payload"], str):
+        raise ApiError(400, "payload must be a SuperJSON string when payloadType is application/super+json")
+    return packets.accept_payload(given["payload"], payload_type, original.environment)
 
 
 def _run_of(request: ApiRequest, run_id: str) -> Run:

@@ -184,6 +184,12 @@ def _idempotency_key_ttl(options: TriggerOptions, value: Any) -> None:
     options.idempotency_key_ttl = seconds
 
 
+def _test(options: TriggerOptions, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise OptionError("test", "options.test must be a boolean")
+    options.is_test = value
+
+
 def _parent_run_id(options: TriggerOptions, value: Any) -> None:
     # Sent by SDKs from inside a running task.
     options.parent_run_id = _text("parentRunId", value, 64) or None
@@ -302,6 +308,7 @@ _PARSERS = {
     "idempotencyKeyTTL": _idempotency_key_ttl,
     "debounce": _debounce,
     "parentRunId": _parent_run_id,
+    "test": _test,
     "resumeParentOnCompletion": _resume_parent,
 }
 

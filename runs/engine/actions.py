@@ -63,6 +63,7 @@ def replay_run(
     payload: tuple[str, str] | None = None,
     overridden: set[str] | None = None,
     source: str = "api",
+    request_key: str | None = None,
     now: datetime | None = None,
 ) -> Run:
     """A new run of the same task with the original's payload and options, overridden by
@@ -81,6 +82,7 @@ def replay_run(
         "max_attempts": original.max_attempts,
         "max_duration": original.max_duration,
         "priority": original.priority_ms / 1000,
+        "is_test": original.is_test,
     }
     merged = replace(options, **{name: value for name, value in kept.items() if name not in overridden})
     data, content_type = payload or (original.payload, original.payload_type)
@@ -93,6 +95,7 @@ def replay_run(
             options=merged,
             actor=actor,
             source=source,
+            request_key=f"replay:{original.id}:{request_key}" if request_key else None,
             now=now,
         )
         run = result.run

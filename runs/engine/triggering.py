@@ -53,6 +53,7 @@ class TriggerOptions:
     resume_parent: bool = False  # the parent waits on this run (triggerAndWait)
     batch_id: str | None = None
     trigger_function: str = "trigger"
+    is_test: bool = False
     raw: dict[str, Any] = field(default_factory=dict)  # every option as given, for display
 
 
@@ -262,6 +263,7 @@ def _new_run(req: _Request, definition: TaskDefinition | None) -> Run:
         created_at=req.now,
         updated_at=req.now,
         trigger_function=req.options.trigger_function,
+        is_test=req.options.is_test,
         trigger_source=req.source,
         idempotency_key=req.options.idempotency_key,
         idempotency_key_user=req.options.idempotency_key_user,

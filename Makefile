@@ -5,17 +5,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.requirements-installed
+# The official @trigger.dev/sdk that tests/sdk drives (package.json, package-lock.json).
+NPM_STAMP := node_modules/.package-lock-installed
 # Tests keep their own embedded PostgreSQL and Redis, apart from `make run`'s var/.
 TEST_VAR ?= $(CURDIR)/var/test
 STOP_SERVERS := $(PY) -W ignore -c "import pathlib, sys; from dashboard import embedded; embedded.stop_all(pathlib.Path(sys.argv[1]))"
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint fmt deps chromium clean
+.PHONY: run test lint fmt deps node-deps chromium clean
 
 run: deps
 	$(PY) manage.py up
 
-test: deps chromium
+test: deps node-deps chromium
 	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \
 	$(BIN)/ruff check .; \
 	$(BIN)/ruff format --check .; \
@@ -42,6 +44,13 @@ $(STAMP): requirements.txt | $(PY)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
+
+node-deps: $(NPM_STAMP)
+
+# Reinstalls only when node_modules is missing or package-lock.json is newer than the last install.
+$(NPM_STAMP): package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
 
 chromium:
 	@test -x /usr/bin/chromium || { \

@@ -90,6 +90,7 @@ def related_run(run: Run) -> dict[str, Any]:
             "region": run.region or None,
             "depth": run.depth,
             "triggerFunction": run.trigger_function,
+            "batchId": run.batch_id,
         }
     )
 

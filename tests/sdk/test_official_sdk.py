@@ -1,0 +1,238 @@
+"""The official @trigger.dev/sdk (4.8.3, package.json) against a live Runyard.
+
+tests/sdk/scenarios.mjs drives the SDK and prints what it got back as JSON; node starts
+once per group of scenarios (a module fixture each), the tests assert on the parts.
+`make test` installs the SDK with `npm ci`; without node_modules these tests are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+
+from tests.live import LiveStack
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed"),
+    pytest.mark.skipif(
+        not (settings.BASE_DIR / "node_modules" / "@trigger.dev" / "sdk").is_dir(),
+        reason="@trigger.dev/sdk is not installed: run `npm ci` (make test does)",
+    ),
+]
+
+SCENARIOS = Path(__file__).with_name("scenarios.mjs")
+
+
+def run_node(live_stack: LiveStack, *groups: str, **env: str) -> dict[str, Any]:
+    """Run scenarios.mjs with the given groups against the stack; its parsed JSON output."""
+    result = subprocess.run(
+        ["node", str(SCENARIOS), *groups],
+        cwd=settings.BASE_DIR,
+        env={
+            **os.environ,
+            "TRIGGER_API_URL": live_stack.base_url,
+            "TRIGGER_SECRET_KEY": live_stack.api_key,
+            "SDK_TEST_TAG": f"sdk-{secrets.token_hex(4)}",
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, f"node exited with {result.returncode}:\n{result.stderr}"
+    output: dict[str, Any] = json.loads(result.stdout)
+    return output
+
+
+def scenario(results: dict[str, Any], name: str) -> dict[str, Any]:
+    """One scenario's result; fails with the SDK's error when the scenario threw."""
+    value: dict[str, Any] = results[name]
+    assert "thrown" not in value, f"{name} threw: {json.dumps(value['thrown'], indent=2)}"
+    return value
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@pytest.fixture(scope="module")
+def core(live_stack: LiveStack) -> dict[str, Any]:
+    """The core scenarios, then the rate-limit one in a staging environment of its own, so
+    emptying its batch bucket leaves the dev environment's batches alone."""
+    other_key = live_stack.manage("apikey", "create", "--env", "staging", "--name", "sdk-ratelimit").strip()
+    return run_node(live_stack, "core", "ratelimit", SDK_RATELIMIT_KEY=other_key)
+
+
+@pytest.fixture(scope="module")
+def list_and_replay(live_stack: LiveStack) -> dict[str, Any]:
+    return run_node(live_stack, "listAndReplay")
+
+
+def test_trigger_with_every_option_gives_a_handle_and_a_delayed_run(core: dict[str, Any]) -> None:
+    result = scenario(core, "allOptions")
+    handle, run = result["handle"], result["run"]
+    assert handle["id"].startswith("run_") and handle["publicAccessToken"].count(".") == 2
+    assert run["id"] == handle["id"]
+    assert run["status"] == "DELAYED" and run["isQueued"] is True and run["isCompleted"] is False
+    assert result["delayedUntilIsDate"] is True
+    assert timedelta(minutes=59) < when(run["delayedUntil"]) - when(run["createdAt"]) <= timedelta(hours=1, seconds=5)
+    assert run["payload"] == {"all": "options"}
+    assert run["idempotencyKey"] == f"all-options-{core['tag']}"
+    assert run["tags"] == result["expectedTags"]
+    assert run["ttl"] == "10m"
+    assert run["metadata"] == {"source": "sdk-check", "count": 1, "nested": {"ok": True, "list": ["a", 2]}}
+    assert run["taskIdentifier"] == "hello-world" and run["triggerFunction"] == "trigger"
+    assert run["region"] == "us-east-1"
+    # The same idempotency key again: the same run, marked cached.
+    assert result["again"]["id"] == handle["id"] and result["again"]["isCached"] is True
+
+
+def test_a_plain_trigger_completes_with_the_tasks_output(core: dict[str, Any]) -> None:
+    result = scenario(core, "completes")
+    run = result["run"]
+    assert result["handle"]["isCached"] is False
+    assert run["status"] == "COMPLETED" and run["isSuccess"] is True and run["isFailed"] is False
+    assert run["output"] == {"message": "Hello, SDK!"}
+    assert run["payload"] == {"name": "SDK"}
+    assert when(run["startedAt"]) <= when(run["finishedAt"])
+
+
+def test_an_idempotent_repeat_returns_the_same_run(core: dict[str, Any]) -> None:
+    result = scenario(core, "idempotentRepeat")
+    assert result["second"]["id"] == result["first"]["id"]
+    assert (result["first"]["isCached"], result["second"]["isCached"]) == (False, True)
+    assert result["run"]["payload"] == {"name": "once"}
+    assert result["run"]["idempotencyKey"] == f"repeat-{core['tag']}"
+
+
+def test_batch_trigger_from_an_array_with_per_item_options(core: dict[str, Any]) -> None:
+    result = scenario(core, "batchFromArray")
+    handle, batch = result["handle"], result["batch"]
+    assert handle["batchId"].startswith("batch_") and handle["runCount"] == 3
+    assert handle["publicAccessToken"].count(".") == 2
+    assert batch["id"] == handle["batchId"] and batch["runCount"] == 3
+    by_name = {run["payload"]["name"]: run for run in result["runs"]}
+    assert sorted(by_name) == ["item 0", "item 1", "item 2"]
+    item0, item1 = by_name["item 0"], by_name["item 1"]
+    assert item0["tags"] == sorted([core["tag"], "item-0"]) and item0["metadata"] == {"i": 0}
+    assert item0["ttl"] == "15m" and item0["idempotencyKey"] == f"batch-item0-{core['tag']}"
+    assert item1["status"] == "DELAYED" and item1["tags"] == ["item-1"]
+    assert {run["triggerFunction"] for run in result["runs"]} == {"batchTrigger"}
+    outputs = sorted(run["output"]["message"] for run in result["finished"])
+    assert outputs == ["Hello, item 0!", "Hello, item 2!"]
+
+
+def test_the_runs_of_a_batch_name_their_batch(core: dict[str, Any]) -> None:
+    result = scenario(core, "batchFromArray")
+    assert [run.get("batchId") for run in result["runs"]] == [result["handle"]["batchId"]] * 3
+
+
+def test_batch_trigger_from_an_async_iterable(core: dict[str, Any]) -> None:
+    result = scenario(core, "batchFromAsyncIterable")
+    assert result["handle"]["runCount"] == 2
+    payloads = sorted(run["payload"]["name"] for run in result["runs"])
+    assert payloads == ["streamed 0", "streamed 1"]
+    assert all(core["tag"] in run["tags"] for run in result["runs"])
+
+
+def test_batch_trigger_of_several_tasks(core: dict[str, Any]) -> None:
+    result = scenario(core, "batchOfSeveralTasks")
+    assert result["handle"]["runCount"] == 3
+    assert result["batch"]["status"] == "COMPLETED"
+    runs = {run["payload"].get("name", "second"): run for run in result["runs"]}
+    assert {name: run["taskIdentifier"] for name, run in runs.items()} == {
+        "first": "hello-world",
+        "second": "hello-world-2",
+        "third": "hello-world",
+    }
+    assert runs["first"]["output"] == {"message": "Hello, first!"}
+    assert runs["second"]["output"] == {"message": "Hello again!", "received": {"second": True}}
+    assert {run["status"] for run in result["runs"]} == {"COMPLETED"}
+
+
+def test_cancel_a_delayed_run(core: dict[str, Any]) -> None:
+    result = scenario(core, "cancel")
+    run_id = result["handle"]["id"]
+    assert result["canceled"] == {"id": run_id} and result["twice"] == {"id": run_id}
+    run = result["run"]
+    assert run["status"] == "CANCELED" and run["isCancelled"] is True and run["isCompleted"] is True
+    assert "finishedAt" in run
+
+
+def test_reschedule_a_delayed_run_returns_the_whole_run(core: dict[str, Any]) -> None:
+    result = scenario(core, "reschedule")
+    before, by_duration, by_date = result["before"], result["byDuration"], result["byDate"]
+    assert by_duration["id"] == result["handle"]["id"] and by_duration["status"] == "DELAYED"
+    assert by_duration["payload"] == {"name": "later"} and by_duration["taskIdentifier"] == "hello-world"
+    assert result["byDurationDelayedUntilIsDate"] is True
+    moved = when(by_duration["delayedUntil"]) - when(result["now"])
+    assert timedelta(hours=1, minutes=59) < moved <= timedelta(hours=2)
+    assert when(by_duration["delayedUntil"]) > when(before["delayedUntil"])
+    assert when(by_date["delayedUntil"]) == when(result["requestedDate"])
+
+
+def test_a_wrong_key_is_an_authentication_error(core: dict[str, Any]) -> None:
+    result = scenario(core, "wrongKey")
+    assert result["isAuthenticationError"] is True, result
+    assert result["error"]["status"] == 401
+    assert result["elapsedMs"] < 2000  # not retried
+
+
+def test_an_unknown_run_is_not_found_at_once(core: dict[str, Any]) -> None:
+    result = scenario(core, "unknownRun")
+    assert result["error"]["status"] == 404 and result["error"]["class"] == "NotFoundError"
+    assert result["elapsedMs"] < 2000  # no x-should-retry: the SDK does not retry for ~9 s
+
+
+def test_a_batch_over_the_rate_limit_is_a_batch_trigger_error_at_once(core: dict[str, Any]) -> None:
+    result = scenario(core, "batchCreate429")
+    assert result.get("thrownNothing") is None, result
+    error = result["error"]
+    assert result["isBatchTriggerError"] is True, error
+    assert error["isRateLimited"] is True and error["phase"] == "create"
+    assert error["retryAfterMs"] > 0 and error["itemCount"] == 1000
+    assert error["apiError"]["status"] == 429 and error["apiError"]["class"] == "RateLimitError"
+    assert "Rate limit exceeded" in error["message"]
+    # The reset is far off, so the server tells the SDK not to retry: the error comes at once.
+    assert error["apiError"]["headers"]["x-should-retry"] == "false"
+    assert result["elapsedMs"] < 5000
+
+
+def test_runs_list_filters_and_pages_both_ways(list_and_replay: dict[str, Any]) -> None:
+    result = scenario(list_and_replay, "list")
+    newest_first = result["triggeredNewestFirst"]
+    assert result["first"]["ids"] == newest_first[:2]
+    assert result["first"]["hasNext"] is True
+    assert result["next"]["ids"] == newest_first[2:] and result["next"]["hasNext"] is False
+    assert result["previous"]["ids"] == newest_first[:2]
+    assert result["all"] == newest_first
+    assert result["byStatus"] == newest_first and result["none"] == []
+    assert result["byQueue"] == newest_first and result["byTime"] == newest_first
+    assert result["byOneTag"] == [newest_first[1]]
+    sample = result["first"]["sample"]
+    assert sample["status"] == "DELAYED" and sample["env"]["id"] and sample["env"]["name"]
+
+
+def test_runs_replay_with_and_without_overrides(list_and_replay: dict[str, Any]) -> None:
+    result = scenario(list_and_replay, "replay")
+    assert result["plainReplay"]["id"] != result["originalId"]
+    replayed = result["replayed"]
+    assert replayed["status"] == "COMPLETED" and replayed["payload"] == {"name": "original"}
+    assert replayed["output"] == {"message": "Hello, original!"}
+    assert replayed["metadata"] == {"m": 1}
+    overridden = result["overriddenRun"]
+    assert overridden["id"] == result["overridden"]["id"] != result["originalId"]
+    assert overridden["status"] == "DELAYED"
+    assert overridden["payload"] == {"name": "override", "when": "2031-05-06T07:08:09.000Z"}
+    assert overridden["metadata"] == {"replayed": True}
+    assert "overridden" in overridden["tags"] and "replay" not in overridden["tags"]

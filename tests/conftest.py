@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from runs.models import Environment
@@ -7,6 +13,16 @@ from tests import factories
 
 # One live stack (real web, worker, engine) for the whole session, shared by e2e and browser tests.
 from tests.live import live_stack, pytest_runtest_makereport  # noqa: F401
+
+
+@pytest.fixture(autouse=True)
+def objects(settings: Any) -> Iterator[Path]:
+    """Every test gets a fresh filesystem object store under RUNYARD_VAR."""
+    root = Path(settings.VAR_DIR) / "test-objects" / uuid.uuid4().hex
+    settings.RUNYARD_OBJECTS_DIR = root
+    settings.RUNYARD_S3_BUCKET = ""
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

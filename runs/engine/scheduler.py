@@ -86,13 +86,14 @@ def expire_runs(*, now: datetime) -> int:
 
 def promote_pending_version(*, now: datetime) -> int:
     """PENDING_VERSION -> QUEUED for runs whose task is now served by a worker."""
-    served = {d.task_id: d for d in TaskDefinition.objects.all()}
+    served_ids = TaskDefinition.objects.values("task_id")
     with transaction.atomic():
         ready = list(
             Run.objects.select_for_update(skip_locked=True)
             .select_related("environment")
-            .filter(status=RunStatus.PENDING_VERSION, task_identifier__in=list(served))[:BATCH]
+            .filter(status=RunStatus.PENDING_VERSION, task_identifier__in=served_ids)[:BATCH]
         )
+        served = TaskDefinition.objects.in_bulk({run.task_identifier for run in ready}, field_name="task_id")
         for run in ready:
             ensure_queue(run.environment, run.queue, served[run.task_identifier])
         return bulk_transition(

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
@@ -26,16 +22,6 @@ from tests import factories
 PATH = "trigger/packet_ixq2kn14jzju6fndh1tbt/payload.json"
 SUPERJSON_PAYLOAD = '{"json":{"hello":"world","n":[1,2]}}'
 MiB = 1024 * 1024
-
-
-@pytest.fixture(autouse=True)
-def objects(settings) -> Iterator[Path]:
-    """A fresh filesystem store under RUNYARD_VAR for this test."""
-    root = Path(settings.VAR_DIR) / "test-objects" / uuid.uuid4().hex
-    settings.RUNYARD_OBJECTS_DIR = root
-    settings.RUNYARD_S3_BUCKET = ""
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
 from tests.live import LiveStack
@@ -31,27 +29,10 @@ WATCH_PANEL = """
 """
 
 
-def trigger_fan_out(stack: LiveStack, n: int, delay: str) -> str:
-    """tasks.trigger("fan-out", {n}, {delay}) as the official SDK sends it."""
-    body = {
-        "payload": json.dumps({"json": {"n": n}}),
-        "options": {"payloadType": "application/super+json", "delay": delay},
-    }
-    response = requests.post(
-        f"{stack.base_url}/api/v1/tasks/fan-out/trigger",
-        json=body,
-        headers={"Authorization": f"Bearer {stack.api_key}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    run_id: str = response.json()["id"]
-    return run_id
-
-
 def test_children_appear_and_complete_live_on_the_parents_page(logged_in: Page, live_stack: LiveStack) -> None:
     page = logged_in
     # Delayed a little, so the page is open before any child exists: what follows comes live.
-    parent_id = trigger_fan_out(live_stack, 3, delay="4s")
+    parent_id = live_stack.trigger("fan-out", {"n": 3}, delay="4s")
     page.goto(f"{live_stack.base_url}/runs/{parent_id}/")
     page.evaluate(WATCH_PANEL)
     assert page.evaluate("window.__panel") == ["Delayed"]

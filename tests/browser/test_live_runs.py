@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import pytest
-import requests
 from playwright.sync_api import Page, expect
 
 from tests.live import LiveStack
@@ -37,23 +35,6 @@ WATCH_BADGES = """
 """
 
 
-def trigger_sleep(stack: LiveStack, seconds: float) -> str:
-    """tasks.trigger("sleep", {seconds}) as the official SDK sends it."""
-    body: dict[str, Any] = {
-        "payload": json.dumps({"json": {"seconds": seconds}}),
-        "options": {"payloadType": "application/super+json"},
-    }
-    response = requests.post(
-        f"{stack.base_url}/api/v1/tasks/sleep/trigger",
-        json=body,
-        headers={"Authorization": f"Bearer {stack.api_key}"},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    run_id: str = response.json()["id"]
-    return run_id
-
-
 def seen(page: Page, key: str) -> list[str]:
     statuses: list[str] = page.evaluate("(key) => window.__seen[key] || []", key)
     return statuses
@@ -72,7 +53,7 @@ def test_a_triggered_run_appears_on_the_list_and_completes_live(logged_in: Page,
     expect(page.locator(".live-indicator")).to_have_text("Live", timeout=LIVE_TIMEOUT)
     page.evaluate(WATCH_BADGES)
 
-    run_id = trigger_sleep(live_stack, 2)
+    run_id = live_stack.trigger("sleep", {"seconds": 2})
 
     row = page.locator(f"#run-{run_id}")
     expect(row).to_be_visible(timeout=LIVE_TIMEOUT)
@@ -87,7 +68,7 @@ def test_a_triggered_run_appears_on_the_list_and_completes_live(logged_in: Page,
 
 def test_the_run_page_follows_a_run_to_completion(logged_in: Page, live_stack: LiveStack) -> None:
     page = logged_in
-    run_id = trigger_sleep(live_stack, 2)
+    run_id = live_stack.trigger("sleep", {"seconds": 2})
     page.goto(f"{live_stack.base_url}/runs/{run_id}/")
     page.evaluate(WATCH_BADGES)
     expect(page.locator(".live-indicator")).to_have_text("Live", timeout=LIVE_TIMEOUT)

@@ -144,8 +144,7 @@ def parent_of_big(payload: Any) -> int:
     return len(tasks.trigger_and_wait("test-big-output").unwrap())
 
 
-def test_a_parent_gets_a_childs_offloaded_output(dev: Environment, tmp_path: Any, settings: Any) -> None:
-    settings.RUNYARD_OBJECTS_DIR = str(tmp_path)
+def test_a_parent_gets_a_childs_offloaded_output(dev: Environment) -> None:
     for task_id in ("test-big-output", "test-parent-of-big"):
         factories.task_definition(task_id)
     parent = factories.run("test-parent-of-big")

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +36,6 @@ def output_after_cancel(payload: Any) -> str:
     assert ctx is not None
     engine.cancel_run(run_id=ctx.run_id, actor="test")  # the attempt is stale once it returns
     return "w" * BIG
-
-
-@pytest.fixture(autouse=True)
-def objects(settings) -> Iterator[Path]:
-    """A fresh filesystem store under RUNYARD_VAR for this test."""
-    root = Path(settings.VAR_DIR) / "test-objects" / uuid.uuid4().hex
-    settings.RUNYARD_OBJECTS_DIR = root
-    settings.RUNYARD_S3_BUCKET = ""
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def admitted(task_id: str, payload: str, payload_type: str, **options: Any) -> Run:

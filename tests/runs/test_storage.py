@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import shutil
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runs import packets, storage
-
-
-@pytest.fixture
-def objects(settings) -> Iterator[Path]:
-    """A fresh filesystem store under RUNYARD_VAR for this test."""
-    root = Path(settings.VAR_DIR) / "test-objects" / uuid.uuid4().hex
-    settings.RUNYARD_OBJECTS_DIR = root
-    settings.RUNYARD_S3_BUCKET = ""
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_put_then_get_returns_the_bytes_and_content_type(objects: Path) -> None:

@@ -2,15 +2,27 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import views
+from dashboard import actions, admin_views, ops_views, task_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", views.runs_list, name="runs"),
+    path("runs/bulk/", actions.bulk_start, name="bulk_start"),
+    path("runs/bulk/<str:bulk_id>/", actions.bulk_detail, name="bulk"),
     path("runs/<str:run_id>/", views.run_detail, name="run"),
+    path("runs/<str:run_id>/cancel/", actions.run_cancel, name="run_cancel"),
+    path("runs/<str:run_id>/reschedule/", actions.run_reschedule, name="run_reschedule"),
+    path("runs/<str:run_id>/replay/", actions.run_replay, name="run_replay"),
     path("batches/<str:batch_id>/", views.batch_detail, name="batch"),
+    path("tasks/", task_views.tasks_list, name="tasks"),
+    path("tasks/<str:task_id>/", task_views.task_trigger, name="task"),
+    path("queues/", ops_views.queues, name="queues"),
+    path("workers/", ops_views.workers, name="workers"),
+    path("audit/", admin_views.audit_log, name="audit"),
+    path("settings/keys/", admin_views.api_keys, name="api_keys"),
+    path("settings/environments/", admin_views.environments, name="environments"),
     path("admin/", admin.site.urls),
     path("", include("api.urls")),
 ]

@@ -9,6 +9,7 @@ import hashlib
 import secrets
 import string
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
@@ -210,6 +211,11 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Dashboard roles (groups made by migration 0003; see dashboard.permissions).
+        permissions = [
+            ("view_payload", "Can see run payloads, outputs, metadata and errors"),
+            ("operate_run", "Can cancel, reschedule, replay and trigger runs"),
+        ]
         indexes = [
             models.Index(fields=["environment", "-created_at", "-id"], name="run_env_created"),
             models.Index(fields=["environment", "status", "-created_at"], name="run_env_status"),
@@ -383,4 +389,70 @@ class RequestIdempotency(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["environment", "task_identifier", "key"], name="request_key_unique")
+        ]
+
+
+class AuditEntry(models.Model):
+    """One operator action taken in the dashboard (or a bulk action's start), for /audit/."""
+
+    at = models.DateTimeField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150)  # kept when the user is deleted
+    environment = models.ForeignKey(Environment, null=True, blank=True, on_delete=models.SET_NULL)
+    # Dotted verb: run.cancel, run.reschedule, run.replay, run.trigger, bulk.cancel, bulk.replay,
+    # apikey.create, apikey.revoke, environment.create, ...
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=128, blank=True)  # a run, bulk action or key id
+    reason = models.CharField(max_length=512, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["-at", "-id"], name="audit_at"),
+            models.Index(fields=["target"], name="audit_target"),
+        ]
+
+
+def new_bulk_id() -> str:
+    return make_id("bulk")
+
+
+class BulkActionStatus(models.TextChoices):
+    PENDING = "PENDING", "Pending"
+    RUNNING = "RUNNING", "Running"
+    COMPLETED = "COMPLETED", "Completed"
+    FAILED = "FAILED", "Failed"
+
+
+class BulkAction(models.Model):
+    """Cancel or replay many runs: the selected ids, or every run matching a runs-list filter.
+
+    Worked off in chunks in the background, never in the request; `cursor` makes it resumable.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_bulk_id, editable=False)
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="bulk_actions")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    username = models.CharField(max_length=150)
+    action = models.CharField(max_length=16)  # "cancel" or "replay"
+    # Either explicit run ids or the runs list's query string (see dashboard.filters).
+    run_ids = ArrayField(models.CharField(max_length=32), default=list, blank=True)
+    filters = models.JSONField(default=dict, blank=True)
+    reason = models.CharField(max_length=512)
+    status = models.CharField(max_length=16, choices=BulkActionStatus.choices, default=BulkActionStatus.PENDING)
+    total = models.PositiveIntegerField(default=0)  # runs it will visit (known when it starts)
+    processed = models.PositiveIntegerField(default=0)  # runs visited so far
+    succeeded = models.PositiveIntegerField(default=0)  # runs canceled or replayed
+    skipped = models.PositiveIntegerField(default=0)  # runs already final, or refused
+    cursor = models.CharField(max_length=64, blank=True)  # last (created_at, id) visited
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["created_at"], name="bulk_open", condition=Q(status__in=["PENDING", "RUNNING"]))
         ]

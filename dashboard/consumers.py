@@ -28,6 +28,7 @@ from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from dashboard.permissions import roles
 from dashboard.views import (
     PAGE_SIZE,
     batch_counts_context,
@@ -299,4 +300,5 @@ class RunConsumer(CoalescingConsumer):
         run = with_relations(Run.objects.filter(pk=self.run_id)).first()
         if run is None:
             return ""
-        return render_to_string("dashboard/partials/run_panel.html", {**run_panel_context(run), "oob": True})
+        context = {**run_panel_context(run), **roles(self.scope.get("user")), "oob": True}
+        return render_to_string("dashboard/partials/run_panel.html", context)

@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
+from dashboard.permissions import roles
 from runs.engine.waiting import open_children
 from runs.models import Batch, Environment, Queue, Run
 from runs.states import ACTIVE_STATUSES, RunStatus, is_final
@@ -66,7 +67,8 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     template = "dashboard/partials/run_panel.html" if request.htmx else "dashboard/run.html"
     now = timezone.now()
     live = urlencode({"since": to_micros(now)})
-    return render(request, template, {"environment": environment, "live_query": live, **run_panel_context(run, now)})
+    context = {"environment": environment, "live_query": live, **run_panel_context(run, now), **roles(request.user)}
+    return render(request, template, context)
 
 
 def batch_detail(request: HtmxHttpRequest, batch_id: str) -> HttpResponse:

@@ -91,6 +91,12 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.create_task(self.flush())
 
+    async def runs_changed(self, event: dict[str, Any]) -> None:
+        """Many runs changed at once (a batch): as many run.changed messages."""
+        created = bool(event.get("created"))
+        for run_id in event["run_ids"]:
+            await self.run_changed({"run_id": run_id, "created": created})
+
     async def flush(self) -> None:
         """Send what is pending; while more keeps coming, wait out FLUSH_INTERVAL between renders."""
         loop = asyncio.get_running_loop()

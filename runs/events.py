@@ -15,31 +15,35 @@ from django.db import connection, transaction
 log = logging.getLogger(__name__)
 
 ENGINE_CHANNEL = "runyard_engine"
+# Ids in one runs.changed message: well under channels-redis's message size, one frame per batch.
+RUNS_PER_MESSAGE = 1000
 
 
 def env_group(environment_id: int) -> str:
     return f"env-{environment_id}"
 
 
-def run_group(run_id: str) -> str:
-    return f"run-{run_id}"
-
-
 def publish_run_changed(*, environment_id: int, run_id: str, created: bool = False) -> None:
     """After the current transaction commits, tell subscribers that a run changed."""
-    transaction.on_commit(lambda: _send(environment_id, run_id, created))
+    message = {"type": "run.changed", "run_id": run_id, "created": created}
+    transaction.on_commit(lambda: _send(environment_id, message))
 
 
-def _send(environment_id: int, run_id: str, created: bool) -> None:
+def publish_runs_changed(*, environment_id: int, run_ids: list[str], created: bool = False) -> None:
+    """publish_run_changed for many runs of one environment, in one message per chunk."""
+    for start in range(0, len(run_ids), RUNS_PER_MESSAGE):
+        message = {"type": "runs.changed", "run_ids": run_ids[start : start + RUNS_PER_MESSAGE], "created": created}
+        transaction.on_commit(lambda message=message: _send(environment_id, message))  # type: ignore[misc]
+
+
+def _send(environment_id: int, message: dict[str, object]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": "run.changed", "run_id": run_id, "created": created}
     try:
         async_to_sync(layer.group_send)(env_group(environment_id), message)
-        async_to_sync(layer.group_send)(run_group(run_id), message)
     except Exception:
-        log.warning("could not publish change of %s", run_id, exc_info=True)
+        log.warning("could not publish %s", message["type"], exc_info=True)
 
 
 def wake_engine() -> None:

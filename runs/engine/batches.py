@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.engine.core import Actor, EngineError
-from runs.engine.triggering import TriggerOptions, trigger
+from runs.engine.triggering import TriggerOptions, TriggerRequest, insert_runs, trigger
 from runs.models import Batch, BatchItem, BatchStatus, Environment
 
 MAX_BATCH_ITEMS = 1000
@@ -183,37 +183,58 @@ def batch_run_ids(*, batch_id: str) -> list[str]:
 def _create_runs(batch: Batch, actor: Actor, source: str, now: datetime) -> list[str]:
     from runs.options import OptionError, parse_trigger_options  # options builds on the engine
 
-    run_ids = []
-    for item in _staged(batch):
-        try:
-            options = parse_trigger_options(item.options, now=now)
-        except OptionError as exc:
-            raise BatchItemError(item.index, exc.message) from exc
-        entry = BatchEntry(item.task_identifier, item.payload, item.payload_type, options)
-        run_ids.append(_trigger_entry(batch, entry, actor, source, now))
+    run_ids: list[str] = []
+    staged = _staged(batch)
+    # A chunk at a time: a batch of large payloads is never held in memory at once.
+    while chunk := list(islice(staged, CHUNK)):
+        entries = []
+        for item in chunk:
+            try:
+                options = parse_trigger_options(item.options, now=now)
+            except OptionError as exc:
+                raise BatchItemError(item.index, exc.message) from exc
+            entries.append(BatchEntry(item.task_identifier, item.payload, item.payload_type, options))
+        del chunk
+        run_ids += _trigger_entries(batch, entries, actor, source, now)
     return run_ids
 
 
-def _trigger_entry(batch: Batch, entry: BatchEntry, actor: Actor, source: str, now: datetime) -> str:
-    """Trigger one item as part of batch; returns the id of its run (new, cached or debounced)."""
-    options = replace(
-        entry.options,
-        batch_id=batch.id,
-        parent_run_id=batch.parent_id,
-        resume_parent=batch.resume_parent_on_completion,
-        trigger_function="batchTriggerAndWait" if batch.resume_parent_on_completion else "batchTrigger",
-    )
-    result = trigger(
-        environment=batch.environment,
-        task_id=entry.task_id,
-        payload=entry.payload,
-        payload_type=entry.payload_type,
-        options=options,
-        actor=actor,
-        source=source,
-        now=now,
-    )
-    return result.run.id
+def _trigger_entries(batch: Batch, entries: list[BatchEntry], actor: Actor, source: str, now: datetime) -> list[str]:
+    """Trigger every item as part of batch; returns the ids of their runs in item order.
+
+    Items with an idempotency key or a debounce key may resolve to an existing run and go
+    through trigger() one by one; the others are inserted together (insert_runs).
+    """
+    run_ids: list[str] = [""] * len(entries)
+    plain: list[tuple[int, TriggerRequest]] = []
+    for index, entry in enumerate(entries):
+        options = replace(
+            entry.options,
+            batch_id=batch.id,
+            parent_run_id=batch.parent_id,
+            resume_parent=batch.resume_parent_on_completion,
+            trigger_function="batchTriggerAndWait" if batch.resume_parent_on_completion else "batchTrigger",
+        )
+        if options.idempotency_key or options.debounce is not None:
+            result = trigger(
+                environment=batch.environment,
+                task_id=entry.task_id,
+                payload=entry.payload,
+                payload_type=entry.payload_type,
+                options=options,
+                actor=actor,
+                source=source,
+                now=now,
+            )
+            run_ids[index] = result.run.id
+        else:
+            request = TriggerRequest(
+                batch.environment, entry.task_id, entry.payload, entry.payload_type, options, actor, source, now
+            )
+            plain.append((index, request))
+    for (index, _), run in zip(plain, insert_runs([request for _, request in plain]), strict=True):
+        run_ids[index] = run.id
+    return run_ids
 
 
 def _staged(batch: Batch) -> Iterator[BatchItem]:
@@ -246,6 +267,6 @@ def trigger_batch(
             updated_at=now,
             sealed_at=now,
         )
-        batch.run_ids = [_trigger_entry(batch, entry, actor, source, now) for entry in entries]
+        batch.run_ids = _trigger_entries(batch, entries, actor, source, now)
         batch.save(update_fields=["run_ids"])
     return batch

@@ -88,7 +88,6 @@ async def publish(run: Run, created: bool = False) -> None:
     layer = get_channel_layer()
     assert layer is not None
     await layer.group_send(events.env_group(run.environment_id), message)
-    await layer.group_send(events.run_group(run.id), message)
 
 
 @pytest.fixture(autouse=True)

@@ -4,30 +4,93 @@
 
     handle = tasks.trigger("send-email", {"to": "ada@example.com"}, {"queue": "emails", "ttl": "1h"})
     run = runs.retrieve(handle.id)
+    for failed in runs.list(status="FAILED", period="1d"):
+        runs.replay(failed.id)
 
-This is the in-process mode: calls go straight to runs.engine in the caller's database
-transaction context. Options take the wire protocol's camelCase keys or snake_case.
+Two modes, one surface (results and errors are the classes of runs.sdk_types):
+
+* in-process (the default inside the Django project): calls go straight to runs.engine in
+  the caller's database transaction context;
+* remote: with RUNYARD_API_URL and RUNYARD_SECRET_KEY set, or after
+  configure(api_url=..., secret_key=...), the same calls go over the REST API
+  (runs.sdk_remote). The secret key chooses the environment, so `env=` is in-process only.
+  Code running inside a task always uses the in-process mode (its child runs need it).
+
+Options take the wire protocol's camelCase keys or snake_case.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain, islice
-from typing import Any, TypeVar, cast
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, packets, ratelimit
+from runs import context, engine, listing, packets, ratelimit
 from runs.models import Batch, Environment, Run, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
+from runs.sdk_remote import REPLAY_KEYS, Client
+from runs.sdk_types import (
+    UNSET,
+    ApiConnectionError,
+    AuthenticationError,
+    BatchHandle,
+    BatchItems,
+    BatchTriggerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RunInfo,
+    RunList,
+    RunNotFoundError,
+    RunPage,
+    RunStateError,
+    RunSummary,
+    RunyardError,
+    ServerError,
+    SubtaskUnwrapError,
+    TaskRunResult,
+    TriggerHandle,
+    ValidationError,
+    hash_idempotency_key,
+    iterate,
+    list_params,
+    run_error,
+)
 from runs.states import RunStatus, api_flags
+
+__all__ = [
+    "ApiConnectionError",
+    "AuthenticationError",
+    "BatchHandle",
+    "BatchTriggerError",
+    "Client",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RunInfo",
+    "RunList",
+    "RunNotFoundError",
+    "RunPage",
+    "RunStateError",
+    "RunSummary",
+    "RunyardError",
+    "ServerError",
+    "SubtaskUnwrapError",
+    "TaskRunResult",
+    "TriggerHandle",
+    "ValidationError",
+    "batch",
+    "configure",
+    "hash_idempotency_key",
+    "runs",
+    "tasks",
+]
 
 ACTOR = "sdk"
 # Items read ahead from an iterator: a batch that ends within them has a known size.
@@ -36,125 +99,40 @@ PEEK = 100
 # parameter binding an insert holds several copies of its rows' payloads at once.
 STAGE_CHUNK = 50
 
-T = TypeVar("T")
-# Items of a batch: a list, any iterable (a generator) or an async iterable.
-BatchItems = Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]]
+
+# --- choosing the mode --------------------------------------------------------------------
+
+_configured: Client | None = None
 
 
-class RunyardError(Exception):
-    """Base class of every error the SDK raises."""
+def configure(*, api_url: str | None = None, secret_key: str | None = None, timeout: float = 30.0) -> None:
+    """Send every call to the Runyard at api_url with secret_key (remote mode).
 
-
-class ValidationError(RunyardError):
-    """A bad argument or option; `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field, self.message = field, message
-
-
-class RunNotFoundError(RunyardError):
-    """No run with that id in that environment."""
-
-
-class RunStateError(RunyardError):
-    """The run's status does not allow the action (e.g. rescheduling a run that is not delayed)."""
-
-
-class RateLimitError(RunyardError):
-    """The environment's batch rate limit refused a charge; `decision` says what is left and when."""
-
-    def __init__(self, decision: ratelimit.Decision) -> None:
-        super().__init__(f"Batch rate limit exceeded: {decision.remaining} of {decision.limit} items available")
-        self.decision = decision
-
-
-class BatchTriggerError(RunyardError):
-    """A batch that was not triggered, described like the official SDK's BatchTriggerError.
-
-    phase "create": refused before anything was created (the size was known up front).
-    phase "stream": the items of a source of unknown size were read first; the batch they
-    were staged into was rolled back (batch_id is None: it no longer exists).
+    configure() with no arguments goes back to the environment variables, or in-process.
     """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        phase: str,
-        item_count: int,
-        batch_id: str | None = None,
-        is_rate_limited: bool = False,
-        retry_after_ms: int | None = None,
-        cause: BaseException | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.phase, self.item_count, self.batch_id = phase, item_count, batch_id
-        self.is_rate_limited, self.retry_after_ms, self.cause = is_rate_limited, retry_after_ms, cause
+    global _configured
+    if (api_url is None) != (secret_key is None):
+        raise ValueError("configure() takes both api_url and secret_key, or neither")
+    _configured = Client(api_url=api_url, secret_key=secret_key, timeout=timeout) if api_url and secret_key else None
 
 
-class SubtaskUnwrapError(RunyardError):
-    """unwrap() of a child run that did not complete."""
-
-    def __init__(self, run_id: str, task_id: str, cause: Any) -> None:
-        message = cause.get("message") if isinstance(cause, dict) else str(cause)
-        super().__init__(f"Child run {run_id} of task {task_id} did not complete: {message}")
-        self.run_id, self.task_id, self.cause = run_id, task_id, cause
-
-
-@dataclass(frozen=True)
-class TriggerHandle:
-    id: str
-    is_cached: bool
+def remote_client() -> Client | None:
+    """The client of the remote mode, or None for in-process. The one place the mode is chosen."""
+    if context.current() is not None:
+        return None
+    if _configured is not None:
+        return _configured
+    url, key = os.environ.get("RUNYARD_API_URL"), os.environ.get("RUNYARD_SECRET_KEY")
+    if url and key:
+        return Client(api_url=url, secret_key=key)
+    return None
 
 
-@dataclass(frozen=True)
-class BatchHandle:
-    batch_id: str
-    run_count: int
-    run_ids: list[str]  # in item order
-    is_cached: bool = False  # an earlier batch with the same idempotency key
-
-
-@dataclass(frozen=True)
-class TaskRunResult:
-    """What a wait returns for one child run."""
-
-    ok: bool
-    id: str
-    task_identifier: str
-    output: Any = None
-    error: dict[str, Any] | None = None
-
-    def unwrap(self) -> Any:
-        """The output, or SubtaskUnwrapError if the child did not complete."""
-        if not self.ok:
-            raise SubtaskUnwrapError(self.id, self.task_identifier, self.error)
-        return self.output
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    id: str
-    status: str
-    task_identifier: str
-    payload: Any
-    output: Any
-    error: dict[str, Any] | None
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    tags: list[str]
-    metadata: dict[str, Any] | None
-    attempt_count: int
-    is_queued: bool
-    is_executing: bool
-    is_waiting: bool
-    is_completed: bool
-    is_success: bool
-    is_failed: bool
-    is_cancelled: bool
-    is_test: bool
+def _remote(env: str | None) -> Client | None:
+    client = remote_client()
+    if client is not None and env is not None:
+        raise ValidationError("env", "in remote mode the secret key chooses the environment: leave env out")
+    return client
 
 
 class Tasks:
@@ -167,6 +145,8 @@ class Tasks:
 
         Inside a task the new run is its child, in the task's environment.
         """
+        if (client := _remote(env)) is not None:
+            return client.tasks.trigger(task_id, payload, options)
         run = _trigger_one(task_id, payload, options, env=env)
         return TriggerHandle(id=run.run.id, is_cached=run.is_cached)
 
@@ -184,9 +164,11 @@ class Tasks:
         never all held at once. options: {"idempotencyKey": ...} for the whole batch.
         Raises ValidationError for a bad item, BatchTriggerError over the batch rate limit.
         """
+        if (client := _remote(env)) is not None:
+            return client.tasks.batch_trigger(task_id, items, options)
         if isinstance(items, Sequence):
             return _batch([_for_task(task_id, item) for item in items], env=env, options=options)
-        return _batch((_for_task(task_id, item) for item in _iterate(items)), env=env, options=options)
+        return _batch((_for_task(task_id, item) for item in iterate(items)), env=env, options=options)
 
     def trigger_and_wait(
         self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None
@@ -206,6 +188,8 @@ class BatchOfTasks:
         self, items: BatchItems, options: dict[str, Any] | None = None, *, env: str | None = None
     ) -> BatchHandle:
         """Like tasks.batch_trigger, each item naming its task: {"id": task id, ...}."""
+        if (client := _remote(env)) is not None:
+            return client.batch.trigger(items, options)
         return _batch(items, env=env, options=options)
 
     def trigger_and_wait(self, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
@@ -213,31 +197,52 @@ class BatchOfTasks:
 
     def trigger_by_task(self, items: BatchItems, *, env: str | None = None) -> BatchHandle:
         """Items name the task by its function: {"task": fn, "payload": ...}."""
+        if (client := _remote(env)) is not None:
+            return client.batch.trigger(_by_task(item) for item in iterate(items))
         if isinstance(items, Sequence):
             return _batch([_by_task(item) for item in items], env=env)
-        return _batch((_by_task(item) for item in _iterate(items)), env=env)
+        return _batch((_by_task(item) for item in iterate(items)), env=env)
 
     def trigger_by_task_and_wait(self, items: Iterable[dict[str, Any]]) -> list[TaskRunResult]:
         return _wait("batch.trigger_by_task_and_wait", [_by_task(item) for item in items], batch=True)
 
 
 class Runs:
-    def retrieve(self, run_id: str, *, env: str = "dev") -> RunInfo:
-        """The run as it is now. Raises RunNotFoundError."""
-        run = Run.objects.filter(pk=run_id, environment=_environment(env)).first()
-        if run is None:
-            raise RunNotFoundError(f"Run {run_id} not found")
-        return _info(run)
+    """Read and act on runs of one environment (`env`, in-process; the key's, remote)."""
 
-    def cancel(self, run_id: str, *, env: str = "dev") -> RunInfo:
+    def retrieve(self, run_id: str, *, env: str | None = None) -> RunInfo:
+        """The run as it is now. Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.runs.retrieve(run_id)
+        return _info(_run_of(run_id, env))
+
+    def list(self, *, env: str | None = None, **filters: Any) -> RunList:
+        """The runs matching every filter of reference 3.5, newest first, read a page at a time.
+
+        Filters: status, task_identifier, version, tag, batch, bulk_action, schedule, is_test,
+        from_, to (datetimes or epoch ms), period ("1d"), queue (a name, or {"type": "task",
+        "name": task id}), machine, region; limit is the page size, after/before a run id to
+        start from. Strings or lists of them. Iterate for every run (pages are fetched as
+        needed) or call .pages() / .first_page(). Raises ValidationError for a bad filter.
+        """
+        params = list_params(**filters)
+        if (client := _remote(env)) is not None:
+            return client.runs.list(**filters)
+        return RunList(lambda page_params: _page(_environment(env or "dev"), page_params), params)
+
+    def cancel(self, run_id: str, *, env: str | None = None) -> RunInfo:
         """Cancel a run that has not finished (a finished run is left as it is)."""
-        run_id = self.retrieve(run_id, env=env).id
+        if (client := _remote(env)) is not None:
+            return client.runs.cancel(run_id)
+        run_id = _run_of(run_id, env).id
         engine.cancel_run(run_id=run_id, actor=ACTOR, reason="canceled through the Python SDK")
         return self.retrieve(run_id, env=env)
 
-    def reschedule(self, run_id: str, delay: str | datetime, *, env: str = "dev") -> RunInfo:
+    def reschedule(self, run_id: str, delay: str | datetime, *, env: str | None = None) -> RunInfo:
         """Move a delayed run to a new time: a duration ("2h") or a date. Raises RunStateError."""
-        run_id = self.retrieve(run_id, env=env).id
+        if (client := _remote(env)) is not None:
+            return client.runs.reschedule(run_id, delay)
+        run_id = _run_of(run_id, env).id
         try:
             when = parse_delay(delay, timezone.now())
             engine.reschedule_run(run_id=run_id, delay_until=when, actor=ACTOR)
@@ -247,21 +252,62 @@ class Runs:
             raise RunStateError(str(exc)) from exc
         return self.retrieve(run_id, env=env)
 
+    def replay(self, run_id: str, *, env: str | None = None, payload: Any = UNSET, **overrides: Any) -> TriggerHandle:
+        """A new run of the same task, in any status, with the original's payload and options
+        except the overrides of reference 3.8: payload, metadata, tags, queue, concurrency_key,
+        machine, version, region, delay, ttl, idempotency_key (used as given, not hashed),
+        idempotency_key_ttl, max_attempts, max_duration, priority. Raises NotFoundError,
+        ValidationError."""
+        if unknown := sorted(set(overrides) - set(REPLAY_KEYS)):
+            raise TypeError(f"replay() got an unexpected keyword argument {unknown[0]!r}")
+        if (client := _remote(env)) is not None:
+            return client.runs.replay(run_id, payload=payload, **overrides)
+        original = _run_of(run_id, env)
+        given = {REPLAY_KEYS[name]: value for name, value in overrides.items() if value is not None}
+        now = timezone.now()
+        try:
+            options = parse_trigger_options(given, now=now)
+        except OptionError as exc:
+            raise ValidationError(exc.field, exc.message) from exc
+        run = engine.replay_run(
+            run_id=original.id,
+            actor=ACTOR,
+            options=options,
+            payload=None if payload is UNSET else _encode(payload),
+            overridden={name for name in overrides if name in REPLAYED_FIELDS and overrides[name] is not None},
+            source="sdk",
+            now=now,
+        )
+        return TriggerHandle(id=run.id, is_cached=False)
 
-def hash_idempotency_key(options: dict[str, Any] | None) -> dict[str, Any] | None:
-    """Hash the caller's idempotency key as the official SDK does, so both clients share keys.
 
-    A 64-character key is taken as already hashed.
-    """
-    if not options:
-        return options
-    name = "idempotencyKey" if "idempotencyKey" in options else "idempotency_key"
-    key = options.get(name)
-    if not isinstance(key, str) or len(key) == 64:
-        return options
-    hashed = {**options, name: hashlib.sha256(key.encode()).hexdigest()}
-    hashed.setdefault("idempotencyKeyOptions", {"key": key, "scope": "global"})
-    return hashed
+# The replay overrides that replace a field replay_run would otherwise copy from the original.
+REPLAYED_FIELDS = {
+    "metadata",
+    "tags",
+    "queue",
+    "concurrency_key",
+    "machine",
+    "region",
+    "max_attempts",
+    "max_duration",
+    "priority",
+}
+
+
+def _run_of(run_id: str, env: str | None) -> Run:
+    run = Run.objects.filter(pk=run_id, environment=_environment(env or "dev")).first()
+    if run is None:
+        raise NotFoundError(f"Run {run_id} not found")
+    return run
+
+
+def _page(environment: Environment, params: dict[str, str]) -> RunPage:
+    try:
+        page = listing.list_page(environment, params, timezone.now())
+    except OptionError as exc:
+        raise ValidationError(exc.field, exc.message) from exc
+    return RunPage(runs=[_summary(run) for run in page.runs], next=page.next, previous=page.previous)
 
 
 tasks = Tasks()
@@ -342,7 +388,7 @@ def _measure(items: BatchItems) -> tuple[Iterator[dict[str, Any]], int | None]:
     """The items as one iterator, and their number when it is known without reading them all."""
     if isinstance(items, Sequence):
         return iter(items), len(items)
-    source = _iterate(items)
+    source = iterate(items)
     head = list(islice(source, PEEK + 1))
     if len(head) <= PEEK:
         return iter(head), len(head)
@@ -396,7 +442,13 @@ def _charge(environment: Environment, count: int, *, phase: str) -> None:
             item_count=count,
             is_rate_limited=True,
             retry_after_ms=decision.retry_after_ms,
-            cause=RateLimitError(decision),
+            cause=RateLimitError(
+                f"Batch rate limit exceeded: {decision.remaining} of {decision.limit} items available",
+                retry_after_ms=decision.retry_after_ms,
+                limit=decision.limit,
+                remaining=decision.remaining,
+                decision=decision,
+            ),
         )
 
 
@@ -421,44 +473,6 @@ def _for_task(task_id: str, item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
         raise ValidationError("items", f"each item must be a dict like {{'payload': ...}}, not {type(item).__name__}")
     return {**item, "id": task_id}
-
-
-def _iterate(items: Iterable[T] | AsyncIterable[T]) -> Iterator[T]:
-    if isinstance(items, AsyncIterable):
-        return _from_async(items)
-    return iter(items)
-
-
-def _from_async(items: AsyncIterable[T]) -> Iterator[T]:
-    """An async iterable read one item at a time, on an event loop in a helper thread.
-
-    The SDK is synchronous (the ORM is); one loop for the whole iteration keeps a source
-    that holds loop-bound resources (a connection, a cursor) working from first to last.
-    """
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="runyard-batch-items", daemon=True)
-    thread.start()
-    iterator = aiter(items)
-    try:
-        while True:
-            found, item = asyncio.run_coroutine_threadsafe(_anext(iterator), loop).result()
-            if not found:
-                return
-            yield cast(T, item)
-    finally:
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:  # runs the source's own cleanup (finally blocks) on its loop
-            asyncio.run_coroutine_threadsafe(aclose(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
-
-
-async def _anext(iterator: AsyncIterator[T]) -> tuple[bool, T | None]:
-    try:
-        return True, await anext(iterator)
-    except StopAsyncIteration:
-        return False, None
 
 
 def _wait(verb: str, items: list[dict[str, Any]], *, batch: bool) -> list[TaskRunResult]:
@@ -550,8 +564,13 @@ def _encode(payload: Any) -> tuple[str, str]:
     return data, packets.SUPERJSON
 
 
-def _info(run: Run) -> RunInfo:
+def _flags(run: Run) -> dict[str, bool]:
     flags = api_flags(run.status)
+    names = ("isQueued", "isExecuting", "isWaiting", "isCompleted", "isSuccess", "isFailed", "isCancelled")
+    return {"is_" + name[2:].lower(): flags[name] for name in names}
+
+
+def _info(run: Run) -> RunInfo:
     completed = run.status == RunStatus.COMPLETED
     return RunInfo(
         id=run.id,
@@ -559,19 +578,36 @@ def _info(run: Run) -> RunInfo:
         task_identifier=run.task_identifier,
         payload=packets.load(run.payload, run.payload_type, environment_id=run.environment_id),
         output=packets.load(run.output, run.output_type, environment_id=run.environment_id) if completed else None,
-        error=run.error if not completed else None,
+        error=run_error(run.error) if not completed else None,
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
         tags=sorted(run.tags),
         metadata=run.metadata,
         attempt_count=run.attempt_count,
-        is_queued=flags["isQueued"],
-        is_executing=flags["isExecuting"],
-        is_waiting=flags["isWaiting"],
-        is_completed=flags["isCompleted"],
-        is_success=flags["isSuccess"],
-        is_failed=flags["isFailed"],
-        is_cancelled=flags["isCancelled"],
         is_test=run.is_test,
+        updated_at=run.updated_at,
+        delayed_until=run.delay_until,
+        idempotency_key=run.idempotency_key_user or run.idempotency_key or None,
+        batch_id=run.batch_id,
+        **_flags(run),
+    )
+
+
+def _summary(run: Run) -> RunSummary:
+    return RunSummary(
+        id=run.id,
+        status=run.status,
+        task_identifier=run.task_identifier,
+        created_at=run.created_at,
+        updated_at=run.updated_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        delayed_until=run.delay_until,
+        tags=sorted(run.tags),
+        metadata=run.metadata,
+        idempotency_key=run.idempotency_key_user or run.idempotency_key or None,
+        batch_id=run.batch_id,
+        is_test=run.is_test,
+        **_flags(run),
     )

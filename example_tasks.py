@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from runs.registry import Retry, task
 
 
@@ -40,3 +42,18 @@ def fan_out(payload: Any) -> dict[str, Any]:
     n = int(payload.get("n", 3)) if isinstance(payload, dict) else 3
     results = tasks.batch_trigger_and_wait("hello-world", [{"payload": {"name": f"child {i}"}} for i in range(n)])
     return {"outputs": [result.unwrap() for result in results]}
+
+
+class EmailRequest(BaseModel):
+    """The payload of send-email: the dashboard's trigger page offers these as typed fields."""
+
+    to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Recipient's email address")
+    subject: str = Field(min_length=1, max_length=200, description="Subject line")
+    urgent: bool = Field(default=False, description="Send ahead of the queue")
+    count: int = Field(ge=1, le=10, description="How many copies to send (1-10)")
+
+
+@task(id="send-email", queue="emails", concurrency_limit=5)
+def send_email(payload: EmailRequest) -> dict[str, Any]:
+    """Pretends to send `count` copies of an email; the payload arrives as an EmailRequest."""
+    return {"sent": payload.count, "to": payload.to, "subject": payload.subject, "urgent": payload.urgent}

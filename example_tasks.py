@@ -45,7 +45,7 @@ def fan_out(payload: Any) -> dict[str, Any]:
 
 
 class EmailRequest(BaseModel):
-    """The payload of send-email: the dashboard's trigger page offers these as typed fields."""
+    """One email to send, as many copies as asked for."""
 
     to: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", description="Recipient's email address")
     subject: str = Field(min_length=1, max_length=200, description="Subject line")

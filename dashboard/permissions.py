@@ -1,10 +1,14 @@
 """Who may do what in the dashboard, from Django groups (made by runs migration 0003).
 
-- Viewers (and any logged-in user in no group): see runs; payloads, outputs, metadata and
-  errors only with `runs.view_payload`, which the Viewers group has until an admin removes it.
+- Viewers: see runs; payloads, outputs, metadata and errors only with `runs.view_payload`,
+  which the Viewers group has until an admin removes it from the group.
+- A logged-in user in no group is a viewer: they get exactly the Viewers group's permissions
+  (RolesBackend), so removing `runs.view_payload` from Viewers hides payloads from them too.
 - Operators: also cancel, reschedule, replay, bulk-act and trigger (`runs.operate_run`).
 - Admins: also manage API keys and environments and read the audit log.
-Superusers may do everything.
+Superusers may do everything. See docs/permissions.md.
+
+The REST API authenticates API keys, not users: none of this applies to it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.backends import ModelBackend
+from django.contrib.auth.models import Permission
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -24,7 +29,26 @@ MANAGE_KEYS = "runs.add_apikey"
 MANAGE_ENVIRONMENTS = "runs.add_environment"
 VIEW_AUDIT = "runs.view_auditentry"
 
-User = AbstractBaseUser | AnonymousUser
+VIEWERS = "Viewers"
+
+# Which group grants a permission, for the 403 page ("ask to be added to ...").
+GRANTED_BY = {
+    VIEW_PAYLOAD: "Viewers",
+    OPERATE: "Operators",
+    MANAGE_KEYS: "Admins",
+    MANAGE_ENVIRONMENTS: "Admins",
+    VIEW_AUDIT: "Admins",
+}
+
+
+class RolesBackend(ModelBackend):
+    """Django's ModelBackend, except that a user in no group has the Viewers group's permissions."""
+
+    def _get_group_permissions(self, user_obj: Any) -> QuerySet[Permission]:
+        groups = user_obj.groups.all()
+        if groups.exists():
+            return Permission.objects.filter(group__in=groups)
+        return Permission.objects.filter(group__name=VIEWERS)
 
 
 def can(user: Any, permission: str) -> bool:
@@ -40,11 +64,15 @@ def can_operate(user: Any) -> bool:
 
 
 def roles(user: Any) -> dict[str, bool]:
-    """What templates need to know: `perms_payload`, `perms_operate`, `perms_admin`, `perms_audit`."""
+    """What templates need to know: `perms_payload`, `perms_operate`, `perms_admin`, `perms_audit`.
+
+    Websocket consumers pass their connection's user, so a live push shows what the page did.
+    """
     return {
         "perms_payload": can_view_payload(user),
         "perms_operate": can_operate(user),
         "perms_admin": can(user, MANAGE_KEYS),
+        "perms_environments": can(user, MANAGE_ENVIRONMENTS),
         "perms_audit": can(user, VIEW_AUDIT),
     }
 
@@ -56,7 +84,8 @@ def require(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable
         @wraps(view)
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not can(request.user, permission):
-                return render(request, "403.html", {"permission": permission}, status=403)
+                context = {"permission": permission, "group": GRANTED_BY.get(permission, "")}
+                return render(request, "403.html", context, status=403)
             return view(request, *args, **kwargs)
 
         return guarded

@@ -177,6 +177,8 @@ RUNYARD_BATCH_RATE_LIMIT_MAX = env_int("RUNYARD_BATCH_RATE_LIMIT_MAX", 1200)
 RUNYARD_BATCH_RATE_LIMIT_REFILL = env_int("RUNYARD_BATCH_RATE_LIMIT_REFILL", 100)
 RUNYARD_BATCH_RATE_LIMIT_INTERVAL = env_str("RUNYARD_BATCH_RATE_LIMIT_INTERVAL", "10s")
 
+# Dashboard roles are Django groups; a user in no group gets the Viewers group's permissions.
+AUTHENTICATION_BACKENDS = ["dashboard.permissions.RolesBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -50,7 +50,8 @@ class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
         return self.filter(revoked_at__isnull=True)
 
 
-KEY_PREFIXES = {"dev": "tr_dev_", "staging": "tr_stg_", "prod": "tr_prod_"}
+# By environment kind, as the reference's keys (any number of environments, three shapes of key).
+KEY_PREFIXES = {"DEVELOPMENT": "tr_dev_", "STAGING": "tr_stg_", "PRODUCTION": "tr_prod_"}
 
 
 class ApiKey(models.Model):
@@ -75,7 +76,7 @@ class ApiKey(models.Model):
     def generate(cls, environment: Environment, name: str = "") -> tuple[ApiKey, str]:
         """Create a key; returns the row and the secret, which is never stored."""
         alphabet = string.ascii_letters + string.digits
-        prefix = KEY_PREFIXES.get(environment.slug, f"tr_{environment.slug}_")
+        prefix = KEY_PREFIXES.get(environment.kind, "tr_dev_")
         # 32 characters: never the 24-character `_sk_` shape the SDK refuses to self-sign with.
         secret = prefix + "".join(secrets.choice(alphabet) for _ in range(32))
         key = cls.objects.create(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from django import template
+from django.urls import reverse
 from django.utils import timezone
 
 from runs import packets
@@ -130,18 +132,50 @@ def pretty_json(value: Any) -> str:
     return _cut(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str))
 
 
+@register.filter
+def without(mapping: Any, key: str) -> Any:
+    """A dict minus one key (options as given, less what a role may not see); anything else as is."""
+    return {k: v for k, v in mapping.items() if k != key} if isinstance(mapping, dict) else mapping
+
+
 def _cut(text: str) -> str:
     if len(text) <= MAX_JSON_CHARS:
         return text
     return text[:MAX_JSON_CHARS] + f"\n… ({len(text) - MAX_JSON_CHARS:,} more characters not shown)"
 
 
+# The switcher keeps the page when it exists in every environment (with the filters that mean
+# the same everywhere); a run, a batch or a bulk action belongs to one environment, so from
+# there it goes to the other environment's runs list.
+SWITCH_KEEPS: dict[str, tuple[str, ...]] = {
+    "runs": ("status", "task", "tag", "from", "to", "period", "queue", "machine", "region", "root"),
+    "tasks": (),
+    "task": (),
+    "queues": (),
+    "workers": (),
+    "audit": ("user", "action", "target"),
+    "api_keys": (),
+    "environments": (),
+}
+
+
 @register.inclusion_tag("dashboard/partials/environment_switcher.html", takes_context=True)
 def environment_switcher(context: template.Context) -> dict[str, Any]:
-    """Links to the runs list of each environment; the current one is marked."""
+    """A link per environment to the same page in it (see SWITCH_KEEPS); the current one is marked."""
+    request = context.get("request")
     current = context.get("environment")
     if current is None:
-        request = context.get("request")
         slug = request.session.get("env") if request is not None else None
         current = Environment.objects.filter(slug=slug or "dev").first()
-    return {"environments": list(Environment.objects.order_by("id")), "current": current}
+    match = getattr(request, "resolver_match", None)
+    name = match.url_name if match is not None else None
+    if request is not None and name in SWITCH_KEEPS:
+        path = request.path
+        kept = [(key, value) for key in SWITCH_KEEPS[name] for value in request.GET.getlist(key)]
+    else:
+        path, kept = reverse("runs"), []
+    links = [
+        {"env": env, "href": f"{path}?{urlencode([('env', env.slug), *kept])}"}
+        for env in Environment.objects.order_by("id")
+    ]
+    return {"links": links, "current": current}

@@ -15,6 +15,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from runs import registry
+from runs.engine.bulk import work_bulk_actions
 from runs.engine.core import (
     ENGINE,
     bulk_transition,
@@ -47,6 +48,7 @@ def tick(*, now: datetime | None = None) -> int:
     changed += time_out_runs(now=now)
     changed += resume_ready(now=now)
     changed += admit(now=now)
+    changed += work_bulk_actions(now=now)
     return changed
 
 

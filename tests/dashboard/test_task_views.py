@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 import time_machine
 from django.contrib.auth.models import Group, User
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pydantic import BaseModel, Field
 
@@ -388,3 +390,33 @@ def test_the_recorded_schema_is_shown_on_the_tasks_list(operator: Client) -> Non
     assert TaskDefinition.objects.get(task_id="remote-report").payload_schema == SCHEMA_ONLY
     row = re.search(r'<tr id="task-remote-report".*?</tr>', operator.get("/tasks/").content.decode(), re.S)
     assert row is not None and ">typed</span>" in row.group(0)
+
+
+def test_regions_from_settings_are_offered_and_reach_the_run(operator: Client, settings: Any) -> None:
+    settings.RUNYARD_REGIONS = ["eu-central-1", "us-east-1"]
+    factories.task_definition("hello-world")
+    page = operator.get("/tasks/hello-world/").content.decode()
+    assert '<select id="opt-region" name="region"' in page
+    assert '<option value="eu-central-1">eu-central-1</option>' in page
+    operator.post("/tasks/hello-world/", {"payload": "{}", "region": "us-east-1"})
+    assert Run.objects.get().region == "us-east-1"
+
+
+def test_users_who_may_not_see_payloads_cannot_copy_one(client: Client, dev: Any) -> None:
+    Group.objects.get(name="Viewers").permissions.clear()
+    client.force_login(make_user("vic", "Viewers"))
+    run = factories.run("hello-world", payload={"secret": "payload-marker-31"})
+    page = client.get(f"/tasks/hello-world/?from_run={run.id}").content.decode()
+    assert "payload-marker-31" not in page and 'id="from-run"' not in page
+
+
+def test_the_tasks_list_counts_with_bounded_index_queries(operator: Client) -> None:
+    for task_id in ("a-task", "b-task", "c-task"):
+        factories.run(task_id)
+    with CaptureQueriesContext(connection) as queries:
+        assert operator.get("/tasks/").status_code == 200
+    run_queries = [q["sql"] for q in queries.captured_queries if '"runs_run"' in q["sql"]]
+    counts = [sql for sql in run_queries if "COUNT(" in sql.upper()]
+    # Per task: its last run and its bounded count, both on (environment, task, created_at).
+    assert len(counts) == 3 and all("LIMIT 10001" in sql for sql in counts)
+    assert all('"runs_run"."task_identifier" = ' in sql for sql in run_queries)

@@ -176,6 +176,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 256 * 1024 * 
 RUNYARD_BATCH_RATE_LIMIT_MAX = env_int("RUNYARD_BATCH_RATE_LIMIT_MAX", 1200)
 RUNYARD_BATCH_RATE_LIMIT_REFILL = env_int("RUNYARD_BATCH_RATE_LIMIT_REFILL", 100)
 RUNYARD_BATCH_RATE_LIMIT_INTERVAL = env_str("RUNYARD_BATCH_RATE_LIMIT_INTERVAL", "10s")
+# GET /metrics (dashboard.metrics): staff logins, or this bearer token when set (Prometheus).
+RUNYARD_METRICS_TOKEN = env_str("RUNYARD_METRICS_TOKEN")
+RUNYARD_METRICS_WINDOW = env_int("RUNYARD_METRICS_WINDOW", 300)  # seconds of the *_recent metrics
 
 # Dashboard roles are Django groups; a user in no group gets the Viewers group's permissions.
 AUTHENTICATION_BACKENDS = ["dashboard.permissions.RolesBackend"]

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import actions, admin_views, ops_views, task_views, views
+from dashboard import actions, admin_views, metrics, ops_views, task_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -23,6 +23,7 @@ urlpatterns = [
     path("audit/", admin_views.audit_log, name="audit"),
     path("settings/keys/", admin_views.api_keys, name="api_keys"),
     path("settings/environments/", admin_views.environments, name="environments"),
+    path("metrics", metrics.metrics, name="metrics"),
     path("admin/", admin.site.urls),
     path("", include("api.urls")),
 ]

@@ -222,3 +222,105 @@
   document.addEventListener("DOMContentLoaded", countSelected);
   document.addEventListener("htmx:wsAfterMessage", countSelected);
 })();
+
+/* Manual trigger form (templates/dashboard/task.html): live JSON validity feedback, and the
+   typed fields and the JSON editor kept in step when switching between them. The server
+   checks everything again; this only helps while typing. */
+(function () {
+  "use strict";
+
+  function checkJson(area) {
+    var status = document.getElementById(area.id + "-status");
+    var text = area.value.trim();
+    var state = "", message = "";
+    if (text) {
+      try {
+        JSON.parse(text);
+        state = "ok";
+        message = "Valid JSON";
+      } catch (err) {
+        state = "bad";
+        message = "Not valid JSON: " + err.message;
+      }
+    }
+    area.dataset.state = state;
+    if (state === "bad") area.setAttribute("aria-invalid", "true");
+    else if (!area.closest(".field-invalid")) area.removeAttribute("aria-invalid");
+    if (status) {
+      if (!status.dataset.idle) status.dataset.idle = status.textContent;
+      status.dataset.state = state;
+      status.textContent = message || status.dataset.idle;
+    }
+  }
+
+  document.addEventListener("input", function (evt) {
+    if (evt.target.matches && evt.target.matches("textarea[data-json]")) checkJson(evt.target);
+  });
+
+  // After a refused trigger (422), start at the first field that needs attention.
+  document.addEventListener("DOMContentLoaded", function () {
+    if (!document.getElementById("trigger-errors")) return;
+    var invalid = document.querySelectorAll("#trigger-form [aria-invalid='true']");
+    for (var i = 0; i < invalid.length; i++) {
+      if (invalid[i].offsetParent !== null) { invalid[i].focus(); return; }
+    }
+  });
+
+  function typedValue(field) {
+    var kind = field.dataset.kind;
+    var input = field.querySelector("input, select, textarea");
+    if (!input) return undefined;
+    if (kind === "boolean") return input.checked;
+    var text = input.value;
+    if (text.trim() === "") return undefined;
+    if (kind === "integer" || kind === "number") {
+      var n = Number(text);
+      return isNaN(n) ? text : n;
+    }
+    if (kind === "json") {
+      try { return JSON.parse(text); } catch (err) { return text; }
+    }
+    if (kind === "enum") {
+      try { return JSON.parse(text); } catch (err) { return text; }
+    }
+    return text;
+  }
+
+  function fieldsToJson(editor) {
+    var area = editor.querySelector("textarea[name='payload']");
+    if (!area) return;
+    var payload = {};
+    editor.querySelectorAll("[data-editor='fields'] [data-field]").forEach(function (field) {
+      var value = typedValue(field);
+      if (value !== undefined) payload[field.dataset.field] = value;
+    });
+    area.value = JSON.stringify(payload, null, 2);
+    checkJson(area);
+  }
+
+  function jsonToFields(editor) {
+    var area = editor.querySelector("textarea[name='payload']");
+    var payload;
+    try { payload = JSON.parse(area.value || "{}"); } catch (err) { return; }
+    if (!payload || typeof payload !== "object" || Array.isArray(payload)) return;
+    editor.querySelectorAll("[data-editor='fields'] [data-field]").forEach(function (field) {
+      var input = field.querySelector("input, select, textarea");
+      var value = payload[field.dataset.field];
+      if (!input) return;
+      if (field.dataset.kind === "boolean") { input.checked = value === true; return; }
+      if (value === undefined || value === null) input.value = "";
+      else if (field.dataset.kind === "json" || (field.dataset.kind === "enum" && typeof value !== "string")) input.value = JSON.stringify(value);
+      else input.value = String(value);
+    });
+  }
+
+  document.addEventListener("change", function (evt) {
+    var target = evt.target;
+    if (!target.matches || !target.matches("input[name='payload_mode']")) return;
+    var editor = target.closest(".task-editor");
+    if (!editor) return;
+    if (target.value === "json") fieldsToJson(editor);
+    else jsonToFields(editor);
+    editor.dataset.mode = target.value;
+  });
+})();

@@ -60,6 +60,7 @@ def test_an_operator_triggers_a_typed_task_from_its_fields(logged_in: Page, live
     page.get_by_role("button", name="Trigger run").click()
     count = page.locator('[data-field="count"]')
     expect(count.locator(".field-error")).to_have_text("must be at least 1")
+    expect(page.locator("#tf-count")).to_be_focused()  # keyboard users start where the problem is
     expect(page.locator("#trigger-errors")).to_contain_text("1 field needs attention")
     expect(page.locator("#tf-to")).to_have_value("ops@example.com")  # kept as typed
     expect(page.locator("#tf-urgent")).to_be_checked()
@@ -74,3 +75,14 @@ def test_an_operator_triggers_a_typed_task_from_its_fields(logged_in: Page, live
     run = live_stack.run(run_id)
     assert run["taskIdentifier"] == "send-email" and sorted(run["tags"]) == ["manual", "reports"]
     assert run["output"] == {"sent": 2, "to": "ops@example.com", "subject": "Quarterly report", "urgent": True}
+
+    # Starting again from that run fills the typed fields from its payload, in place.
+    page.goto(f"{live_stack.base_url}/tasks/send-email/")
+    page.evaluate("window.__notReloaded = true")
+    expect(page.locator("#tf-count")).to_have_value("")
+    page.get_by_label("Start from a recent run").select_option(run_id)
+    expect(page.locator(".editor-source")).to_contain_text(run_id)
+    expect(page.locator("#tf-to")).to_have_value("ops@example.com")
+    expect(page.locator("#tf-count")).to_have_value("2")
+    expect(page.locator("#tf-urgent")).to_be_checked()
+    assert page.evaluate("window.__notReloaded") is True

@@ -201,6 +201,12 @@ def test_navigation_shows_audit_and_settings_only_to_admins(db: None) -> None:
 # --- Django admin: how roles are given --------------------------------------------------
 
 
+def test_the_django_admin_has_its_own_login_page(client: Client, db: None) -> None:
+    response = client.get("/admin/")
+    assert response.status_code == 302 and response["Location"] == "/admin/login/?next=/admin/"
+    assert client.get("/admin/login/").status_code == 200
+
+
 def test_a_superuser_adds_a_user_to_a_group_in_the_django_admin(db: None) -> None:
     root = client_for(make_user("root", superuser=True))
     user = make_user("newbie")

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -163,8 +163,10 @@ def environments(request: HtmxHttpRequest, **kwargs: str) -> HttpResponse:
     """Every environment with its run and key counts; POST creates one."""
     form = EnvironmentForm(request.POST if request.method == "POST" else None)
     if form.is_bound and form.is_valid():
-        environment = create_environment(request, form.cleaned_data)
-        return HttpResponseRedirect(f"{reverse('environments')}?{urlencode({'created': environment.slug})}", status=303)
+        environment = create_environment(request, form)
+        if environment is not None:
+            created = urlencode({"created": environment.slug})
+            return HttpResponseRedirect(f"{reverse('environments')}?{created}", status=303)
     context = {
         "environment": current_environment(request),
         "form": form,
@@ -176,10 +178,16 @@ def environments(request: HtmxHttpRequest, **kwargs: str) -> HttpResponse:
     return render(request, "dashboard/environments.html", context, status=422 if form.errors else 200)
 
 
-def create_environment(request: HttpRequest, fields: dict[str, Any]) -> Environment:
-    with transaction.atomic():
-        environment = Environment.objects.create(slug=fields["slug"], name=fields["name"], kind=fields["kind"])
-        audit(request, "environment.create", environment=environment, target=f"env_{environment.slug}", data=fields)
+def create_environment(request: HttpRequest, form: EnvironmentForm) -> Environment | None:
+    """The new environment, or None (and an error on the form) if another request took its slug first."""
+    fields = form.cleaned_data
+    try:
+        with transaction.atomic():
+            environment = Environment.objects.create(slug=fields["slug"], name=fields["name"], kind=fields["kind"])
+            audit(request, "environment.create", environment=environment, target=f"env_{environment.slug}", data=fields)
+    except IntegrityError:
+        form.add_error("slug", f"An environment with the slug “{fields['slug']}” already exists.")
+        return None
     return environment
 
 

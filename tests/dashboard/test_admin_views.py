@@ -212,6 +212,19 @@ def test_a_bad_slug_is_shown_next_to_the_slug_field(browser: Client, slug: str, 
     assert not Environment.objects.filter(name="Somewhere").exists() and not AuditEntry.objects.exists()
 
 
+def test_a_slug_taken_by_a_concurrent_request_is_a_field_error_not_a_500(
+    browser: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factories.environment("dev")
+    # As if another request created "dev" after this form was validated.
+    monkeypatch.setattr(admin_views.EnvironmentForm, "clean_slug", lambda form: form.cleaned_data["slug"])
+    response = browser.post("/settings/environments/", {"slug": "dev", "name": "Dev again", "kind": "STAGING"})
+    assert response.status_code == 422
+    field = response.content.decode().split('<div class="field has-error">')[1].split("</div>")[0]
+    assert "An environment with the slug “dev” already exists." in field
+    assert not AuditEntry.objects.exists()
+
+
 def test_a_bad_kind_is_refused(browser: Client) -> None:
     response = browser.post("/settings/environments/", {"slug": "qa", "name": "QA", "kind": "MARS"})
     assert response.status_code == 422 and "MARS is not one of the available choices" in response.content.decode()

@@ -176,7 +176,7 @@ def test_counting_filters_every_run_query_on_unfinished_statuses(
     with CaptureQueriesContext(connection) as queries:
         browser.get("/queues/?env=dev&open=emails&open=reports")
     run_queries = [q["sql"] for q in queries.captured_queries if 'FROM "runs_run"' in q["sql"]]
-    assert len(run_queries) == 5  # running, queued, delayed, and the keys of each open queue
+    assert len(run_queries) == 6  # running, queued and delayed per queue, then per key of the open queues
     for sql in run_queries:
         assert re.search(r'"runs_run"\."status" (IN|=) ', sql), sql
         assert "GROUP BY" in sql, sql
@@ -199,7 +199,7 @@ def test_only_the_busiest_queues_are_listed_when_there_are_many(
 
 def test_polling_gets_no_content_until_something_changes(browser: Client, busy: dict[str, Run]) -> None:
     page = browser.get("/queues/?env=dev").content.decode()
-    poll = re.search(r'hx-get="([^"]+)" hx-trigger="every 2s"', page)
+    poll = re.search(r'hx-get="([^"]+)" hx-trigger="every 2s \[document.visibilityState', page)
     assert poll is not None
     url = poll.group(1).replace("&amp;", "&")
     assert browser.get(url, headers={"HX-Request": "true"}).status_code == 204

@@ -69,7 +69,7 @@ def test_queue_counts_change_live_per_concurrency_key(
     expect(page.get_by_role("link", name="Hide keys")).to_be_focused()
 
     # Cancel the running tenant-a run: its waiting run is admitted, live.
-    running_a = [r for r in cancel_after[:2] if live_stack.run(r)["status"] == "EXECUTING"]
+    running_a = [r for r in cancel_after[:2] if live_stack.run(r)["status"] in ("DEQUEUED", "EXECUTING")]
     assert live_stack.api("POST", f"/api/v2/runs/{running_a[0]}/cancel").status_code == 200
     expect(count(key_a, "queued")).to_have_text("0", timeout=LIVE_TIMEOUT)
     expect(count(key_a, "running")).to_have_text("1 / 1")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 
-from runs import engine
+from runs import engine, ratelimit
 from runs.models import Run
 from runs.sdk import NotFoundError, RunList, RunSummary, ValidationError, batch, runs, tasks
 from tests import factories
@@ -22,6 +22,9 @@ T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 def tasks_defined(dev, prod):
     factories.task_definition("hello-world")
     factories.task_definition("other-task")
+    redis = ratelimit.redis_client()  # full batch buckets: batch.trigger is rate limited
+    for name in redis.scan_iter(f"{ratelimit.KEY_PREFIX}:*"):
+        redis.delete(name)
 
 
 def five_runs(**options) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dashboard.management import launcher
-from runs import sdk
+from runs import ratelimit, sdk
 from runs.sdk import (
     ApiConnectionError,
     AuthenticationError,
@@ -302,6 +302,9 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
         factories.environment("dev")
         factories.task_definition("hello-world")
         factories.task_definition("hello-world-2")
+        redis = ratelimit.redis_client()  # full batch buckets: batches are rate limited
+        for name in redis.scan_iter(f"{ratelimit.KEY_PREFIX}:*"):
+            redis.delete(name)
         yield request.param
         return
     stack: LiveStack = request.getfixturevalue("live_stack")

@@ -93,8 +93,6 @@ def queues(request: HtmxHttpRequest) -> HttpResponse:
         "now": timezone.now(),
         "state": state,
         "runs_query": urlencode({"env": environment.slug}),
-        "limit_shown": QUEUES_SHOWN,
-        "keys_shown": KEYS_SHOWN,
     }
     return render_live(request, "queues", context, digest_of=[asdict(row) for row in rows] + [total])
 
@@ -199,7 +197,6 @@ def workers(request: HtmxHttpRequest) -> HttpResponse:
         "timeout": int(settings.RUNYARD_WORKER_TIMEOUT),
         "offline_hours": int(OFFLINE_SHOWN.total_seconds() // 3600),
         "worker_command": worker_command(),
-        "runs_shown": RUNS_SHOWN,
     }
     return render_live(request, "workers", context, digest_of=[worker_digest(row) for row in online + offline])
 

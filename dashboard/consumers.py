@@ -28,6 +28,7 @@ from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from dashboard.filters import RunFilters
 from dashboard.permissions import roles
 from dashboard.views import (
     PAGE_SIZE,
@@ -163,58 +164,95 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
 
 
 class RunsConsumer(CoalescingConsumer):
-    """`/ws/runs/?env=<slug>`: rows of the runs list of one environment.
+    """`/ws/runs/?env=<slug>&<filters>`: rows of the runs list of one environment.
 
-    Query: `newest`/`oldest` are the cursors of the first and last row on screen (changes to
-    runs outside that window are not sent); `prepend=1` on the first page puts new runs on top;
-    `batch=<id>` is the list's filter: runs of other batches are neither prepended nor updated.
+    Query: the list's filters (dashboard.filters.RunFilters, parsed exactly as the page parses
+    them); `newest`/`oldest` are the cursors of the first and last row on screen (changes to
+    runs outside that window are not sent); `prepend=1` on the first page puts new runs on top.
+
+    What is sent:
+    - A run matching every filter that sorts above the newest row on screen is prepended on
+      the first page: a new run, or a newer one that has only now reached a status the list
+      filters on (a run created earlier than the newest row is left for a reload: its place
+      is in the middle of the list). The browser keeps the rows in creation order.
+    - A row on screen is patched whenever its run changes, even when it no longer matches a
+      status filter: it stays, showing its new status, until the page is reloaded, so a row
+      never vanishes under the operator's cursor.
+    - Nothing for runs that do not match the filters other than status.
     """
 
-    runs_filter: Q  # the runs the page lists, wherever they are
+    base: Q  # the runs the list could show, whatever their status
+    filters: RunFilters
+    shown: set[str]  # ids of the rows this socket knows to be on screen
 
     async def subscribe(self) -> str | None:
         slug = self.query.get("env", ["dev"])[0]
-        batch_id = self.query.get("batch", [""])[0]
         self.read_window()
         environment = await database_sync_to_async(Environment.objects.filter(slug=slug).first)()
         if environment is None:
             return None
-        self.runs_filter = Q(environment_id=environment.id)
-        if batch_id:
-            self.runs_filter &= Q(batch_id=batch_id)
+        self.filters = RunFilters.from_query(self.query, timezone.now())
+        self.base = Q(environment_id=environment.id) & self.filters.q_except_status()
+        await database_sync_to_async(self.remember_page)()
         return env_group(environment.id)
 
     def read_window(self) -> None:
         self.newest = parse_cursor(self.query.get("newest", [""])[0])
         self.oldest = parse_cursor(self.query.get("oldest", [""])[0])
         self.prepend = self.query.get("prepend", [""])[0] == "1"
+        self.filters = RunFilters()
+        self.shown = set()
 
-    def on_screen(self) -> Q:
-        window = Q(self.runs_filter)
+    def remember_page(self) -> None:
+        """The rows the page rendered: those between its cursors that match the filters now."""
+        if self.newest is not None and self.oldest is not None:
+            page = self.base & self.filters.q() & newer_than(self.oldest, inclusive=True) & ~newer_than(self.newest)
+            self.shown.update(Run.objects.filter(page).values_list("id", flat=True)[: PAGE_SIZE * 2])
+
+    def window(self) -> Q:
+        """The runs whose rows could be on screen: between the cursors (or above, with prepend)."""
+        window = Q(self.base)
         if self.oldest is not None:
             window &= newer_than(self.oldest, inclusive=True)
         if self.newest is not None and not self.prepend:
             window &= ~newer_than(self.newest)
         return window
 
+    def is_fresh(self, run: Run) -> bool:
+        """A run to put on top: it sorts above the newest row the page had."""
+        return self.prepend and (self.newest is None or (run.created_at, run.id) > self.newest)
+
     def render(self, batch: dict[str, bool]) -> list[str]:
-        runs = list(Run.objects.filter(self.on_screen(), pk__in=list(batch)))
-        created = [run for run in runs if batch[run.id] and self.prepend]
-        updated = [run for run in runs if not (batch[run.id] and self.prepend)]
+        ids = list(batch)
+        known = [run_id for run_id in ids if run_id in self.shown]
+        runs = Run.objects.filter(Q(pk__in=ids) & (self.window() | Q(pk__in=known)))
+        return self.sort_out(list(runs))
+
+    def sort_out(self, runs: list[Run]) -> list[str]:
+        """Rows on screen are patched; matching runs above them are prepended; the rest left out."""
+        created: list[Run] = []
+        updated: list[Run] = []
+        for run in runs:
+            if run.id in self.shown:
+                updated.append(run)
+            elif self.filters.matches_status(run.status):
+                (created if self.is_fresh(run) else updated).append(run)
+        self.shown.update(run.id for run in [*created, *updated])
         return self.render_rows(created, updated)
 
     def render_since(self, since: datetime) -> list[str]:
-        runs = Run.objects.filter(self.runs_filter)
-        created: list[Run] = []
+        runs: list[Run] = []
         if self.prepend:
-            fresh = runs.filter(newer_than(self.newest)) if self.newest else runs
-            created = list(fresh.order_by("-created_at", "-id")[:PAGE_SIZE])
-        window = self.on_screen() & ~newer_than(self.newest) if self.newest else Q(pk__in=[])
-        updated = list(runs.filter(window, updated_at__gte=since)[: PAGE_SIZE * 2])
-        return self.render_rows(created, updated)
+            fresh = Run.objects.filter(self.base & self.filters.q())
+            fresh = fresh.filter(newer_than(self.newest)) if self.newest else fresh
+            runs += fresh.order_by("-created_at", "-id")[:PAGE_SIZE]
+        if self.newest is not None:
+            window = self.window() & ~newer_than(self.newest)
+            runs += Run.objects.filter(window, updated_at__gte=since)[: PAGE_SIZE * 2]
+        return self.sort_out(runs)
 
     def changed_since(self, since: datetime) -> list[str]:
-        changed = Run.objects.filter(self.on_screen(), updated_at__gte=since).order_by("-updated_at")
+        changed = Run.objects.filter(self.window(), updated_at__gte=since).order_by("-updated_at")
         return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
 
     @staticmethod
@@ -230,7 +268,7 @@ class RunsConsumer(CoalescingConsumer):
 class BatchConsumer(RunsConsumer):
     """`/ws/batches/<batch_id>/`: the batch page, its counts by status and the rows on screen.
 
-    Query as for RunsConsumer, without `env` and `batch`. The engine publishes per run, so this
+    Query as for RunsConsumer, without `env` and filters. The engine publishes per run, so this
     joins the batch's environment group and keeps the changes of runs of this batch.
     """
 
@@ -241,22 +279,23 @@ class BatchConsumer(RunsConsumer):
         environment_id = await database_sync_to_async(environments.first)()
         if environment_id is None:
             return None
-        self.runs_filter = Q(environment_id=environment_id, batch_id=self.batch_id)
+        self.base = Q(environment_id=environment_id, batch_id=self.batch_id)
+        await database_sync_to_async(self.remember_page)()
         return env_group(environment_id)
 
     def render(self, batch: dict[str, bool]) -> list[str]:
-        if not Run.objects.filter(self.runs_filter, pk__in=list(batch)).exists():
+        if not Run.objects.filter(self.base, pk__in=list(batch)).exists():
             return []
         return self.with_counts(super().render(batch))
 
     def render_since(self, since: datetime) -> list[str]:
-        if not Run.objects.filter(self.runs_filter, updated_at__gte=since).exists():
+        if not Run.objects.filter(self.base, updated_at__gte=since).exists():
             return []
         return self.with_counts(super().render_since(since))
 
     def changed_since(self, since: datetime) -> list[str]:
         # Not only the rows on screen: every run of the batch counts.
-        changed = Run.objects.filter(self.runs_filter, updated_at__gte=since).order_by("-updated_at")
+        changed = Run.objects.filter(self.base, updated_at__gte=since).order_by("-updated_at")
         return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
 
     def with_counts(self, frames: list[str]) -> list[str]:

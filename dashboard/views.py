@@ -18,10 +18,20 @@ from django.urls import reverse
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
+from dashboard.filters import (
+    SINGLE,
+    RunFilters,
+    period_choices,
+    queue_choices,
+    region_choices,
+    status_choices,
+    task_choices,
+)
 from dashboard.permissions import roles
+from runs import registry
 from runs.engine.waiting import open_children
 from runs.models import Batch, Environment, Queue, Run
-from runs.states import ACTIVE_STATUSES, RunStatus, is_final
+from runs.states import ACTIVE_STATUSES, LABELS, RunStatus, is_final
 
 PAGE_SIZE = 25
 DEFAULT_ENVIRONMENT = "dev"
@@ -29,7 +39,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CHILDREN_SHOWN = 50  # child runs listed on a run page; more are reached through their batch
 WAITING_SHOWN = 10  # open children linked from a waiting run's explanation
 MATCHED_SHOWN = 10  # runs a batch's items matched by key, linked from the batch page
-MAX_ID_LENGTH = 64  # longer ?batch= values cannot name a batch
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -42,20 +51,72 @@ def home(request: HttpRequest) -> HttpResponse:
 
 def runs_list(request: HtmxHttpRequest) -> HttpResponse:
     environment = current_environment(request)
-    batch_id = request.GET.get("batch", "").strip()[:MAX_ID_LENGTH]
-    runs = Run.objects.filter(environment=environment)
-    if batch_id:
-        runs = runs.filter(batch_id=batch_id)
+    now = timezone.now()
+    filters = RunFilters.from_query(request.GET, now)
+    runs = Run.objects.filter(filters.q(), environment=environment)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
-    filters = {"env": environment.slug, **({"batch": batch_id} if batch_id else {})}
+    kept = [("env", environment.slug), *filters.params()]
     context = {
         "environment": environment,
         "page": page,
-        "batch_id": batch_id,
-        "page_query": urlencode(filters),
-        "live_query": live_query(page, filters),
+        "filters": filters,
+        "errors": filters.errors,
+        "page_query": urlencode(kept),
+        "live_query": live_query(page, kept, now),
+        **filter_choices(environment, filters),
     }
     return render(request, "dashboard/runs.html", context)
+
+
+# The one-value filters behind "More filters": name, label, placeholder, input size.
+MORE_FILTERS = [
+    ("batch", "Batch", "batch_…", 30),
+    ("queue", "Queue", "task/…", 16),
+    ("machine", "Machine", "", 0),
+    ("region", "Region", "", 10),
+    ("idempotency", "Idempotency key", "", 16),
+    ("id", "Run ID", "run_…", 30),
+]
+
+
+def filter_choices(environment: Environment, filters: RunFilters) -> dict[str, Any]:
+    """What the filter bar (partials/run_filters.html) offers and shows, beside the filters."""
+    env = urlencode({"env": environment.slug})
+    chips = [{"value": tag, "without": f"{env}&{filters.query_string_without('tag', tag)}"} for tag in filters.tag]
+    return {
+        "status_choices": status_choices(),
+        "status_summary": summary([LABELS[status] for status in filters.status], "Any status", "statuses"),
+        "task_choices": task_choices(environment.id, filters.task),
+        "task_summary": summary(list(filters.task), "Any task", "tasks"),
+        "period_choices": period_choices(filters.period),
+        "tag_chips": chips,
+        "single_fields": more_fields(environment, filters),
+        "more_open": bool(filters.more_active) or any(name in filters.errors for name in ("tag", *SINGLE)),
+    }
+
+
+def more_fields(environment: Environment, filters: RunFilters) -> list[dict[str, Any]]:
+    suggestions = {"queue": queue_choices(environment.id), "region": region_choices()}
+    return [
+        {
+            "name": name,
+            "label": label,
+            "placeholder": placeholder,
+            "size": size,
+            "value": getattr(filters, name),
+            "error": filters.errors.get(name, ""),
+            "select": name == "machine",
+            "choices": registry.MACHINES if name == "machine" else suggestions.get(name),
+        }
+        for name, label, placeholder, size in MORE_FILTERS
+    ]
+
+
+def summary(names: list[str], none: str, plural: str) -> str:
+    """How a filter menu's button reads: "Any task", "hello-world", "Queued, Executing", "3 tasks"."""
+    if not names:
+        return none
+    return ", ".join(names) if len(names) <= 2 else f"{len(names)} {plural}"
 
 
 def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
@@ -83,7 +144,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id: str) -> HttpResponse:
         "environment": environment,
         "page": page,
         "page_query": urlencode({"env": environment.slug}),
-        "live_query": live_query(page, {}),
+        "live_query": live_query(page, []),
         **batch_counts_context(batch),
     }
     return render(request, "dashboard/batch.html", context)
@@ -202,10 +263,10 @@ def paginate(runs: QuerySet[Run], *, after: Cursor | None, before: Cursor | None
     if before is not None and after is None:
         rows = list(runs.filter(newer_than(before)).order_by("created_at", "id")[: PAGE_SIZE + 1])
         if len(rows) >= PAGE_SIZE:
-            more_older = runs.filter(~newer_than(before)).exists()
+            more_older = runs.filter(older_than(before, inclusive=True)).exists()
             return _page(rows[:PAGE_SIZE][::-1], more_newer=len(rows) > PAGE_SIZE, more_older=more_older)
         # Fewer than a page of newer runs left: that is the first page.
-    scoped = runs.filter(~newer_than(after, inclusive=True)) if after else runs
+    scoped = runs.filter(older_than(after)) if after else runs
     rows = list(scoped.order_by("-created_at", "-id")[: PAGE_SIZE + 1])
     more_newer = after is not None and runs.filter(newer_than(after, inclusive=True)).exists()
     return _page(rows[:PAGE_SIZE], more_newer=more_newer, more_older=len(rows) > PAGE_SIZE)
@@ -217,11 +278,22 @@ def _page(rows: list[Run], *, more_newer: bool, more_older: bool) -> Page:
     return Page(runs=rows, is_first=not more_newer, newer=newer, older=older)
 
 
+# Each comparison carries a plain bound on created_at as well: PostgreSQL turns that into an
+# index condition on run_env_created (the OR alone would be a filter, read from the newest run).
+
+
 def newer_than(cursor: Cursor, *, inclusive: bool = False) -> Q:
-    """Runs whose (created_at, id) sorts after the cursor."""
+    """Runs whose (created_at, id) sorts after the cursor (or is the cursor, if inclusive)."""
     at, run_id = cursor
     same_time = Q(created_at=at, id__gte=run_id) if inclusive else Q(created_at=at, id__gt=run_id)
-    return Q(created_at__gt=at) | same_time
+    return Q(created_at__gte=at) & (Q(created_at__gt=at) | same_time)
+
+
+def older_than(cursor: Cursor, *, inclusive: bool = False) -> Q:
+    """Runs whose (created_at, id) sorts before the cursor (or is the cursor, if inclusive)."""
+    at, run_id = cursor
+    same_time = Q(created_at=at, id__lte=run_id) if inclusive else Q(created_at=at, id__lt=run_id)
+    return Q(created_at__lte=at) & (Q(created_at__lt=at) | same_time)
 
 
 def to_micros(at: datetime) -> int:
@@ -251,12 +323,11 @@ def parse_cursor(value: str | None) -> Cursor | None:
     return (at, run_id) if at is not None and run_id else None
 
 
-def live_query(page: Page, filters: dict[str, str]) -> str:
+def live_query(page: Page, params: list[tuple[str, str]], now: datetime | None = None) -> str:
     """Query string of a runs table's websocket: its filters, which rows are on screen, and since when."""
-    params: dict[str, str | int] = {**filters, "since": to_micros(timezone.now())}
+    live: list[tuple[str, str | int]] = [*params, ("since", to_micros(now or timezone.now()))]
     if page.runs:
-        params["newest"] = make_cursor(page.runs[0])
-        params["oldest"] = make_cursor(page.runs[-1])
+        live += [("newest", make_cursor(page.runs[0])), ("oldest", make_cursor(page.runs[-1]))]
     if page.is_first:
-        params["prepend"] = 1
-    return urlencode(params)
+        live.append(("prepend", 1))
+    return urlencode(live)

@@ -38,7 +38,39 @@
     });
   }
 
-  document.addEventListener("htmx:wsAfterMessage", dropDuplicateRows);
+  // A run may be prepended after a newer one (it reached a filtered status later): keep the
+  // rows in creation order, newest first, by the key of their id cell ("<micros>.<run id>").
+  function rowKey(row) {
+    var cell = row.querySelector("[data-key]");
+    var key = cell ? cell.getAttribute("data-key").split(".") : ["0", ""];
+    return { at: Number(key[0]), id: key.slice(1).join(".") };
+  }
+
+  function newerFirst(a, b) {
+    var x = rowKey(a), y = rowKey(b);
+    if (x.at !== y.at) return y.at - x.at;
+    return x.id < y.id ? 1 : x.id > y.id ? -1 : 0;
+  }
+
+  function sortRows() {
+    var body = document.getElementById("runs-body");
+    if (!body) return;
+    var rows = Array.prototype.filter.call(body.children, function (row) { return row.id; });
+    for (var i = 1; i < rows.length; i++) {
+      if (newerFirst(rows[i - 1], rows[i]) > 0) {
+        var empty = body.querySelector(".empty-row");
+        rows.sort(newerFirst).forEach(function (row) { body.insertBefore(row, empty); });
+        return;
+      }
+    }
+  }
+
+  function tidyRows() {
+    dropDuplicateRows();
+    sortRows();
+  }
+
+  document.addEventListener("htmx:wsAfterMessage", tidyRows);
   document.addEventListener("htmx:oobAfterSwap", dropDuplicateRows);
 
   function formatDuration(ms) {
@@ -228,5 +260,52 @@
     if (target.value === "json") fieldsToJson(editor);
     else jsonToFields(editor);
     editor.dataset.mode = target.value;
+  });
+})();
+
+(function () {
+  "use strict";
+
+  // --- runs list: filter menus and row selection ---------------------------------------------
+
+  // Filter menus (<details>) close on Escape, returning focus to their button, and on a click
+  // elsewhere; only one is open at a time.
+  document.addEventListener("keydown", function (evt) {
+    if (evt.key !== "Escape") return;
+    var open = document.querySelector("details[data-filter-menu][open]");
+    if (!open) return;
+    open.open = false;
+    open.querySelector("summary").focus();
+  });
+
+  document.addEventListener("click", function (evt) {
+    document.querySelectorAll("details[data-filter-menu][open]").forEach(function (menu) {
+      if (!menu.contains(evt.target)) menu.open = false;
+    });
+  });
+
+  // The header checkbox selects every row of its table (rows pushed later arrive unselected).
+  document.addEventListener("change", function (evt) {
+    var all = evt.target;
+    if (!all.matches || !all.matches("input[data-select-all]")) return;
+    var table = all.closest("table");
+    table.querySelectorAll("tbody input[type=checkbox][name=runs]").forEach(function (box) {
+      if (box.checked !== all.checked) {
+        box.checked = all.checked;
+        box.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    });
+  });
+
+  document.addEventListener("change", function (evt) {
+    var box = evt.target;
+    if (!box.matches || !box.matches("tbody input[type=checkbox][name=runs]")) return;
+    var table = box.closest("table");
+    var all = table && table.querySelector("input[data-select-all]");
+    if (!all) return;
+    var boxes = table.querySelectorAll("tbody input[type=checkbox][name=runs]");
+    var checked = table.querySelectorAll("tbody input[type=checkbox][name=runs]:checked").length;
+    all.checked = checked > 0 && checked === boxes.length;
+    all.indeterminate = checked > 0 && checked < boxes.length;
   });
 })();

@@ -565,3 +565,152 @@ def test_batch_items_that_matched_existing_runs_are_linked_not_counted(browser: 
     assert matched.startswith("1 item matched an existing run by key, not counted here: ")
     assert f'href="/runs/{existing.id}/"' in matched
     assert existing.id not in row_ids(html)
+
+
+# --- the runs list's filters, columns and selection ------------------------------------------------
+
+
+def test_each_filter_narrows_the_list(browser: Client) -> None:
+    from tests.dashboard.test_filters import CASES, make_zoo, query_for
+
+    zoo = make_zoo()
+    for case in CASES:
+        query, expected = query_for(case, zoo)
+        response = browser.get(f"/runs/?{query}")
+        assert response.status_code == 200
+        assert set(row_ids(response.content.decode())) == {zoo[name].id for name in expected}, case
+
+
+def test_the_filter_bar_shows_the_filters_of_the_url(browser: Client) -> None:
+    factories.run("hello-world")
+    factories.task_definition("defined-never-run")
+    query = "status=EXECUTING&status=FAILED&task=hello-world&tag=team:core&period=1d&queue=emails&root=1"
+    response = browser.get(f"/runs/?{query}")
+    html = response.content.decode()
+    bar = html[html.index('<form id="run-filters"') : html.index("</form>", html.index('<form id="run-filters"'))]
+    assert '<input type="checkbox" name="status" value="EXECUTING" checked>' in bar
+    assert '<input type="checkbox" name="status" value="QUEUED">' in bar
+    assert (
+        '<span class="badge badge-red" data-status="FAILED"><span class="badge-dot" aria-hidden="true"></span>Failed'
+        in bar
+    )
+    assert '<span id="filter-status-value">Executing, Failed</span>' in bar
+    assert '<input type="checkbox" name="task" value="hello-world" checked>' in bar
+    assert '<input type="checkbox" name="task" value="defined-never-run">' in bar
+    assert '<option value="1d" selected>Last 1d</option>' in bar
+    assert '<input type="hidden" name="tag" value="team:core">' in bar
+    assert 'value="emails"' in bar and '<input type="checkbox" name="root" value="1" checked>' in bar
+    assert '<details class="filter-more" open>' in bar  # a filter behind "More filters" is set
+    assert 'href="?env=dev">Clear filters</a>' in bar
+    assert response.context["filters"].status == ("EXECUTING", "FAILED")
+
+
+def test_removing_a_tag_keeps_the_other_filters(browser: Client) -> None:
+    html = browser.get("/runs/?tag=a&tag=b&status=QUEUED").content.decode()
+    assert 'href="?env=dev&amp;status=QUEUED&amp;tag=b" aria-label="Remove tag a"' in html
+
+
+def test_bad_filter_values_are_shown_next_to_their_field_with_a_200(browser: Client) -> None:
+    run = factories.run()
+    query = "status=RUNNING&from=yesterday&period=forever&machine=huge&id=batch_x&queue=a%00"
+    response = browser.get(f"/runs/?{query}")
+    html = response.content.decode()
+    assert response.status_code == 200
+    for field, message in [
+        ("status", "Unknown status RUNNING"),
+        ("from", "&#x27;yesterday&#x27; is not a date or date-time"),
+        ("period", "&#x27;forever&#x27; is not a duration like 1h or 7d"),
+        ("machine", "Unknown machine &#x27;huge&#x27;"),
+        ("id", "Run ids start with run_"),
+        ("queue", "Must not contain NUL characters"),
+    ]:
+        assert f'<p class="field-error" id="filter-{field}-error">{message}' in html, field
+    assert 'id="filter-from" name="from" value="yesterday"' in html and 'aria-describedby="filter-from-error"' in html
+    assert row_ids(html) == [run.id]  # the bad values are ignored
+
+
+def test_pages_keep_the_filters(browser: Client) -> None:
+    tagged = [factories.run(tags=["nightly"]) for _ in range(PAGE_SIZE + 2)]
+    make_runs(3)
+    first = browser.get("/runs/", {"tag": "nightly", "status": "QUEUED"})
+    assert len(row_ids(first.content.decode())) == PAGE_SIZE
+    older = first.content.decode().split('rel="next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert older.startswith("?env=dev&status=QUEUED&tag=nightly&after=")
+    second = browser.get("/runs/" + older)
+    html = second.content.decode()
+    assert len(row_ids(html)) == 2
+    seen = set(row_ids(first.content.decode())) | set(row_ids(html))
+    assert seen == {run.id for run in tagged}
+    newer = html.split('rel="prev" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    assert newer.startswith("?env=dev&status=QUEUED&tag=nightly&before=")
+    assert set(row_ids(browser.get("/runs/" + newer).content.decode())) == set(row_ids(first.content.decode()))
+    assert 'href="?env=dev&amp;status=QUEUED&amp;tag=nightly">Newest</a>' in html
+    assert 'ws-connect="/ws/runs/?env=dev&amp;status=QUEUED&amp;tag=nightly&amp;since=' in html
+    assert "prepend=1" not in html
+
+
+def test_filtered_list_does_not_count_rows(browser: Client) -> None:
+    make_runs(3)
+    with CaptureQueriesContext(connection) as queries:
+        response = browser.get("/runs/?status=QUEUED&task=hello-world&tag=x&period=1d&root=1")
+    assert response.status_code == 200
+    assert not any("COUNT(" in q["sql"].upper() for q in queries.captured_queries)
+
+
+def test_the_websocket_gets_the_filters_of_the_page(browser: Client) -> None:
+    make_runs(1)
+    html = browser.get("/runs/?task=hello-world&status=QUEUED&status=DELAYED&period=1h").content.decode()
+    assert (
+        'ws-connect="/ws/runs/?env=dev&amp;status=QUEUED&amp;status=DELAYED&amp;task=hello-world&amp;period=1h&amp;since='
+        in html
+    )
+
+
+def test_rows_show_every_column_and_link_tags_and_tasks_to_their_filters(browser: Client) -> None:
+    until = timezone.now() + timedelta(hours=2)
+    run = factories.run(
+        "hello-world", queue="emails", machine="large-1x", ttl=5400, delay_until=until, tags=["team:core"]
+    )
+    html = browser.get("/runs/").content.decode()
+    headers = [part.split("</th>", 1)[0] for part in html.split('<th scope="col"')[1:]]
+    names = [header.rsplit(">", 1)[-1] for header in headers]
+    assert names[1:] == [
+        "ID", "Task", "Status", "Created", "Started", "Duration", "Queue", "Machine", "Delayed until", "TTL", "Tags"
+    ]  # fmt: skip
+    row = html.split(f'<tr id="run-{run.id}">', 1)[1].split("</tr>", 1)[0]
+    assert '<a href="/runs/?task=hello-world" title="Runs of hello-world">hello-world</a>' in row
+    assert "Delayed" in row and "emails" in row and "large-1x" in row and ">1h30m<" in row
+    assert until.strftime("%H:%M:%S") in row
+    assert '<a class="tag" href="/runs/?tag=team%3Acore" title="Runs tagged team:core">team:core</a>' in row
+    assert browser.get("/runs/?tag=team%3Acore").status_code == 200
+
+
+def test_runs_list_and_batch_page_rows_can_be_selected_for_bulk_actions(browser: Client) -> None:
+    batch, runs = make_batch(1)
+    checkbox = (
+        f'<input type="checkbox" name="runs" value="{runs[0].id}" form="bulk-form" aria-label="Select {runs[0].id}">'
+    )
+    select_all = '<input type="checkbox" data-select-all aria-label="Select all runs on this page">'
+    response = browser.get("/runs/")
+    html = response.content.decode()
+    assert checkbox in html and select_all in html
+    assert html.index('id="run-filters"') < html.index('class="card table-card"')
+    assert response.context["filters"].active is False
+    assert "dashboard/partials/bulk_bar.html" in [t.name for t in response.templates]
+    batch_html = browser.get(f"/batches/{batch.id}/").content.decode()
+    assert checkbox in batch_html and select_all in batch_html
+
+
+def test_the_run_pages_children_cannot_be_selected(browser: Client) -> None:
+    parent = factories.run("fan-out")
+    child = factories.run(parent_run_id=parent.id)
+    html = browser.get(f"/runs/{parent.id}/").content.decode()
+    assert f'<tr id="run-{child.id}">' in html
+    assert 'name="runs"' not in html and "data-select-all" not in html
+    assert 'colspan="12"' not in html
+
+
+def test_an_empty_filtered_list_says_no_run_matches(browser: Client) -> None:
+    factories.run()
+    html = browser.get("/runs/?task=nothing-like-this").content.decode()
+    assert "No runs match these filters." in html and row_ids(html) == []

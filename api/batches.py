@@ -127,7 +127,9 @@ def _batch_request(body: dict[str, Any], environment: Environment) -> BatchReque
 
 
 def _run_count(value: Any) -> int:
-    if not _is_number(value) or not float(value).is_integer() or value < 1:
+    # No float() of an integer: JSON integers may have more digits than a float holds.
+    whole = (isinstance(value, float) and value.is_integer()) or (isinstance(value, int) and _is_number(value))
+    if not whole or value < 1:
         raise ApiError(400, "runCount must be an integer of at least 1")
     if value > engine.MAX_BATCH_ITEMS:
         raise ApiError(400, f"runCount {int(value):,} is over the limit of 1,000 items per batch")

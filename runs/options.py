@@ -107,7 +107,8 @@ def parse_delay(value: Any, now: datetime) -> datetime:
     if isinstance(value, datetime):
         when = value
     elif isinstance(value, str) and (seconds := parse_duration(value)) is not None:
-        when = now + timedelta(seconds=seconds)
+        with contextlib.suppress(OverflowError):  # past year 9999: no such date
+            when = now + timedelta(seconds=seconds)
     elif isinstance(value, str) and len(value) <= 100:
         with contextlib.suppress(ValueError):
             when = datetime.fromisoformat(value.strip())
@@ -156,7 +157,7 @@ def _queue(options: TriggerOptions, value: Any) -> None:
     options.queue = _text("queue.name", name, 256) or None
     limit = value.get("concurrencyLimit") if isinstance(value, dict) else None
     if limit is not None:
-        if not _is_number(limit) or not float(limit).is_integer() or not 0 <= limit <= MAX_INT:
+        if not _is_whole(limit) or not 0 <= limit <= MAX_INT:
             raise OptionError(
                 "queue.concurrencyLimit", "options.queue.concurrencyLimit must be an integer of 0 or more"
             )
@@ -177,7 +178,7 @@ def _idempotency_key_options(options: TriggerOptions, value: Any) -> None:
 
 def _idempotency_key_ttl(options: TriggerOptions, value: Any) -> None:
     seconds = parse_duration(value) if isinstance(value, str) else None
-    if _is_number(value) and float(value).is_integer() and value > 0:
+    if _is_whole(value) and value > 0:
         seconds = int(value)
     if not seconds or seconds > MAX_INT:
         raise OptionError("idempotencyKeyTTL", 'options.idempotencyKeyTTL must be a duration like "1h" or "7d"', 422)
@@ -233,7 +234,7 @@ def _debounce_duration(name: str, value: Any) -> int:
 
 def _concurrency_key(options: TriggerOptions, value: Any) -> None:
     if _is_number(value):
-        value = str(int(value)) if float(value).is_integer() else str(value)
+        value = str(int(value)) if _is_whole(value) else str(value)
     options.concurrency_key = _text("concurrencyKey", value, 256)
 
 
@@ -256,13 +257,13 @@ def _metadata(options: TriggerOptions, value: Any) -> None:
 
 
 def _max_attempts(options: TriggerOptions, value: Any) -> None:
-    if not _is_number(value) or not float(value).is_integer() or not 1 <= value <= MAX_INT:
+    if not _is_whole(value) or not 1 <= value <= MAX_INT:
         raise OptionError("maxAttempts", "options.maxAttempts must be an integer of at least 1")
     options.max_attempts = int(value)
 
 
 def _max_duration(options: TriggerOptions, value: Any) -> None:
-    if not _is_number(value) or not math.isfinite(value):
+    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
         raise OptionError("maxDuration", "options.maxDuration must be a number of seconds")
     options.max_duration = min(max(math.ceil(value), MIN_MAX_DURATION), MAX_INT)
 
@@ -285,7 +286,7 @@ def _region(options: TriggerOptions, value: Any) -> None:
 
 def _ttl(options: TriggerOptions, value: Any) -> None:
     seconds = parse_duration(value) if isinstance(value, str) else None
-    if _is_number(value) and float(value).is_integer() and value >= 0:
+    if _is_whole(value) and value >= 0:
         seconds = int(value)
     if seconds is None or seconds > MAX_INT:
         raise OptionError("ttl", 'options.ttl must be a duration like "10m" or "1h30m", or a number of seconds')
@@ -315,6 +316,14 @@ _PARSERS = {
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_whole(value: Any) -> bool:
+    """A number without a fractional part. JSON integers can have hundreds of digits, which
+    float() cannot convert (OverflowError): integers are never converted."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return _is_number(value)
 
 
 def _text(field: str, value: Any, max_length: int) -> str:

@@ -150,6 +150,8 @@ CELERY_TASK_DEFAULT_QUEUE = "runyard.small-1x"
 
 # Modules holding @task definitions; workers import them at start.
 RUNYARD_TASK_MODULES = env_list("RUNYARD_TASK_MODULES", "example_tasks")
+# Django's tasks framework (the django-tasks package): @task functions run as Runyard runs.
+TASKS = {"default": {"BACKEND": "runs.django_tasks.RunyardBackend"}}
 # Regions with workers of their own (`celery ... -Q` from runs.registry.worker_queues(region)).
 RUNYARD_REGIONS = env_list("RUNYARD_REGIONS", "")
 # How often the engine looks for due work when nothing wakes it (seconds).

@@ -167,6 +167,8 @@ def live_stack() -> Iterator[LiveStack]:
             DATABASE_URL=database_url(admin_url, database),
             RUNYARD_VAR=str(var_dir),
             RUNYARD_ENGINE_POLL_INTERVAL="0.2",
+            # django-tasks functions for tests/e2e/test_django_tasks_live.py
+            RUNYARD_TASK_MODULES="example_tasks,tests.e2e.django_tasks_example",
         )
         stack = prepare(env)
         stack.processes = start(stack)

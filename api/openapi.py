@@ -40,7 +40,8 @@ ERROR_DESCRIPTIONS = {
     415: "Wrong Content-Type",
     422: "Well-formed but not acceptable: the message names the field and the rule",
     429: "Rate limited: retry after x-ratelimit-reset (epoch milliseconds)",
-    503: "The same request is still being answered by an earlier attempt; retry",
+    503: "The database is unavailable, or (batch create) an earlier attempt of the same request is still being "
+    "answered: retry (Retry-After)",
 }
 RATE_LIMIT_HEADERS = {
     "x-ratelimit-limit": {"schema": {"type": "string"}, "description": "Bucket size (items)"},
@@ -51,9 +52,9 @@ RATE_LIMIT_HEADERS = {
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    """Error responses: every one is {"error": message}."""
+    """Error responses: every one is {"error": message}. Any call may meet a database outage (503)."""
     responses: dict[str, Any] = {}
-    for code in codes:
+    for code in sorted({*codes, 503}):
         response: dict[str, Any] = {"description": ERROR_DESCRIPTIONS[code], "content": _json(_ref("Error"))}
         if code == 429:
             response["headers"] = RATE_LIMIT_HEADERS
@@ -475,7 +476,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _ok("An existing batch of the same idempotency key", _ref("CreateBatchResponse")),
                 "202": _ok("A new batch, waiting for its items", _ref("CreateBatchResponse")),
-                **_errors(400, 401, 413, 422, 429, 503),
+                **_errors(400, 401, 413, 422, 429),
             },
         }
     },

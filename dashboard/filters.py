@@ -79,7 +79,7 @@ class RunFilters:
         values["status"] = tuple(dict.fromkeys(status.upper() for status in values["status"]))
         unknown = [status for status in values["status"] if status not in RunStatus.values]
         if unknown:
-            errors["status"] = f"Unknown status {', '.join(unknown)}: one of {', '.join(RunStatus.values)}"
+            errors["status"] = f"Unknown status {', '.join(unknown)}: pick from the list"
             values["status"] = tuple(status for status in values["status"] if status in RunStatus.values)
         for name in SINGLE:
             values[name] = _value(query, name, errors)[:MAX_VALUE_LENGTH]

@@ -70,12 +70,12 @@ def runs_list(request: HtmxHttpRequest) -> HttpResponse:
 
 # The one-value filters behind "More filters": name, label, placeholder, input size.
 MORE_FILTERS = [
-    ("batch", "Batch", "batch_…", 30),
+    ("batch", "Batch", "batch_…", 22),
     ("queue", "Queue", "task/…", 16),
     ("machine", "Machine", "", 0),
     ("region", "Region", "", 10),
     ("idempotency", "Idempotency key", "", 16),
-    ("id", "Run ID", "run_…", 30),
+    ("id", "Run ID", "run_…", 22),
 ]
 
 

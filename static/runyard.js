@@ -284,6 +284,21 @@
     });
   });
 
+  // Empty fields stay out of the URL: ?env=dev&status=FAILED, not ...&queue=&region=&id=.
+  document.addEventListener("formdata", function (evt) {
+    if (!evt.target.matches("form[data-run-filters]")) return;
+    var kept = [];
+    evt.formData.forEach(function (value, name) { if (value !== "") kept.push([name, value]); });
+    Array.from(new Set(Array.from(evt.formData.keys()))).forEach(function (name) { evt.formData.delete(name); });
+    kept.forEach(function (pair) { evt.formData.append(pair[0], pair[1]); });
+  });
+
+  // Back to a filtered list shows the filters of its URL, not what was ticked before leaving it
+  // (the browser would restore the form as it was left).
+  window.addEventListener("pageshow", function () {
+    document.querySelectorAll("form[data-run-filters]").forEach(function (form) { form.reset(); });
+  });
+
   // The header checkbox selects every row of its table (rows pushed later arrive unselected).
   document.addEventListener("change", function (evt) {
     var all = evt.target;

@@ -11,6 +11,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -54,6 +55,8 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
             except RequestDataTooBig:
                 limit = human_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
                 return error_response(413, f"Request body is too large: the limit is {limit}")
+            except (OperationalError, InterfaceError) as exc:
+                return database_unavailable(request, exc)
             except Exception:
                 log.exception("API request %s %s failed", request.method, request.path)
                 return error_response(500, "Something went wrong")
@@ -61,6 +64,21 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
         return csrf_exempt(login_not_required(wrapper))
 
     return decorate
+
+
+DATABASE_RETRY_AFTER = 5  # seconds
+
+
+def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponseBase:
+    """503 while PostgreSQL cannot be reached (down, restarting, out of connections).
+
+    The SDK retries 5xx, so a restart of the database costs callers a delay, not an error.
+    Nothing was created: the trigger's transaction could not commit.
+    """
+    log.warning("API request %s %s: database unavailable: %s", request.method, request.path, exc)
+    response = error_response(503, "The database is unavailable; retry in a few seconds")
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
 
 
 def read_body(request: HttpRequest, limit: int | None = None, too_large: str = "") -> bytes:

@@ -47,14 +47,22 @@ class Command(BaseCommand):
         listener = self._listen()
         while not stopping:
             self._tick()
-            self._wait(listener)
-        listener.close()
+            listener = self._wait(listener)
+        if listener is not None:
+            listener.close()
         log.info("engine stopped")
 
-    def _listen(self) -> psycopg.Connection[Any]:
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        """A connection LISTENing for wake-ups; None while the database cannot be reached
+        (the engine then polls, and listens again once it can)."""
         params = connection.get_connection_params()
-        conn = psycopg.connect(**params, autocommit=True)
-        conn.execute(f"LISTEN {ENGINE_CHANNEL}")
+        params.setdefault("connect_timeout", 5)
+        try:
+            conn = psycopg.connect(**params, autocommit=True)
+            conn.execute(f"LISTEN {ENGINE_CHANNEL}")
+        except psycopg.Error as exc:
+            log.warning("engine cannot LISTEN for wake-ups (%s); polling meanwhile", exc)
+            return None
         return conn
 
     def _tick(self) -> None:
@@ -67,11 +75,20 @@ class Command(BaseCommand):
             connection.close()
             time.sleep(1)
 
-    def _wait(self, listener: psycopg.Connection[Any]) -> None:
-        try:
-            ready, _, _ = select.select([listener.fileno()], [], [], settings.RUNYARD_ENGINE_POLL_INTERVAL)
-            if ready:
-                for _ in listener.notifies(timeout=0):
-                    pass
-        except (psycopg.Error, OSError, ValueError):
-            time.sleep(settings.RUNYARD_ENGINE_POLL_INTERVAL)
+    def _wait(self, listener: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
+        """Sleep until a wake-up or the poll interval; returns the listener to use next.
+
+        A listener whose connection broke (the database restarted) is replaced: without
+        that, the engine would never hear NOTIFY again and only poll.
+        """
+        if listener is not None:
+            try:
+                ready, _, _ = select.select([listener.fileno()], [], [], settings.RUNYARD_ENGINE_POLL_INTERVAL)
+                if ready:
+                    for _ in listener.notifies(timeout=0):
+                        pass
+                return listener
+            except (psycopg.Error, OSError, ValueError):
+                listener.close()
+        time.sleep(settings.RUNYARD_ENGINE_POLL_INTERVAL)
+        return self._listen()

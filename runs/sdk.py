@@ -21,6 +21,7 @@ Options take the wire protocol's camelCase keys or snake_case.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -124,8 +125,14 @@ def remote_client() -> Client | None:
         return _configured
     url, key = os.environ.get("RUNYARD_API_URL"), os.environ.get("RUNYARD_SECRET_KEY")
     if url and key:
-        return Client(api_url=url, secret_key=key)
+        return _client_for(url, key)
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _client_for(url: str, key: str) -> Client:
+    """One client (one pool of connections) per URL and key the environment names."""
+    return Client(api_url=url, secret_key=key)
 
 
 def _remote(env: str | None) -> Client | None:

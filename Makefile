@@ -12,7 +12,7 @@ TEST_VAR ?= $(CURDIR)/var/test
 STOP_SERVERS := $(PY) -W ignore -c "import pathlib, sys; from dashboard import embedded; embedded.stop_all(pathlib.Path(sys.argv[1]))"
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint fmt deps node-deps chromium clean
+.PHONY: run test lint fmt deps node-deps chromium clean bench
 
 run: deps
 	$(PY) manage.py up
@@ -24,6 +24,12 @@ test: deps node-deps chromium
 	$(BIN)/mypy .; \
 	$(PY) manage.py makemigrations --check --dry-run; \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Every benchmark, then docs/performance.md rewritten (bench/; about 15 minutes on 2 cores).
+BENCH_VAR ?= $(CURDIR)/var/bench
+bench: deps
+	export RUNYARD_VAR=$(BENCH_VAR); trap '$(STOP_SERVERS) $(BENCH_VAR)' EXIT; \
+	$(PY) -m bench $(BENCH_ARGS)
 
 lint: deps
 	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \

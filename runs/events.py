@@ -6,9 +6,11 @@ and reordering are harmless.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
 
@@ -17,6 +19,9 @@ log = logging.getLogger(__name__)
 ENGINE_CHANNEL = "runyard_engine"
 # Ids in one runs.changed message: well under channels-redis's message size, one frame per batch.
 RUNS_PER_MESSAGE = 1000
+SEND_TIMEOUT = 10.0  # seconds a publish may take before it is given up (and logged)
+_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop) of _loop()
+_publisher_lock = threading.Lock()
 
 
 def env_group(environment_id: int) -> str:
@@ -41,9 +46,27 @@ def _send(environment_id: int, message: dict[str, object]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(env_group(environment_id), message)
+        sending = asyncio.run_coroutine_threadsafe(layer.group_send(env_group(environment_id), message), _loop())
+        sending.result(timeout=SEND_TIMEOUT)
     except Exception:
         log.warning("could not publish %s", message["type"], exc_info=True)
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """This process's publishing loop, in a thread of its own.
+
+    async_to_sync outside an event loop makes a new loop, and channels-redis a new connection,
+    for every message: about 10 ms each, which made the engine's and the worker's transitions
+    slow (docs/performance.md). One loop per process keeps one connection; a forked Celery pool
+    process starts its own.
+    """
+    global _publisher
+    with _publisher_lock:
+        if _publisher is None or _publisher[0] != os.getpid():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, daemon=True, name="runyard-publish").start()
+            _publisher = (os.getpid(), loop)
+        return _publisher[1]
 
 
 def wake_engine() -> None:

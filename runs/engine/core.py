@@ -152,10 +152,14 @@ def bulk_transition(
         RunEvent(run=run, at=now, from_status=frm, to_status=to_status, actor=actor, reason=reason)
         for run, frm in moved
     )
+    changed: dict[int, list[str]] = {}
     for run, _ in moved:
-        events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)
+        changed.setdefault(run.environment_id, []).append(run.id)
         if to_status in FINAL_STATUSES:
             _wake_parents(run, now)
+    # One message per environment: a message per run made promoting 10,000 due runs take seconds.
+    for environment_id, run_ids in changed.items():
+        events.publish_runs_changed(environment_id=environment_id, run_ids=run_ids)
     if moved and to_status == RunStatus.QUEUED:
         events.wake_engine()
     return len(moved)

@@ -1,0 +1,58 @@
+"""`python -m bench`: run every benchmark and rewrite docs/performance.md.
+
+python -m bench                 the full run (takes about 15 minutes on 2 cores)
+python -m bench --quick         small sizes, to check the benchmarks themselves
+python -m bench --only trigger,batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+os.environ["DJANGO_SETTINGS_MODULE"] = "bench.settings"
+# Benchmarks keep their own embedded PostgreSQL and Redis, apart from `make run`'s and the tests'.
+os.environ.setdefault("RUNYARD_VAR", str(BASE_DIR / "var" / "bench"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes; does not write docs/performance.md")
+    parser.add_argument("--only", default="", help="comma-separated keys; does not write docs/performance.md")
+    parser.add_argument("--out", type=Path, help="write the report here (default: docs/performance.md on a full run)")
+    args = parser.parse_args(argv)
+
+    import django
+
+    django.setup()
+    from bench import runner
+    from bench.context import FULL, QUICK
+
+    keys = [key.strip() for key in args.only.split(",") if key.strip()] or list(runner.BENCHMARKS)
+    unknown = sorted(set(keys) - set(runner.BENCHMARKS))
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(runner.BENCHMARKS)}")
+    out = args.out
+    if out is None and not args.quick and not args.only:
+        out = BASE_DIR / "docs" / "performance.md"
+    command = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
+    started = time.monotonic()
+    try:
+        text, ok = runner.run(keys, QUICK if args.quick else FULL, command=command, quick=args.quick)
+    except Exception:  # noqa: BLE001 - a broken run is reported and exits non-zero
+        traceback.print_exc()
+        return 2
+    print(text)
+    if out is not None:
+        out.write_text(text)
+        print(f"\nwrote {out} in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

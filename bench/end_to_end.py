@@ -1,0 +1,115 @@
+"""3. End to end: no-op runs triggered through Runyard and executed by the Celery worker, against
+the same no-op as a plain Celery task on the same queue, broker and worker."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from bench import stack
+from bench.context import Context
+from bench.report import Figure
+from bench.tasks import PLAIN_DONE_KEY
+from runs import engine, registry
+from runs.models import Environment
+
+KEY = "e2e"
+TASK = "bench-noop"
+CHUNK = 1000  # runs per trigger_batch: the engine's bulk insert path
+POLL = 0.05
+
+
+def trigger_runs(count: int, options: engine.TriggerOptions | None = None) -> None:
+    """Trigger `count` bench-noop runs in-process, a batch of up to 1,000 at a time."""
+    environment = Environment.objects.get(slug="dev")
+    options = options or engine.TriggerOptions()
+    for start in range(0, count, CHUNK):
+        entries = [
+            engine.BatchEntry(TASK, '{"n":1}', "application/json", options) for _ in range(min(CHUNK, count - start))
+        ]
+        engine.trigger_batch(environment=environment, entries=entries, actor="bench")
+
+
+def count_status(bench: stack.Stack, *statuses: str) -> int:
+    with bench.db() as conn:
+        row = conn.execute("SELECT count(*) FROM runs_run WHERE status = ANY(%s)", (list(statuses),)).fetchone()
+        return int(row[0]) if row else 0
+
+
+def runyard_round(bench: stack.Stack, count: int, timeout: float) -> float:
+    """Seconds from the first trigger until `count` more runs are COMPLETED in the ledger."""
+    before = count_status(bench, "COMPLETED")
+    began = time.perf_counter()
+    trigger_runs(count)
+    deadline = began + timeout
+    with bench.db() as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'COMPLETED'),"
+                " count(*) FILTER (WHERE status IN ('FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'EXPIRED')) FROM runs_run"
+            ).fetchone()
+            assert row is not None
+            if row[1]:
+                raise stack.BenchError(f"{row[1]} bench-noop runs did not complete; see {bench.log_dir}")
+            if row[0] >= before + count:
+                return time.perf_counter() - began
+            if time.perf_counter() > deadline:
+                raise stack.BenchError(f"only {row[0] - before} of {count} runs completed in {timeout:g}s")
+            time.sleep(POLL)
+
+
+def plain_round(bench: stack.Stack, count: int, timeout: float) -> float:
+    """Seconds from the first send until `count` plain Celery no-ops have run."""
+    from dashboard.celery import app
+
+    client = bench.redis()
+    client.delete(PLAIN_DONE_KEY)
+    queue = registry.celery_queue(registry.DEFAULT_MACHINE)  # where the engine sends bench-noop runs
+    began = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for _ in range(count):
+            app.send_task("bench.plain_noop", queue=queue, producer=producer)
+    deadline = began + timeout
+    while int(client.get(PLAIN_DONE_KEY) or 0) < count:
+        if time.perf_counter() > deadline:
+            raise stack.BenchError(f"only {client.get(PLAIN_DONE_KEY)!r} of {count} plain tasks ran in {timeout:g}s")
+        time.sleep(POLL)
+    return time.perf_counter() - began
+
+
+def run(ctx: Context) -> list[Figure]:
+    sizes = ctx.sizes
+    count = sizes.e2e_runs
+    timeout = max(60.0, count / 5)
+    with stack.stack(KEY, ctx.template, ctx.log_dir) as bench:
+        bench.start("engine", "worker")
+        runyard_round(bench, min(count, 50), timeout)  # warm-up: imports, connections
+        plain_round(bench, min(count, 50), timeout)
+        plains: list[float] = []
+        runyards: list[float] = []
+        for i in range(sizes.e2e_rounds):
+            steps = [(plain_round, plains), (runyard_round, runyards)]
+            for measure, results in steps if i % 2 == 0 else steps[::-1]:
+                results.append(measure(bench, count, timeout))
+    base = count / statistics.median(plains)
+    got = count / statistics.median(runyards)
+    ratio = got / base
+    return [
+        Figure(
+            key=KEY,
+            title="No-op runs completed end to end",
+            measured=f"{got:.0f} runs/s",
+            baseline=f"{base:.0f} tasks/s (plain Celery task)",
+            ratio=f"{ratio:.2f}x",
+            target=">= 0.50x",
+            passed=ratio >= 0.5,
+            details=[
+                f"{count:,} no-ops per round, {sizes.e2e_rounds} rounds of each, alternating; medians;"
+                " one worker, `--concurrency=2` (prefork), the queue runyard.small-1x, one engine",
+                "Runyard: engine.trigger_batch in-process (1,000 runs per batch) until all COMPLETED in the ledger, s: "
+                + ", ".join(f"{s:.2f}" for s in runyards),
+                "plain: send_task of bench.plain_noop (INCR of a Redis key) until the counter reaches the count, s: "
+                + ", ".join(f"{s:.2f}" for s in plains),
+            ],
+        )
+    ]

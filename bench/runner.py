@@ -1,0 +1,64 @@
+"""Runs benchmarks in order and renders their figures (a benchmark that breaks is a FAIL row)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from django.conf import settings
+
+from bench import report, stack
+from bench.context import Context, Sizes
+
+# key -> module with run(ctx) -> list[Figure]; in the order they run.
+BENCHMARKS = {
+    "trigger": "bench.trigger_api",
+    "batch": "bench.batch",
+    "e2e": "bench.end_to_end",
+    "time": "bench.timing",
+    "realtime": "bench.realtime",
+    "memory": "bench.memory",
+    "dashboard": "bench.dashboard",
+}
+
+
+def benchmark(key: str) -> Callable[[Context], list[report.Figure]]:
+    run: Callable[[Context], list[report.Figure]] = importlib.import_module(BENCHMARKS[key]).run
+    return run
+
+
+def context(sizes: Sizes) -> Context:
+    log_dir = settings.VAR_DIR / "logs" / "bench"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    template = stack.prepare_template(log_dir)
+    return Context(sizes=sizes, api_key=template.api_key, log_dir=log_dir, template=template)
+
+
+def run(keys: list[str], sizes: Sizes, *, command: str, quick: bool) -> tuple[str, bool]:
+    """Run the benchmarks `keys`; returns the report and whether every target was met."""
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    ctx = context(sizes)
+    figures: list[report.Figure] = []
+    for key in keys:
+        began = time.monotonic()
+        print(f"bench: {key} ...", file=sys.stderr, flush=True)
+        try:
+            figures += benchmark(key)(ctx)
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark is a FAIL row, the others still run
+            traceback.print_exc()
+            figures.append(report.Figure(key, "(benchmark failed)", f"error: {exc}", "-", "-", "-", False, [repr(exc)]))
+        print(f"bench: {key} took {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
+    stack.drop_database(stack.TEMPLATE)
+    machine = report.Machine.here(postgres=postgres_version())
+    text = report.render(figures, machine, command, quick, load)
+    return text, all(fig.passed for fig in figures)
+
+
+def postgres_version() -> str:
+    with stack.admin_connection() as conn:
+        row = conn.execute("SHOW server_version").fetchone()
+    return str(row[0]).split()[0] if row else "?"

@@ -1,0 +1,32 @@
+"""The no-op of the end-to-end benchmark, as a Runyard task and as a plain Celery task.
+
+Workers load this module with RUNYARD_TASK_MODULES=example_tasks,bench.tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from runs.registry import task
+
+PLAIN_DONE_KEY = "bench:plain-noop:done"
+_redis: Any = None
+
+
+@task(id="bench-noop")
+def bench_noop(payload: Any) -> None:
+    return None
+
+
+@shared_task(name="bench.plain_noop", acks_late=True, ignore_result=True)
+def plain_noop() -> None:
+    """The same no-op; counts itself done in Redis (the plain task has no ledger)."""
+    global _redis
+    if _redis is None:
+        import redis
+
+        _redis = redis.Redis.from_url(settings.REDIS_URL)
+    _redis.incr(PLAIN_DONE_KEY)

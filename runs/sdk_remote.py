@@ -161,7 +161,9 @@ class RemoteTasks:
 
     def trigger(self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None) -> TriggerHandle:
         """POST /api/v1/tasks/{taskId}/trigger, as the official SDK sends it."""
-        body = {"payload": encode_payload(payload), "options": trigger_options(options, payload)}
+        body: dict[str, Any] = {"options": trigger_options(options, payload)}
+        if (encoded := encode_payload(payload)) is not None:  # absent, as the official SDK sends none
+            body["payload"] = encoded
         path = f"/api/v1/tasks/{quote(task_id, safe='')}/trigger"
         answer = self.client.post_json(path, body, request_key=True)
         return TriggerHandle(id=answer["id"], is_cached=bool(answer.get("isCached", False)))

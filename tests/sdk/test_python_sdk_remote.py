@@ -63,6 +63,12 @@ def test_trigger_and_retrieve_a_run_the_worker_completes(client: Client, tag: st
 
 
 @pytest.mark.e2e
+def test_a_run_without_a_payload_has_none(client: Client) -> None:
+    handle = client.tasks.trigger("hello-world", options={"delay": "1h"})
+    assert client.runs.retrieve(handle.id).payload is None
+
+
+@pytest.mark.e2e
 def test_idempotency_keys_are_hashed_like_the_official_sdk(client: Client, live_stack: LiveStack, tag: str) -> None:
     options = {"idempotencyKey": f"{tag}-key", "delay": "1h"}
     first = client.tasks.trigger("hello-world", {"n": 1}, options)

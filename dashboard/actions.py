@@ -35,6 +35,7 @@ from runs.states import LABELS, RunStatus, is_final
 
 PREVIEW_CAP = 10_000  # "all matching" counts stop here: never an unbounded COUNT(*) in a request
 PREVIEW_SHOWN = 5  # runs listed in a bulk preview
+BULK_IDS_SHOWN = 10  # selected run ids linked from a bulk action's page
 SCOPES = ("selected", "matching")
 BULK_COLOURS = {"PENDING": "grey", "RUNNING": "blue", "COMPLETED": "green", "FAILED": "red"}
 
@@ -280,7 +281,9 @@ def bulk_detail(request: HtmxHttpRequest, bulk_id: str) -> HttpResponse:
     bulk = BulkAction.objects.select_related("environment").filter(pk=bulk_id).first()
     if bulk is None:
         raise Http404(f"No bulk action {bulk_id}")
-    context = {"environment": bulk.environment, **bulk_context(bulk)}
+    shown = bulk.run_ids[:BULK_IDS_SHOWN]
+    context = {"environment": bulk.environment, "shown_ids": shown, "more_ids": len(bulk.run_ids) - len(shown)}
+    context |= bulk_context(bulk)
     template = "dashboard/partials/bulk_progress.html" if request.htmx else "dashboard/bulk.html"
     return render(request, template, context)
 

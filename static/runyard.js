@@ -158,7 +158,25 @@
     if (evt.target.matches && evt.target.matches("input[name='runs'][form='bulk-form']")) countSelected();
   });
   document.addEventListener("DOMContentLoaded", countSelected);
-  document.addEventListener("htmx:wsAfterMessage", countSelected);
+
+  // A live push replaces rows (a status changed): keep the ticks of the rows it re-renders.
+  var ticked = null;
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    ticked = {};
+    document.querySelectorAll("input[name='runs'][form='bulk-form']:checked").forEach(function (box) {
+      ticked[box.value] = true;
+    });
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    document.querySelectorAll("input[name='runs'][form='bulk-form']").forEach(function (box) {
+      if (ticked && ticked[box.value] && !box.checked) {
+        box.checked = true;
+        box.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    });
+    ticked = null;
+    countSelected();
+  });
 })();
 
 /* Manual trigger form (templates/dashboard/task.html): live JSON validity feedback, and the

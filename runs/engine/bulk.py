@@ -11,6 +11,7 @@ constant at any size, and other engine work runs between chunks.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +30,7 @@ from runs.states import is_final
 log = logging.getLogger(__name__)
 
 CHUNK = 200  # runs per chunk: one transaction of at most this many cancels or replays
+CHUNK_SECONDS = 1.0  # and about this long, so a busy database does not hold up the engine's other work
 ACTIONS = ("cancel", "replay")
 MAX_SELECTED = 1000  # runs selected by id; larger sets are given as filters
 OPEN = [BulkActionStatus.PENDING, BulkActionStatus.RUNNING]
@@ -74,7 +76,8 @@ def create_bulk_action(
 
 
 def work_bulk_actions(*, now: datetime) -> int:
-    """One chunk of the oldest open bulk action; returns how many runs it visited."""
+    """One chunk of the oldest open bulk action (at most CHUNK runs and about CHUNK_SECONDS);
+    returns how many runs it visited."""
     with transaction.atomic():
         bulk = (
             BulkAction.objects.select_for_update(skip_locked=True)
@@ -96,11 +99,15 @@ def work_bulk_actions(*, now: datetime) -> int:
             .order_by("created_at", "id")
             .values_list("id", "created_at", "status")[:CHUNK]
         )
-        for run_id, _, status in rows:
+        deadline = time.monotonic() + CHUNK_SECONDS
+        visited = 0
+        for run_id, created_at, status in rows:
             apply(bulk, run_id, status, now)
-        if rows:
-            bulk.cursor = format_cursor(rows[-1][1], rows[-1][0])
-        if len(rows) < CHUNK:
+            visited += 1
+            bulk.cursor = format_cursor(created_at, run_id)
+            if time.monotonic() > deadline:
+                break  # the rest of the chunk waits for the next tick: other engine work comes first
+        if visited == len(rows) < CHUNK:
             # The count at the start was a forecast: runs may leave the filters (a status filter)
             # before they are reached. Done means every run still in scope was visited.
             bulk.status, bulk.finished_at, bulk.total = BulkActionStatus.COMPLETED, now, bulk.processed
@@ -108,7 +115,7 @@ def work_bulk_actions(*, now: datetime) -> int:
         else:
             events.wake_engine()  # more to do: the next tick comes at once, not after the poll interval
         bulk.save(update_fields=sorted(fields))
-    return len(rows)
+    return visited
 
 
 def apply(bulk: BulkAction, run_id: str, status: str, now: datetime) -> None:

@@ -79,6 +79,16 @@ def test_two_thousand_runs_are_visited_in_chunks_with_counts(dev: Environment) -
     assert not Run.objects.exclude(status__in=FINAL_STATUSES).exists()
 
 
+def test_a_chunk_stops_at_its_time_budget_and_the_next_tick_goes_on(dev: Environment, monkeypatch: Any) -> None:
+    monkeypatch.setattr(bulk_engine, "CHUNK_SECONDS", 0)  # a database so busy that every run takes too long
+    runs = [factories.run("hello-world") for _ in range(3)]
+    action = bulk(dev, filters={"task": ["hello-world"]})
+    assert drain() == [1, 1, 1]  # one run per tick, never none; the last tick sees the end
+    action.refresh_from_db()
+    assert (action.status, action.processed, action.succeeded) == ("COMPLETED", 3, 3)
+    assert all(Run.objects.get(pk=run.id).status == RunStatus.CANCELED for run in runs)
+
+
 def test_canceled_runs_say_who_why_and_which_bulk_action(dev: Environment) -> None:
     run = factories.run("hello-world")
     action = bulk(dev, run_ids=[run.id])

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from dashboard.management import launcher
+from example_tasks import hello_world
 from runs import ratelimit, sdk
 from runs.sdk import (
     ApiConnectionError,
@@ -304,7 +305,6 @@ def test_configure_wins_over_the_environment(live_stack: LiveStack, monkeypatch:
 def mode(request: pytest.FixtureRequest) -> Iterator[str]:
     """The module functions of runs.sdk, in-process (test database) or remote (live stack)."""
     if request.param == "in-process":
-        request.getfixturevalue("db")
         factories.environment("dev")
         factories.task_definition("hello-world")
         factories.task_definition("hello-world-2")
@@ -338,9 +338,11 @@ def scenario(tag: str) -> dict[str, Any]:
             {"id": "hello-world-2", "payload": "b", "options": {"delay": "1h", "tags": [tag]}},
         ]
     )
-    seen["batches"] = (one_task.run_count, several.run_count, [runs.retrieve(i).payload for i in several.run_ids])
+    by_task = batch.trigger_by_task([{"task": hello_world, "payload": "c", "options": {"delay": "1h", "tags": [tag]}}])
+    payloads = [runs.retrieve(i).payload for i in [*several.run_ids, *by_task.run_ids]]
+    seen["batches"] = (one_task.run_count, several.run_count, by_task.run_count, payloads)
     listed = runs.list(tag=tag, limit=2)
-    all_ids = {handle.id, *one_task.run_ids, *several.run_ids}
+    all_ids = {handle.id, *one_task.run_ids, *several.run_ids, *by_task.run_ids}
     seen["list"] = ([len(page.runs) for page in listed.pages()], {run.id for run in listed} == all_ids)
     seen["list_filtered"] = len(list(runs.list(tag=[tag], task_identifier="hello-world-2", status="DELAYED")))
     moved = runs.reschedule(handle.id, "2h")
@@ -369,13 +371,14 @@ def error_name(call: Any) -> str:
     return "nothing raised"
 
 
+@pytest.mark.django_db  # the in-process mode's database (the remote mode leaves it alone)
 def test_the_same_scenario_gives_the_same_results_in_both_modes(mode: str, tag: str) -> None:
     tag_seen = scenario(tag)
     assert tag_seen == {
         "cached": (False, True, True),
         "retrieve": ("DELAYED", {"n": 1}, sorted([tag, "b"]), {"m": 1}, f"{tag}-key", True),
-        "batches": (3, 2, ["a", "b"]),
-        "list": ([2, 2, 2], True),
+        "batches": (3, 2, 1, ["a", "b", "c"]),
+        "list": ([2, 2, 2, 1], True),
         "list_filtered": 1,
         "reschedule": ("DELAYED", True),
         "replay": ("DELAYED", {"n": 3}, sorted([tag, "replayed"]), {"m": 1}),

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from bench import stack
 from bench.context import Context
-from bench.end_to_end import TASK, trigger_runs
+from bench.end_to_end import TASK, count_status, trigger_runs
 from bench.loadgen import percentile
 from bench.report import Figure
 from bench.trigger_api import pretend_worker
@@ -97,6 +97,8 @@ def run(ctx: Context) -> list[Figure]:
         pretend_worker()  # bench-noop runs are QUEUED and admitted, as if a worker served them
         bench.start("engine")
         inserted, first, last = delayed_all_queued(bench, sizes.delayed_runs)
+        # The engine admits the promoted runs for a while: expiry is timed once it is idle again.
+        bench.wait_for(lambda: count_status(bench, "QUEUED") == 0, "the promoted runs to be admitted", 300)
         expiries = expiry_latencies(bench, sizes.ttl_runs, sizes.time_spread)
     spread = sizes.time_spread
     with stack.stack(f"{KEY}_start", ctx.template, ctx.log_dir) as bench:

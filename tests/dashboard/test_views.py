@@ -706,6 +706,7 @@ def test_the_run_pages_children_cannot_be_selected(browser: Client) -> None:
     child = factories.run(parent_run_id=parent.id)
     html = browser.get(f"/runs/{parent.id}/").content.decode()
     assert f'<tr id="run-{child.id}">' in html
+    assert f'<td class="cell-task" data-child title="A child run of {parent.id}">' in html
     assert 'name="runs"' not in html and "data-select-all" not in html
     assert 'colspan="12"' not in html
 

@@ -10,12 +10,17 @@ from django.http import JsonResponse
 
 
 class ApiError(Exception):
-    """Ends an API request with `{"error": message}` and the given status."""
+    """Ends an API request with `{"error": message}` and the given status.
 
-    def __init__(self, status: int, message: str) -> None:
+    `param` names the request field at fault, when there is one: the body then carries it as
+    `"param"` (the official SDK copies it onto its error; the Python SDK's ValidationError.field).
+    """
+
+    def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.message, self.param = status, message, param
 
 
-def error_response(status: int, message: str) -> JsonResponse:
-    return JsonResponse({"error": message}, status=status)
+def error_response(status: int, message: str, param: str | None = None) -> JsonResponse:
+    body = {"error": message} if param is None else {"error": message, "param": param}
+    return JsonResponse(body, status=status)

@@ -51,7 +51,7 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
                     cast(ApiRequest, request).api_key = authenticate_request(request)
                 return view(request, *args, **kwargs)
             except ApiError as exc:
-                return error_response(exc.status, exc.message)
+                return error_response(exc.status, exc.message, exc.param)
             except RequestDataTooBig:
                 limit = human_size(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
                 return error_response(413, f"Request body is too large: the limit is {limit}")

@@ -156,7 +156,10 @@ TRIGGER_OPTIONS: dict[str, Any] = {
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
-        "properties": {"error": {"type": "string", "description": "What went wrong, naming the field and the rule"}},
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong, naming the field and the rule"},
+            "param": {"type": "string", "description": "The request field at fault, when there is one"},
+        },
         "required": ["error"],
     },
     "RunStatus": {"type": "string", "enum": list(RunStatus.values)},

@@ -32,7 +32,7 @@ def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
         options = parse_trigger_options(body.get("options"), now=now)
         task_id = parse_task_id(task_id)
     except OptionError as exc:
-        raise ApiError(exc.status, exc.message) from exc
+        raise ApiError(exc.status, exc.message, exc.field) from exc
     environment = request.api_key.environment
     payload, payload_type = packets.accept_payload(body.get("payload"), options.raw.get("payloadType"), environment)
     result = engine.trigger(
@@ -83,7 +83,7 @@ def reschedule_run(request: ApiRequest, run_id: str) -> JsonResponse:
         delay_until = parse_delay(body.get("delay"), timezone.now())
         engine.reschedule_run(run_id=run.id, delay_until=delay_until, actor=actor(request.api_key))
     except OptionError as exc:
-        raise ApiError(400, f"Invalid delay: {body.get('delay')!r}") from exc
+        raise ApiError(400, f"Invalid delay: {body.get('delay')!r}", "delay") from exc
     except engine.EngineError as exc:
         raise ApiError(400, str(exc)) from exc
     return JsonResponse(_run_body(request, run_id))
@@ -124,14 +124,14 @@ def replay_run(request: ApiRequest, run_id: str) -> JsonResponse:
     body = read_json_object(request, settings.RUNYARD_MAX_PAYLOAD_BYTES, packets.payload_too_large())
     original = _run_of(request, run_id)
     if unknown := sorted(set(body) - set(REPLAY_KEYS)):
-        raise ApiError(400, f"Unknown replay option: {unknown[0]}")
+        raise ApiError(400, f"Unknown replay option: {unknown[0]}", unknown[0])
     given = {key: value for key, value in body.items() if value is not None}
     now = timezone.now()
     try:
         # The payload is not an option: it would be kept with the options (Run.options).
         options = parse_trigger_options({k: v for k, v in given.items() if k != "payload"}, now=now)
     except OptionError as exc:
-        raise ApiError(exc.status, exc.message) from exc
+        raise ApiError(exc.status, exc.message, exc.field) from exc
     run = engine.replay_run(
         run_id=original.id,
         actor=actor(request.api_key),

@@ -177,7 +177,7 @@ def test_unknown_runs_are_not_found(client: Client) -> None:
 def test_bad_input_is_a_validation_error(client: Client) -> None:
     with pytest.raises(ValidationError, match="machine") as caught:
         client.tasks.trigger("hello-world", {}, {"machine": "huge"})
-    assert caught.value.http_status in (400, 422)
+    assert caught.value.http_status in (400, 422) and caught.value.field == "machine"  # the body's "param"
     with pytest.raises(ValidationError, match="status"):
         list(client.runs.list(status="SLEEPING"))
     with pytest.raises(ValidationError, match=r"item 1|index 1"):
@@ -360,6 +360,10 @@ def scenario(tag: str) -> dict[str, Any]:
         error_name(lambda: list(runs.list(status="SLEEPING"))),
         error_name(lambda: tasks.batch_trigger("hello-world", [])),
     ]
+    try:
+        runs.replay(handle.id, delay="yesterday")
+    except ValidationError as exc:
+        seen["fields"] = exc.field
     return seen
 
 
@@ -383,6 +387,7 @@ def test_the_same_scenario_gives_the_same_results_in_both_modes(mode: str, tag: 
         "reschedule": ("DELAYED", True),
         "replay": ("DELAYED", {"n": 3}, sorted([tag, "replayed"]), {"m": 1}),
         "cancel": ("CANCELED", True, True, True),
+        "fields": "delay",
         "errors": [
             "RunStateError",
             "NotFoundError",

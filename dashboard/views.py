@@ -6,6 +6,7 @@ The same partials serve the first render, the htmx response and the websocket pu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,6 +35,8 @@ from runs.models import Batch, Environment, Queue, Run
 from runs.states import ACTIVE_STATUSES, LABELS, RunStatus, is_final
 
 PAGE_SIZE = 25
+SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")
+RUN_ID_RE = re.compile(r"^[0-9a-z_]{1,64}$")
 DEFAULT_ENVIRONMENT = "dev"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CHILDREN_SHOWN = 50  # child runs listed on a run page; more are reached through their batch
@@ -235,6 +238,8 @@ def queue_reason(run: Run) -> dict[str, Any]:
 def current_environment(request: HttpRequest) -> Environment:
     """The environment named by ?env=, else the session's, else dev; remembered in the session."""
     slug = request.GET.get("env") or request.session.get("env") or DEFAULT_ENVIRONMENT
+    if not SLUG_RE.match(slug):
+        slug = DEFAULT_ENVIRONMENT  # no environment could have it (and PostgreSQL refuses NUL)
     environment = Environment.objects.filter(slug=slug).first()
     if environment is None:
         environment = Environment.objects.filter(slug=DEFAULT_ENVIRONMENT).first()
@@ -320,7 +325,7 @@ def parse_cursor(value: str | None) -> Cursor | None:
     """`<microseconds since epoch>.<run id>`; anything else is ignored (first page)."""
     micros, _, run_id = (value or "").partition(".")
     at = from_micros(micros)
-    return (at, run_id) if at is not None and run_id else None
+    return (at, run_id) if at is not None and RUN_ID_RE.match(run_id) else None
 
 
 def live_query(page: Page, params: list[tuple[str, str]], now: datetime | None = None) -> str:

@@ -715,3 +715,23 @@ def test_an_empty_filtered_list_says_no_run_matches(browser: Client) -> None:
     factories.run()
     html = browser.get("/runs/?task=nothing-like-this").content.decode()
     assert "No runs match these filters." in html and row_ids(html) == []
+
+
+@pytest.mark.parametrize(
+    ("query", "shown"),
+    [
+        ("env=%00", True),
+        ("after=1.%00", True),
+        ("before=1.run%00", True),
+        ("task=%00", True),
+        ("from=%00", True),
+        ("status=%00", True),
+        ("period=%00", True),
+        ("tag=" + "x" * 5000, False),  # cut to 256 characters: no run has it
+    ],
+)
+def test_junk_in_the_runs_lists_query_never_gives_a_500(browser: Client, query: str, shown: bool) -> None:
+    run = factories.run()
+    response = browser.get(f"/runs/?{query}")
+    assert response.status_code == 200
+    assert row_ids(response.content.decode()) == ([run.id] if shown else [])

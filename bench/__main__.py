@@ -3,6 +3,7 @@
 python -m bench                 the full run (takes about 15 minutes on 2 cores)
 python -m bench --quick         small sizes, to check the benchmarks themselves
 python -m bench --only trigger,batch
+python -m bench --render        the last run's figures again, with bench/findings.py as it is now
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes; does not write docs/performance.md")
     parser.add_argument("--only", default="", help="comma-separated keys; does not write docs/performance.md")
     parser.add_argument("--out", type=Path, help="write the report here (default: docs/performance.md on a full run)")
+    parser.add_argument(
+        "--render", action="store_true", help="write the last run's report again (after editing bench/findings.py)"
+    )
     args = parser.parse_args(argv)
 
     import django
@@ -40,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     if out is None and not args.quick and not args.only:
         out = BASE_DIR / "docs" / "performance.md"
+    if args.render:
+        text = runner.render_last()
+        (out or BASE_DIR / "docs" / "performance.md").write_text(text)
+        return 0
     command = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     started = time.monotonic()
     try:

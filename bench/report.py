@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psutil
 
@@ -44,7 +46,31 @@ class Machine:
         )
 
 
-def render(figures: list[Figure], machine: Machine, command: str, quick: bool, load: str) -> str:
+@dataclass
+class Run:
+    """Everything one `python -m bench` measured, kept so the report can be written again."""
+
+    figures: list[Figure]
+    machine: Machine
+    command: str
+    quick: bool
+    load: str
+
+    def save(self, path: Path) -> None:
+        data = asdict(self)
+        data["machine"]["when"] = self.machine.when.isoformat()
+        path.write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def read(cls, path: Path) -> Run:
+        data = json.loads(path.read_text())
+        machine = Machine(**{**data["machine"], "when": datetime.fromisoformat(data["machine"]["when"])})
+        figures = [Figure(**fig) for fig in data["figures"]]
+        return cls(figures, machine, data["command"], data["quick"], data["load"])
+
+
+def render(run: Run) -> str:
+    figures, machine, command, quick, load = run.figures, run.machine, run.command, run.quick, run.load
     lines = [
         "# Performance",
         "",

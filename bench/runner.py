@@ -14,6 +14,7 @@ from django.conf import settings
 from bench import report, stack
 from bench.context import Context, Sizes
 
+LAST_RUN = "bench-last-run.json"  # the figures of the last run, under RUNYARD_VAR
 # key -> module with run(ctx) -> list[Figure]; in the order they run.
 BENCHMARKS = {
     "trigger": "bench.trigger_api",
@@ -54,8 +55,14 @@ def run(keys: list[str], sizes: Sizes, *, command: str, quick: bool) -> tuple[st
         print(f"bench: {key} took {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
     stack.drop_database(stack.TEMPLATE)
     machine = report.Machine.here(postgres=postgres_version())
-    text = report.render(figures, machine, command, quick, load)
-    return text, all(fig.passed for fig in figures)
+    measured = report.Run(figures=figures, machine=machine, command=command, quick=quick, load=load)
+    measured.save(settings.VAR_DIR / LAST_RUN)
+    return report.render(measured), all(fig.passed for fig in figures)
+
+
+def render_last() -> str:
+    """The report of the last run again (after editing bench/findings.py), without measuring."""
+    return report.render(report.Run.read(settings.VAR_DIR / LAST_RUN))
 
 
 def postgres_version() -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -53,6 +54,11 @@ RECONCILE_INTERVAL = 5.0
 RESUBSCRIBE_INTERVAL = 3600.0
 # Clocks of the web, worker and engine machines may differ a little: catch up generously.
 CLOCK_SKEW = timedelta(seconds=5)
+# Every socket of a page renders the same rows when a run changes, one after the other on
+# channels' database thread: with 100 browsers open that took seconds (docs/performance.md).
+# Rows of the same runs in the same state are rendered once and shared for a moment.
+RENDER_REUSE = 1.0  # seconds a rendered frame is reused for runs that have not changed since
+_rendered: dict[tuple[object, ...], tuple[float, str]] = {}
 
 
 class CoalescingConsumer(AsyncWebsocketConsumer):
@@ -258,11 +264,7 @@ class RunsConsumer(CoalescingConsumer):
     @staticmethod
     def render_rows(created: list[Run], updated: list[Run]) -> list[str]:
         created.sort(key=lambda run: (run.created_at, run.id), reverse=True)
-        template = "dashboard/partials/runs_push.html"
-        return [
-            render_to_string(template, {"created": created}) if created else "",
-            render_to_string(template, {"updated": updated}) if updated else "",
-        ]
+        return [render_push("created", created) if created else "", render_push("updated", updated) if updated else ""]
 
 
 class BatchConsumer(RunsConsumer):
@@ -347,3 +349,18 @@ class RunConsumer(CoalescingConsumer):
             return ""
         context = {**run_panel_context(run), **roles(self.scope.get("user")), "oob": True}
         return render_to_string("dashboard/partials/run_panel.html", context)
+
+
+def render_push(kind: str, runs: list[Run]) -> str:
+    """partials/runs_push.html for `created` or `updated` rows (the same runs in the same state
+    within RENDER_REUSE seconds get the same frame)."""
+    key = (kind, *((run.id, run.updated_at, run.status) for run in runs))
+    now = time.monotonic()
+    hit = _rendered.get(key)
+    if hit is not None and now - hit[0] < RENDER_REUSE:
+        return hit[1]
+    html = render_to_string("dashboard/partials/runs_push.html", {kind: runs})
+    if len(_rendered) > 1000:
+        _rendered.clear()
+    _rendered[key] = (now, html)
+    return html

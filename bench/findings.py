@@ -78,8 +78,8 @@ FINDINGS = """
 Profiled with py-spy (`py-spy record -p <pid> --subprocesses -f raw`) on the web process, the
 worker and its pool, and the engine, and with cProfile on the trigger view in-process.
 
-**Changed** (runs/events.py, runs/engine/scheduler.py, runs/engine/core.py, dashboard/consumers.py;
-their tests pass):
+**Changed** (runs/events.py, runs/engine/scheduler.py, runs/engine/core.py, runs/engine/execution.py,
+dashboard/consumers.py; their tests pass):
 
 - *Publishing a change cost about 10 ms.* `runs.events._send` called
   `async_to_sync(layer.group_send)` from threads without an event loop (the worker, the engine,
@@ -122,9 +122,10 @@ their tests pass):
   round trips in the worker (start_attempt: lock, update, timeline event, attempt upsert inside a
   savepoint, publish; complete_attempt: actor lookup, lock, update, event, parent check, NOTIFY,
   attempt update) plus admission by the engine. The worker's pool processes spend most of their
-  time waiting on PostgreSQL. Remedies: create the attempt row instead of update_or_create when
-  not resuming, fold the actor lookup into the row lock, skip the parent check for runs without a
-  parent; beyond that, fewer transitions per attempt.
+  time waiting on PostgreSQL. Changed: a new attempt's row is created with one INSERT instead of
+  update_or_create (a savepoint, a locking SELECT and an INSERT; runs/engine/execution.py).
+  Remaining remedies: fold the actor lookup into the row lock, skip the waitpoint lookup for runs
+  without a parent; beyond that, fewer transitions (and so fewer timeline rows) per attempt.
 - *Start on time.* A run starts when a worker slot is free: a burst of due runs queues behind the
   worker's throughput (see End to end), and a due delay waits up to one poll interval (0.5 s).
 - *Realtime, remaining.* Each socket still runs its own query for the changed rows on channels'

@@ -43,6 +43,12 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
         )
         if run is None:
             return None
+        if not resumed:
+            # A new attempt number, counted up in this transaction: no row has it yet. One INSERT
+            # instead of a savepoint, a locking SELECT and an INSERT (the worker's hot path).
+            return RunAttempt.objects.create(
+                run=run, number=run.attempt_count, status=RunStatus.EXECUTING, worker=worker, started_at=now
+            )
         attempt, _ = RunAttempt.objects.update_or_create(
             run=run,
             number=run.attempt_count,

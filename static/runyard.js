@@ -321,10 +321,10 @@
   document.addEventListener("change", function (evt) {
     var all = evt.target;
     if (!all.matches || !all.matches("input[data-select-all]")) return;
-    var table = all.closest("table");
-    table.querySelectorAll("tbody input[type=checkbox][name=runs]").forEach(function (box) {
-      if (box.checked !== all.checked) {
-        box.checked = all.checked;
+    var on = all.checked;  // each row's change event below recomputes the header: read it once
+    all.closest("table").querySelectorAll("tbody input[type=checkbox][name=runs]").forEach(function (box) {
+      if (box.checked !== on) {
+        box.checked = on;
         box.dispatchEvent(new Event("change", { bubbles: true }));
       }
     });

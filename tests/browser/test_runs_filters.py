@@ -53,6 +53,10 @@ def test_status_and_task_filters_live_in_the_url_and_back_restores_them(logged_i
     base = f"{live_stack.base_url}/runs/?env=dev&tag={tag}"
     page.goto(base)
     assert set(rows(page)) == {finished, delayed, delayed_sleep}
+    page.get_by_label("Select all runs on this page").check()  # the hook of the bulk actions
+    expect(page.locator("#runs-body input[name=runs]:checked")).to_have_count(3)
+    page.get_by_label(f"Select {delayed}").uncheck()
+    expect(page.get_by_label("Select all runs on this page")).not_to_be_checked()
 
     tick(page, "status", "Delayed")
     tick(page, "task", "hello-world")

@@ -57,11 +57,11 @@ for a page of 25 runs, in bursts 50 times a second; each client counts the frame
 in each whole second.
 """,
     "memory": """
-Web, worker and engine on a fresh database. Worker: in-process triggers of bench-noop runs, the
-worker's RSS (psutil: the Celery main process plus its prefork pool) read once the warm-up runs
-have all completed and again after all of them. Web: daphne's RSS after the warm-up requests and
-after all of them; the requests cycle through a trigger of a task no worker serves, the logged-in
-runs list page and `GET /api/v3/runs/{id}`.
+Web, worker and engine on a fresh database; the runs and the requests go on at the same time.
+Worker: in-process triggers of bench-noop runs, the worker's RSS (psutil: the Celery main process
+plus its prefork pool) read once the warm-up runs have all completed and again after all of them.
+Web: daphne's RSS after the warm-up requests and after all of them; the requests cycle through a
+trigger of a task no worker serves, the logged-in runs list page and `GET /api/v3/runs/{id}`.
 """,
     "dashboard": """
 One database filled by bench/fill.py (COPY; realistic statuses, 20 tasks, tags `customer-<n>` so

@@ -53,10 +53,10 @@ def run(keys: list[str], sizes: Sizes, *, command: str, quick: bool) -> tuple[st
             traceback.print_exc()
             figures.append(report.Figure(key, "(benchmark failed)", f"error: {exc}", "-", "-", "-", False, [repr(exc)]))
         print(f"bench: {key} took {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
+        # Saved after each benchmark: an interrupted run can still be rendered (--render).
+        measured = report.Run(figures, report.Machine.here(postgres_version()), command, quick, load)
+        measured.save(settings.VAR_DIR / LAST_RUN)
     stack.drop_database(stack.TEMPLATE)
-    machine = report.Machine.here(postgres=postgres_version())
-    measured = report.Run(figures=figures, machine=machine, command=command, quick=quick, load=load)
-    measured.save(settings.VAR_DIR / LAST_RUN)
     return report.render(measured), all(fig.passed for fig in figures)
 
 

@@ -23,13 +23,13 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from dashboard import action_forms as forms
 from dashboard.audit import actor, audit
-from dashboard.filters import RunFilters
 from dashboard.permissions import OPERATE, can_view_payload, require, roles
 from dashboard.views import HtmxHttpRequest, current_environment, with_relations
 from runs import registry
 from runs.engine import EngineError, replay_run, reschedule_run
 from runs.engine.actions import start_now, try_cancel_run
 from runs.engine.bulk import ACTIONS, MAX_SELECTED, create_bulk_action
+from runs.filters import RunFilters
 from runs.models import BulkAction, BulkActionStatus, Environment, Run
 from runs.states import LABELS, RunStatus, is_final
 

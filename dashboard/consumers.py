@@ -29,7 +29,6 @@ from django.db.models import Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.filters import RunFilters
 from dashboard.permissions import roles
 from dashboard.views import (
     PAGE_SIZE,
@@ -41,6 +40,7 @@ from dashboard.views import (
     with_relations,
 )
 from runs.events import env_group
+from runs.filters import RunFilters
 from runs.models import Batch, Environment, Run
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,7 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
 class RunsConsumer(CoalescingConsumer):
     """`/ws/runs/?env=<slug>&<filters>`: rows of the runs list of one environment.
 
-    Query: the list's filters (dashboard.filters.RunFilters, parsed exactly as the page parses
+    Query: the list's filters (runs.filters.RunFilters, parsed exactly as the page parses
     them); `newest`/`oldest` are the cursors of the first and last row on screen (changes to
     runs outside that window are not sent); `prepend=1` on the first page puts new runs on top.
 

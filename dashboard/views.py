@@ -19,7 +19,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
-from dashboard.filters import (
+from dashboard.permissions import roles
+from runs import registry
+from runs.engine.waiting import open_children
+from runs.filters import (
     SINGLE,
     RunFilters,
     period_choices,
@@ -28,9 +31,6 @@ from dashboard.filters import (
     status_choices,
     task_choices,
 )
-from dashboard.permissions import roles
-from runs import registry
-from runs.engine.waiting import open_children
 from runs.models import Batch, Environment, Queue, Run
 from runs.states import ACTIVE_STATUSES, LABELS, RunStatus, is_final
 

@@ -221,6 +221,18 @@ class Run(models.Model):
             models.Index(fields=["environment", "-created_at", "-id"], name="run_env_created"),
             models.Index(fields=["environment", "status", "-created_at"], name="run_env_status"),
             models.Index(fields=["environment", "task_identifier", "-created_at"], name="run_env_task"),
+            # Runs list filters (runs.filters) on any status: queue, and the idempotency key as given.
+            models.Index(fields=["environment", "queue", "-created_at"], name="run_env_queue"),
+            models.Index(
+                fields=["environment", "idempotency_key_user"],
+                name="run_env_idempotency",
+                condition=~Q(idempotency_key_user=""),
+            ),
+            models.Index(
+                fields=["environment", "idempotency_key"],
+                name="run_env_idempotency_hash",
+                condition=Q(idempotency_key__isnull=False),
+            ),
             GinIndex(fields=["tags"], name="run_tags"),
             models.Index(
                 fields=["environment", "queue", "concurrency_key", "available_at"],
@@ -437,7 +449,7 @@ class BulkAction(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     username = models.CharField(max_length=150)
     action = models.CharField(max_length=16)  # "cancel" or "replay"
-    # Either explicit run ids or the runs list's query string (see dashboard.filters).
+    # Either explicit run ids or the runs list's query string (see runs.filters).
     run_ids = ArrayField(models.CharField(max_length=32), default=list, blank=True)
     filters = models.JSONField(default=dict, blank=True)
     reason = models.CharField(max_length=512)

@@ -93,91 +93,6 @@
     });
   }, 1000);
 })();
-/* --- run actions and bulk actions (dashboard.actions) ------------------------------------ */
-(function () {
-  "use strict";
-
-  // A 422 brings the form back with its errors next to the inputs: swap it in like a success.
-  document.addEventListener("htmx:beforeSwap", function (evt) {
-    if (evt.detail.xhr && evt.detail.xhr.status === 422) {
-      evt.detail.shouldSwap = true;
-      evt.detail.isError = false;
-    }
-  });
-
-  function within(root, selector) {
-    var found = root.matches && root.matches(selector) ? [root] : [];
-    return found.concat(Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll(selector) : []));
-  }
-
-  // An action's form arrives as a <dialog> appended to <body>: open it as a modal (focus moves
-  // in, Escape closes it) and drop it once closed, so the next one starts fresh.
-  document.addEventListener("htmx:load", function (evt) {
-    within(evt.detail.elt, "dialog[data-action-dialog]").forEach(function (dialog) {
-      if (dialog.open) return;
-      document.querySelectorAll("dialog[data-action-dialog]").forEach(function (other) {
-        if (other !== dialog) other.remove();
-      });
-      dialog.addEventListener("close", function () { dialog.remove(); });
-      dialog.showModal();
-    });
-    // A form swapped back with errors: put the cursor on the first wrong input.
-    within(evt.detail.elt, "#action-form").forEach(function (form) {
-      var wrong = form.querySelector("[aria-invalid='true']");
-      if (wrong) wrong.focus();
-    });
-  });
-
-  // In a dialog, "Back" closes it; on the form's own page it is a plain link to the run.
-  document.addEventListener("click", function (evt) {
-    var link = evt.target.closest && evt.target.closest("[data-close-dialog]");
-    var dialog = link && link.closest("dialog");
-    if (dialog) {
-      evt.preventDefault();
-      dialog.close();
-    }
-  });
-
-  // Typing a delay or picking a time chooses that option of the reschedule form.
-  function chooseWhen(evt) {
-    var input = evt.target.closest && evt.target.closest("[data-when]");
-    var radio = input && document.getElementById("when-" + input.getAttribute("data-when"));
-    if (radio) radio.checked = true;
-  }
-  document.addEventListener("input", chooseWhen);
-  document.addEventListener("focusin", chooseWhen);
-
-  // The bulk bar says how many runs are ticked in the table.
-  function countSelected() {
-    var label = document.querySelector("#bulk-form [data-bulk-count]");
-    if (!label) return;
-    var n = document.querySelectorAll("input[name='runs'][form='bulk-form']:checked").length;
-    label.textContent = n ? n + " selected" : "Selected runs";
-  }
-  document.addEventListener("change", function (evt) {
-    if (evt.target.matches && evt.target.matches("input[name='runs'][form='bulk-form']")) countSelected();
-  });
-  document.addEventListener("DOMContentLoaded", countSelected);
-
-  // A live push replaces rows (a status changed): keep the ticks of the rows it re-renders.
-  var ticked = null;
-  document.addEventListener("htmx:wsBeforeMessage", function () {
-    ticked = {};
-    document.querySelectorAll("input[name='runs'][form='bulk-form']:checked").forEach(function (box) {
-      ticked[box.value] = true;
-    });
-  });
-  document.addEventListener("htmx:wsAfterMessage", function () {
-    document.querySelectorAll("input[name='runs'][form='bulk-form']").forEach(function (box) {
-      if (ticked && ticked[box.value] && !box.checked) {
-        box.checked = true;
-        box.dispatchEvent(new Event("change", { bubbles: true }));
-      }
-    });
-    ticked = null;
-    countSelected();
-  });
-})();
 
 /* Manual trigger form (templates/dashboard/task.html): live JSON validity feedback, and the
    typed fields and the JSON editor kept in step when switching between them. The server
@@ -340,5 +255,91 @@
     var checked = table.querySelectorAll("tbody input[type=checkbox][name=runs]:checked").length;
     all.checked = checked > 0 && checked === boxes.length;
     all.indeterminate = checked > 0 && checked < boxes.length;
+  });
+})();
+
+/* --- run actions and bulk actions (dashboard.actions) ------------------------------------ */
+(function () {
+  "use strict";
+
+  // A 422 brings the form back with its errors next to the inputs: swap it in like a success.
+  document.addEventListener("htmx:beforeSwap", function (evt) {
+    if (evt.detail.xhr && evt.detail.xhr.status === 422) {
+      evt.detail.shouldSwap = true;
+      evt.detail.isError = false;
+    }
+  });
+
+  function within(root, selector) {
+    var found = root.matches && root.matches(selector) ? [root] : [];
+    return found.concat(Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll(selector) : []));
+  }
+
+  // An action's form arrives as a <dialog> appended to <body>: open it as a modal (focus moves
+  // in, Escape closes it) and drop it once closed, so the next one starts fresh.
+  document.addEventListener("htmx:load", function (evt) {
+    within(evt.detail.elt, "dialog[data-action-dialog]").forEach(function (dialog) {
+      if (dialog.open) return;
+      document.querySelectorAll("dialog[data-action-dialog]").forEach(function (other) {
+        if (other !== dialog) other.remove();
+      });
+      dialog.addEventListener("close", function () { dialog.remove(); });
+      dialog.showModal();
+    });
+    // A form swapped back with errors: put the cursor on the first wrong input.
+    within(evt.detail.elt, "#action-form").forEach(function (form) {
+      var wrong = form.querySelector("[aria-invalid='true']");
+      if (wrong) wrong.focus();
+    });
+  });
+
+  // In a dialog, "Back" closes it; on the form's own page it is a plain link to the run.
+  document.addEventListener("click", function (evt) {
+    var link = evt.target.closest && evt.target.closest("[data-close-dialog]");
+    var dialog = link && link.closest("dialog");
+    if (dialog) {
+      evt.preventDefault();
+      dialog.close();
+    }
+  });
+
+  // Typing a delay or picking a time chooses that option of the reschedule form.
+  function chooseWhen(evt) {
+    var input = evt.target.closest && evt.target.closest("[data-when]");
+    var radio = input && document.getElementById("when-" + input.getAttribute("data-when"));
+    if (radio) radio.checked = true;
+  }
+  document.addEventListener("input", chooseWhen);
+  document.addEventListener("focusin", chooseWhen);
+
+  // The bulk bar says how many runs are ticked in the table.
+  function countSelected() {
+    var label = document.querySelector("#bulk-form [data-bulk-count]");
+    if (!label) return;
+    var n = document.querySelectorAll("input[name='runs'][form='bulk-form']:checked").length;
+    label.textContent = n ? n + " selected" : "Selected runs";
+  }
+  document.addEventListener("change", function (evt) {
+    if (evt.target.matches && evt.target.matches("input[name='runs'][form='bulk-form']")) countSelected();
+  });
+  document.addEventListener("DOMContentLoaded", countSelected);
+
+  // A live push replaces rows (a status changed): keep the ticks of the rows it re-renders.
+  var ticked = null;
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    ticked = {};
+    document.querySelectorAll("input[name='runs'][form='bulk-form']:checked").forEach(function (box) {
+      ticked[box.value] = true;
+    });
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    document.querySelectorAll("input[name='runs'][form='bulk-form']").forEach(function (box) {
+      if (ticked && ticked[box.value] && !box.checked) {
+        box.checked = true;
+        box.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    });
+    ticked = null;
+    countSelected();
   });
 })();

@@ -18,7 +18,6 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 from runs import events
 from runs.engine.actions import replay_run, try_cancel_run
@@ -34,10 +33,6 @@ CHUNK_SECONDS = 1.0  # and about this long, so a busy database does not hold up 
 ACTIONS = ("cancel", "replay")
 MAX_SELECTED = 1000  # runs selected by id; larger sets are given as filters
 OPEN = [BulkActionStatus.PENDING, BulkActionStatus.RUNNING]
-# The runs list's filter grammar decides what "matching" means for the page, its websocket and
-# bulk actions alike. It lives with the list (dashboard.filters) and is loaded by name so that
-# runs/ does not import dashboard/: it only reads the query-string shape BulkAction.filters holds.
-RUN_FILTERS = "dashboard.filters.RunFilters"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -157,9 +152,9 @@ def in_scope(bulk: BulkAction) -> QuerySet[Run]:
 
 def filters_q(filters: dict[str, Any], at: datetime) -> Q:
     """The runs list's filters (as RunFilters.as_dict() stored them), a period counted back from `at`."""
-    run_filters = import_string(RUN_FILTERS)
-    q: Q = run_filters.from_query(filters, at).q()
-    return q
+    from runs.filters import RunFilters  # the filters build on runs.options, which builds on the engine
+
+    return RunFilters.from_query(filters, at).q()
 
 
 def after(cursor: str) -> Q:

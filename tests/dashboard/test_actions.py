@@ -17,9 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from dashboard import actions
-from dashboard.filters import RunFilters
 from runs import engine
 from runs.engine.bulk import work_bulk_actions
+from runs.filters import RunFilters
 from runs.models import AuditEntry, BulkAction, Environment, Run, RunEvent
 from runs.states import RunStatus
 from tests import factories

@@ -1,4 +1,4 @@
-"""The runs list's filters (dashboard.filters.RunFilters): parsing, errors, and the runs each one selects."""
+"""The runs list's filters (runs.filters.RunFilters): parsing, errors, and the runs each one selects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 from django.http import QueryDict
 from django.utils import timezone
 
-from dashboard.filters import (
+from runs import engine
+from runs.filters import (
     PERIODS,
     RunFilters,
     parse_when,
@@ -17,7 +18,6 @@ from dashboard.filters import (
     status_choices,
     task_choices,
 )
-from runs import engine
 from runs.models import Environment, Run
 from runs.states import COLOURS, LABELS, RunStatus
 from tests import factories

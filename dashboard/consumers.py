@@ -315,7 +315,8 @@ class RunConsumer(CoalescingConsumer):
 
     The panel also shows the run's parent, root and children. The engine publishes per run, so
     this joins the run's environment group and re-renders when a message names the run or one
-    of those relatives (children are recognised by their parent_id, once per flush).
+    of those relatives (children and replays are recognised by their parent_id and replayed_from_id,
+    once per flush).
     """
 
     async def subscribe(self) -> str | None:
@@ -329,11 +330,15 @@ class RunConsumer(CoalescingConsumer):
         return env_group(environment_id)
 
     def related(self) -> QuerySet[Run]:
-        return Run.objects.filter(Q(pk__in=self.relatives) | Q(parent_id=self.run_id))
+        return Run.objects.filter(Q(pk__in=self.relatives) | self.descendants())
+
+    def descendants(self) -> Q:
+        """Runs that name this one: its children and its replays."""
+        return Q(parent_id=self.run_id) | Q(replayed_from_id=self.run_id)
 
     def render(self, batch: dict[str, bool]) -> list[str]:
         named = not self.relatives.isdisjoint(batch)
-        if not named and not Run.objects.filter(pk__in=list(batch), parent_id=self.run_id).exists():
+        if not named and not Run.objects.filter(self.descendants(), pk__in=list(batch)).exists():
             return []
         return [self.render_panel()]
 

@@ -40,6 +40,7 @@ RUN_ID_RE = re.compile(r"^[0-9a-z_]{1,64}$")
 DEFAULT_ENVIRONMENT = "dev"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CHILDREN_SHOWN = 50  # child runs listed on a run page; more are reached through their batch
+REPLAYS_SHOWN = 10  # newest replays of a run linked from its page
 WAITING_SHOWN = 10  # open children linked from a waiting run's explanation
 MATCHED_SHOWN = 10  # runs a batch's items matched by key, linked from the batch page
 
@@ -169,6 +170,7 @@ def run_panel_context(run: Run, now: datetime | None = None) -> dict[str, Any]:
         "children": children[:CHILDREN_SHOWN],
         "children_total": run.children.count() if len(children) > CHILDREN_SHOWN else len(children),
         "child_batches": list(run.child_batches.order_by("created_at", "id")),
+        "replays": list(run.replays.order_by("-created_at", "-id")[:REPLAYS_SHOWN]),
         "why": not_running_reason(run, now),
     }
 

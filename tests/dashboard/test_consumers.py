@@ -319,6 +319,19 @@ async def test_a_childs_change_re_renders_its_parents_panel(user: User, connecte
     assert f'<tr id="run-{newborn.id}">' in await communicator.receive_from(timeout=2)
 
 
+async def test_a_replay_shows_live_on_its_originals_page(user: User, connected: list) -> None:
+    from runs import engine
+
+    original = await make_run()
+    communicator = await connect(f"/ws/runs/{original.id}/", user, connected)
+    replay = await database_sync_to_async(engine.replay_run)(
+        run_id=original.id, actor="user:test", options=engine.TriggerOptions()
+    )
+    message = await communicator.receive_from(timeout=2)
+    replays = message.split("<dt>Replays</dt>", 1)[1].split("</dd>", 1)[0]
+    assert f'href="/runs/{replay.id}/"' in replays
+
+
 async def test_a_parents_change_re_renders_its_childs_panel(user: User, connected: list) -> None:
     parent = await make_run("fan-out")
     child = await make_run(parent_run_id=parent.id)

@@ -427,7 +427,9 @@ def test_run_page_shows_parent_root_batch_replay_and_children(browser: Client) -
     assert f'href="/runs/{parent.id}/"' in related.split("<dt>Root</dt>")[0]
     assert f'href="/runs/{root.id}/"' in related.split("<dt>Root</dt>")[1].split("</dd>")[0]
     assert f'href="/batches/{batch.id}/"' in related.split("<dt>Batch</dt>")[1].split("</dd>")[0]
-    assert f'href="/runs/{root.id}/"' in related.split("<dt>Replayed from</dt>")[1]
+    assert f'href="/runs/{root.id}/"' in related.split("<dt>Replayed from</dt>")[1].split("</dd>")[0]
+    root_related = section(browser.get(f"/runs/{root.id}/").content.decode(), "run-related-title")
+    assert f'href="/runs/{kids[1].id}/"' in root_related.split("<dt>Replays</dt>")[1].split("</dd>")[0]
     assert "run-children-title" not in child_html
 
 
@@ -571,7 +573,7 @@ def test_batch_items_that_matched_existing_runs_are_linked_not_counted(browser: 
 
 
 def test_each_filter_narrows_the_list(browser: Client) -> None:
-    from tests.dashboard.test_filters import CASES, make_zoo, query_for
+    from tests.runs.test_filters import CASES, make_zoo, query_for
 
     zoo = make_zoo()
     for case in CASES:

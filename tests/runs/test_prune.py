@@ -201,7 +201,7 @@ def test_each_batch_takes_row_locks_only(dev: Environment, clock: time_machine.T
 
     def after_delete(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         result = execute(sql, params, many, context)
-        if sql.lstrip().startswith("DELETE FROM runs_run"):
+        if sql.lstrip().startswith(("DELETE FROM runs_run", "WITH doomed")):
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT mode FROM pg_locks WHERE pid = pg_backend_pid() AND relation = 'runs_run'::regclass"

@@ -100,11 +100,14 @@ def _delete_batch(environment: int, status: str, cutoff: datetime, batch_size: i
         "limit": batch_size,
     }
     with transaction.atomic(), connection.cursor() as cursor:
+        # The candidates are picked once (a MATERIALIZED CTE): as a plain IN (subquery) the planner
+        # may run the LIMIT subquery more than once and delete more than a batch.
         # Foreign keys are checked at commit (Django makes them DEFERRABLE INITIALLY DEFERRED),
         # so the runs go first and the rows hanging off them follow in the same transaction.
         cursor.execute(
             f"""
-            DELETE FROM {RUN} WHERE id IN ({_candidates("LIMIT %(limit)s FOR UPDATE OF r SKIP LOCKED")})
+            WITH doomed AS MATERIALIZED ({_candidates("LIMIT %(limit)s FOR UPDATE OF r SKIP LOCKED")})
+            DELETE FROM {RUN} WHERE id IN (SELECT id FROM doomed)
             RETURNING id, environment_id,
                 CASE WHEN payload_type = %(store)s THEN payload END,
                 CASE WHEN output_type = %(store)s THEN output END

@@ -25,7 +25,7 @@ test: deps node-deps chromium
 	$(PY) manage.py makemigrations --check --dry-run; \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Every benchmark, then docs/performance.md rewritten (bench/; about 15 minutes on 2 cores).
+# Every benchmark, then docs/performance.md rewritten (bench/; 15 to 30 minutes on 2 cores).
 BENCH_VAR ?= $(CURDIR)/var/bench
 bench: deps
 	export RUNYARD_VAR=$(BENCH_VAR); trap '$(STOP_SERVERS) $(BENCH_VAR)' EXIT; \

@@ -1,6 +1,6 @@
 """`python -m bench`: run every benchmark and rewrite docs/performance.md.
 
-python -m bench                 the full run (takes about 15 minutes on 2 cores)
+python -m bench                 the full run (15 to 30 minutes on 2 cores)
 python -m bench --quick         small sizes, to check the benchmarks themselves
 python -m bench --only trigger,batch
 python -m bench --render        the last run's figures again, with bench/findings.py as it is now
@@ -9,6 +9,7 @@ python -m bench --render        the last run's figures again, with bench/finding
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes; does not write docs/performance.md")
     parser.add_argument("--only", default="", help="comma-separated keys; does not write docs/performance.md")
     parser.add_argument("--out", type=Path, help="write the report here (default: docs/performance.md on a full run)")
+    parser.add_argument("--memory", type=int, help="runs and requests of the memory benchmark (default 10,000)")
     parser.add_argument(
         "--render", action="store_true", help="write the last run's report again (after editing bench/findings.py)"
     )
@@ -51,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     started = time.monotonic()
     try:
-        text, ok = runner.run(keys, QUICK if args.quick else FULL, command=command, quick=args.quick)
+        sizes = QUICK if args.quick else FULL
+        if args.memory:
+            sizes = dataclasses.replace(sizes, memory_runs=args.memory, memory_requests=args.memory)
+            command += f" --memory {args.memory}"
+        text, ok = runner.run(keys, sizes, command=command, quick=args.quick)
     except Exception:  # noqa: BLE001 - a broken run is reported and exits non-zero
         traceback.print_exc()
         return 2

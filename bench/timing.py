@@ -35,11 +35,15 @@ def delayed_all_queued(bench: stack.Stack, count: int) -> tuple[float, float, fl
 def _wait_promoted(bench: stack.Stack) -> tuple[float, float]:
     with bench.db() as conn:
         due = conn.execute(
-            "UPDATE runs_run SET delay_until = date_trunc('second', now()) + interval '2 seconds'"
+            # Far enough ahead that the UPDATE of every row has committed before they are due
+            # (now() is when the statement began): 2 s was not, on a busy machine.
+            "UPDATE runs_run SET delay_until = date_trunc('second', now()) + interval '6 seconds'"
             " WHERE status = 'DELAYED' RETURNING delay_until"
         ).fetchone()
         assert due is not None
         due_at = due[0].timestamp()
+        if time.time() > due_at:
+            raise stack.BenchError("the runs were due before the UPDATE making them due had committed")
         first = None
         while True:
             left = conn.execute("SELECT count(*) FROM runs_run WHERE status = 'DELAYED'").fetchone()[0]  # type: ignore[index]

@@ -68,6 +68,13 @@ def settled(seen: dict[str, tuple[str, bool]]) -> bool:
     return all(status in FINAL_STATUSES or later for status, later in seen.values())
 
 
+class Timeline(list[Event]):
+    """A run's events, shown one per line in an assertion message."""
+
+    def __repr__(self) -> str:
+        return "\n" + "\n".join(f"  {at.isoformat()} {frm or '-'} -> {to}" for _, at, frm, to in self)
+
+
 def timelines(stack: LiveStack, run_ids: list[str]) -> dict[str, list[Event]]:
     with stack.db() as conn:
         rows = conn.execute(
@@ -147,12 +154,15 @@ def test_limits_timelines_and_single_completion_hold_under_load(live_stack: Live
     assert counts["COMPLETED"] > len(run_ids) // 3, counts  # it did run the load
     chains = timelines(live_stack, run_ids)
     assert set(chains) == set(run_ids)
-    for run_id, chain in chains.items():
+    for run_id, events in chains.items():
+        chain = Timeline(events)
         assert chain[0][2] == "", chain
         for (_, _, _, previous), (_, _, frm, to) in itertools.pairwise(chain):
             assert frm == previous, chain
             assert frm == to or can_transition(frm, to), chain
-        assert chain[-1][3] == final[run_id][0], chain
+        status, delayed_later = final[run_id]
+        if not delayed_later:  # a run still delayed when the load settled may have started since
+            assert chain[-1][3] == status, chain
         assert sum(1 for *_, to in chain if to == "COMPLETED") <= 1, chain
     for (queue, key), peak in peaks(live_stack, chains).items():
         assert peak <= LIMITS[queue], f"{peak} runs active at once in {queue}/{key!r}, limit {LIMITS[queue]}"

@@ -76,9 +76,12 @@ class Timeline(list[Event]):
 
 
 def timelines(stack: LiveStack, run_ids: list[str]) -> dict[str, list[Event]]:
+    """Each run's events in the order they were written (a run's events are written under its row
+    lock, so their ids follow causality; `at` is each engine's tick clock and two engines' ticks
+    overlap: an admission stamped by one tick can carry an earlier time than the promotion before it)."""
     with stack.db() as conn:
         rows = conn.execute(
-            "SELECT run_id, at, from_status, to_status FROM runs_runevent WHERE run_id = ANY(%s) ORDER BY at, id",
+            "SELECT run_id, at, from_status, to_status FROM runs_runevent WHERE run_id = ANY(%s) ORDER BY id",
             (run_ids,),
         ).fetchall()
     chains: dict[str, list[Event]] = defaultdict(list)

@@ -12,6 +12,17 @@
     });
   }
 
+  // Pages that poll instead of holding a socket (queues, workers: dashboard.ops_views) mark
+  // their indicator `data-polling`: it says whether the last poll got through.
+  function setPolling(ok) {
+    document.querySelectorAll(".live-indicator[data-polling]").forEach(function (el) {
+      el.dataset.state = ok ? "live" : "reconnecting";
+      el.textContent = ok ? "Live" : "Reconnecting…";
+    });
+  }
+  document.addEventListener("htmx:afterRequest", function (evt) { setPolling(evt.detail.successful); });
+  document.addEventListener("htmx:sendError", function () { setPolling(false); });
+
   document.addEventListener("htmx:wsOpen", function () {
     setLive("live", "Live");
   });

@@ -214,6 +214,14 @@ def test_empty_queues_page_says_how_queues_appear(browser: Client, dev: Environm
     assert "No queues in Development yet" in html and "make run" in html
 
 
+@pytest.mark.parametrize("path", ["/queues/", "/workers/"])
+def test_polling_pages_have_a_plain_title_and_a_polling_indicator(browser: Client, dev: Environment, path: str) -> None:
+    html = browser.get(path).content.decode()
+    title = html.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert title.endswith("· Development · Runyard") and "<" not in title
+    assert '<span class="live-indicator" data-polling' in html
+
+
 @pytest.mark.parametrize("query", ["?open=" + "x" * 5000, "?q=%00", "?env=nowhere", "?open=&open=a&q=" + "é" * 400])
 def test_odd_query_strings_never_fail(browser: Client, busy: dict[str, Run], query: str) -> None:
     assert browser.get("/queues/" + query).status_code == 200

@@ -81,6 +81,44 @@
     sortRows();
   }
 
+  // A live push replaces whole fragments (a row, the run panel): the keyboard focus must
+  // survive it (a focused "Cancel run…" link replaced under the user would swallow their
+  // Enter). htmx keeps focus only for its own swaps; the ws extension swaps out of band
+  // without it. Ticked rows are kept further down, with the bulk bar.
+  function focusKey(el) {
+    if (!el || el === document.body || !el.tagName) return null;
+    if (el.id) return "#" + CSS.escape(el.id);
+    var tag = el.tagName.toLowerCase();
+    if (el.getAttribute("href")) return tag + '[href="' + CSS.escape(el.getAttribute("href")) + '"]';
+    if (el.name) return tag + '[name="' + CSS.escape(el.name) + '"][value="' + CSS.escape(el.value || "") + '"]';
+    return null;
+  }
+
+  var kept = null;
+  document.addEventListener("htmx:wsBeforeMessage", function () {
+    var active = document.activeElement;
+    kept = {
+      focus: active,
+      key: focusKey(active),
+      start: active && "selectionStart" in active ? active.selectionStart : null,
+      end: active && "selectionEnd" in active ? active.selectionEnd : null,
+    };
+  });
+
+  function restoreFocus() {
+    if (!kept) return;
+    var was = kept;
+    kept = null;
+    if (!was.key || document.body.contains(was.focus)) return;
+    var again = document.querySelector(was.key);
+    if (!again) return;
+    again.focus({ preventScroll: true });
+    if (was.start !== null && again.setSelectionRange) {
+      try { again.setSelectionRange(was.start, was.end); } catch (err) { /* not a text field */ }
+    }
+  }
+
+  document.addEventListener("htmx:wsAfterMessage", restoreFocus);
   document.addEventListener("htmx:wsAfterMessage", tidyRows);
   document.addEventListener("htmx:oobAfterSwap", dropDuplicateRows);
 

@@ -52,6 +52,39 @@ def test_cancel_a_run_from_its_page_with_a_reason_using_the_keyboard(logged_in: 
     assert live_stack.run(run_id)["status"] == "CANCELED"
 
 
+def test_a_live_update_keeps_the_keyboard_focus_on_the_run_page(logged_in: Page, live_stack: LiveStack) -> None:
+    page = logged_in
+    run_id = live_stack.trigger("sleep", {"seconds": 1}, delay="1h")
+    page.goto(f"{live_stack.base_url}/runs/{run_id}/")
+    expect(page.locator(".live-indicator")).to_have_text("Live", timeout=TIMEOUT)
+    page.get_by_role("link", name="Replay…").focus()
+
+    response = live_stack.api("POST", f"/api/v1/runs/{run_id}/reschedule", {"delay": "2h"})
+    assert response.status_code == 200, response.text
+    timeline = page.locator("table.timeline tbody tr")
+    expect(timeline.last).to_contain_text("rescheduled to", timeout=TIMEOUT)  # the panel was re-rendered
+    expect(page.get_by_role("link", name="Replay…")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog")).to_be_visible()
+
+
+def test_a_live_update_keeps_ticked_rows_ticked(logged_in: Page, live_stack: LiveStack) -> None:
+    page = logged_in
+    tag = f"tick-{secrets.token_hex(3)}"
+    run_ids = [live_stack.trigger("sleep", {"seconds": 1}, delay="1h", tags=[tag]) for _ in range(2)]
+    page.goto(f"{live_stack.base_url}/runs/?tag={tag}")
+    expect(page.locator(".live-indicator")).to_have_text("Live", timeout=TIMEOUT)
+    page.get_by_label(f"Select {run_ids[0]}").check()
+    expect(page.locator("[data-bulk-count]")).to_have_text("1 selected")
+
+    response = live_stack.api("POST", f"/api/v2/runs/{run_ids[0]}/cancel")
+    assert response.status_code == 200, response.text
+    expect(page.locator("#runs-body tr[id]", has_text=run_ids[0])).to_contain_text("Canceled", timeout=TIMEOUT)
+    expect(page.get_by_label(f"Select {run_ids[0]}")).to_be_checked()
+    expect(page.get_by_label(f"Select {run_ids[1]}")).not_to_be_checked()
+    expect(page.locator("[data-bulk-count]")).to_have_text("1 selected")
+
+
 def test_escape_closes_the_dialog_and_changes_nothing(logged_in: Page, live_stack: LiveStack) -> None:
     page = logged_in
     run_id = live_stack.trigger("sleep", {"seconds": 1}, delay="1h")

@@ -290,7 +290,10 @@ class RunEvent(models.Model):
     data = models.JSONField(default=dict, blank=True)
 
     class Meta:
-        ordering = ["at", "id"]
+        # Write order is the order of the run's transitions (each is written holding the run's
+        # row lock); `at` is the writer's clock, and two engines' clocks (or one tick's start
+        # time) may disagree by a little.
+        ordering = ["id"]
         indexes = [models.Index(fields=["run", "at"], name="runevent_run_at")]
 
 

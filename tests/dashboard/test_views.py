@@ -737,3 +737,18 @@ def test_junk_in_the_runs_lists_query_never_gives_a_500(browser: Client, query: 
     response = browser.get(f"/runs/?{query}")
     assert response.status_code == 200
     assert row_ids(response.content.decode()) == ([run.id] if shown else [])
+
+
+def test_the_timeline_is_in_the_order_the_run_changed_even_when_clocks_disagree(browser: Client) -> None:
+    from runs import engine
+
+    run = factories.run("hello-world", delay_until=timezone.now() + timedelta(seconds=1))
+    later = run.created_at + timedelta(seconds=5)
+    engine.tick(now=later)  # an engine promotes and admits at its tick's time
+    engine.start_attempt(run_id=run.id, worker="w1", now=later - timedelta(seconds=1))  # a worker a second behind
+
+    statuses = [event.to_status for event in Run.objects.get(pk=run.pk).events.all()]
+    assert statuses[-3:] == ["QUEUED", "DEQUEUED", "EXECUTING"]
+    html = browser.get(f"/runs/{run.id}/").content.decode()
+    timeline = html[html.index('class="timeline"') :]
+    assert timeline.index("worker:w1") > timeline.index("engine")  # executing after the engine's admission

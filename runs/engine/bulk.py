@@ -5,7 +5,9 @@ A BulkAction names its runs by id (runs selected on the list) or by the runs lis
 snapshot), so the replays it makes are never replayed again by it, in keyset order
 (created_at, id) from its stored cursor. Each chunk is one transaction that also moves the
 cursor and the counters: a crashed engine redoes at most the chunk it was in, memory stays
-constant at any size, and other engine work runs between chunks.
+constant at any size, and other engine work runs between chunks. A chunk of cancels is
+set-based (actions.cancel_runs: a few statements for the whole chunk); replays create runs,
+one at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from runs import events
-from runs.engine.actions import replay_run, try_cancel_run
+from runs.engine.actions import cancel_runs, replay_run, try_cancel_run
 from runs.engine.core import EngineError
 from runs.engine.triggering import TriggerOptions
 from runs.models import BulkAction, BulkActionStatus, Environment, Run
@@ -94,14 +96,7 @@ def work_bulk_actions(*, now: datetime) -> int:
             .order_by("created_at", "id")
             .values_list("id", "created_at", "status")[:CHUNK]
         )
-        deadline = time.monotonic() + CHUNK_SECONDS
-        visited = 0
-        for run_id, created_at, status in rows:
-            apply(bulk, run_id, status, now)
-            visited += 1
-            bulk.cursor = format_cursor(created_at, run_id)
-            if time.monotonic() > deadline:
-                break  # the rest of the chunk waits for the next tick: other engine work comes first
+        visited = (cancel_chunk if bulk.action == "cancel" else one_by_one)(bulk, rows, now)
         if visited == len(rows) < CHUNK:
             # The count at the start was a forecast: runs may leave the filters (a status filter)
             # before they are reached. Done means every run still in scope was visited.
@@ -113,10 +108,56 @@ def work_bulk_actions(*, now: datetime) -> int:
     return visited
 
 
+Row = tuple[str, datetime, str]  # a run's id, created_at and status
+
+
+def cancel_chunk(bulk: BulkAction, rows: list[Row], now: datetime) -> int:
+    """Cancel a chunk's runs together: a bounded number of statements, not a transition per run
+    (10,000 runs took minutes one by one). Counted as one cancel after another would count them."""
+    if not rows:
+        return 0
+    run_ids = [run_id for run_id, _, status in rows if not is_final(status)]  # a final run stays final
+    canceled: list[str] = []
+    if run_ids:
+        try:
+            with transaction.atomic():  # a savepoint: should the set fail, each run is tried alone
+                canceled = cancel_runs(run_ids=run_ids, actor=actor_of(bulk), reason=reason_of(bulk), now=now)
+        except Exception:
+            log.exception("bulk action %s could not cancel a chunk at once; one run at a time", bulk.id)
+            return one_by_one(bulk, rows, now)
+    bulk.processed += len(rows)
+    bulk.succeeded += len(canceled)
+    bulk.skipped += len(rows) - len(canceled)
+    run_id, created_at, _ = rows[-1]
+    bulk.cursor = format_cursor(created_at, run_id)
+    return len(rows)
+
+
+def one_by_one(bulk: BulkAction, rows: list[Row], now: datetime) -> int:
+    """apply to the chunk's runs in turn, for about CHUNK_SECONDS (replays); returns how many it visited."""
+    deadline = time.monotonic() + CHUNK_SECONDS
+    visited = 0
+    for run_id, created_at, status in rows:
+        apply(bulk, run_id, status, now)
+        visited += 1
+        bulk.cursor = format_cursor(created_at, run_id)
+        if time.monotonic() > deadline:
+            break  # the rest of the chunk waits for the next tick: other engine work comes first
+    return visited
+
+
+def actor_of(bulk: BulkAction) -> str:
+    return f"user:{bulk.username}"
+
+
+def reason_of(bulk: BulkAction) -> str:
+    """The timeline reason of what it does to a run."""
+    return f"bulk action {bulk.id}: {bulk.reason}"
+
+
 def apply(bulk: BulkAction, run_id: str, status: str, now: datetime) -> None:
     """Cancel or replay one run for the bulk action and count the outcome."""
-    actor = f"user:{bulk.username}"
-    reason = f"bulk action {bulk.id}: {bulk.reason}"
+    actor, reason = actor_of(bulk), reason_of(bulk)
     bulk.processed += 1
     if bulk.action == "cancel" and is_final(status):
         bulk.skipped += 1

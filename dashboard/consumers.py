@@ -7,6 +7,13 @@ and sends them as htmx out-of-band swaps: one frame, or two when a runs table ge
 changed rows at once (see partials/runs_push.html). A storm of changes thus reaches a browser
 as a few flushes a second, and duplicates or reordering are harmless.
 
+A process joins each environment group once, whatever the number of its sockets there
+(GroupFeed): a change is read from Redis once and handed to every local socket, not dispatched
+through channels to each socket's own channel. Sockets of the same page in one process (the
+same filters and the same permissions) share their work: their flushes are rendered together,
+one database query and one hop to channels' database thread per flush window, however many
+browsers are open (SharedRenders).
+
 On connect, the query string says when the page was rendered (`since`, microseconds since
 the epoch); what changed in between is pushed at once, so a late or re-opened socket catches up
 (new runs: the newest page of them, so after a long outage the list may have a gap).
@@ -18,14 +25,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Hashable
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -44,7 +51,6 @@ from runs.filters import RunFilters
 from runs.models import Batch, Environment, Run
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 FLUSH_INTERVAL = 0.25  # seconds between two messages to one browser, at least
 # A full channel drops messages (channels-redis capacity), so every few seconds what changed on
@@ -54,18 +60,146 @@ RECONCILE_INTERVAL = 5.0
 RESUBSCRIBE_INTERVAL = 3600.0
 # Clocks of the web, worker and engine machines may differ a little: catch up generously.
 CLOCK_SKEW = timedelta(seconds=5)
-# Every socket of a page renders the same rows when a run changes, one after the other on
-# channels' database thread: with 100 browsers open that took seconds (docs/performance.md).
-# Rows of the same runs in the same state are rendered once and shared for a moment.
+# Rows of the same runs in the same state (for the same permissions) are rendered once and
+# shared for a moment, by sockets whose pages differ (their flushes are rendered together, below).
 RENDER_REUSE = 1.0  # seconds a rendered frame is reused for runs that have not changed since
 _rendered: dict[tuple[object, ...], tuple[float, str]] = {}
+
+
+class SharedRenders:
+    """The flushes of this process's sockets that share a key, rendered together.
+
+    Every socket of a page used to query and render on its own, one after the other on channels'
+    single database thread: with 100 browsers on the runs list a change took seconds to reach the
+    last of them (docs/performance.md). Now a socket's flush waits here with the others of its key
+    (the same query, the same permissions): one hop to the database thread renders them all with
+    the consumer class's render_group, while the next flushes of that key gather for the next hop.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: dict[Hashable, list[tuple[CoalescingConsumer, Any, asyncio.Future[list[str]]]]] = {}
+        self.drains: dict[Hashable, asyncio.Task[None]] = {}
+
+    async def render(self, consumer: CoalescingConsumer, batch: dict[str, bool]) -> list[str]:
+        key = consumer.share_key()
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self.waiting.setdefault(key, []).append((consumer, batch, future))
+        if key not in self.drains:
+            self.drains[key] = asyncio.create_task(self.drain(key))
+        return await future
+
+    async def drain(self, key: Hashable) -> None:
+        try:
+            await asyncio.sleep(SHARE_WINDOW)  # the other sockets woken by the same messages
+            while members := self.waiting.pop(key, []):
+                members = [member for member in members if not member[2].done()]  # not disconnected
+                if not members:
+                    continue
+                render_group = type(members[0][0]).render_group
+                try:
+                    results = await database_sync_to_async(render_group)([(c, batch) for c, batch, _ in members])
+                except Exception as error:  # noqa: BLE001 - each socket's push logs it
+                    results = [error] * len(members)
+                for (_, _, future), result in zip(members, results, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            del self.drains[key]
+            for _, _, future in self.waiting.pop(key, []):  # cancelled while gathering: render again
+                if not future.done():
+                    future.cancel()
+
+
+SHARE_WINDOW = 0.01  # seconds the first flush of a key waits for the others woken with it
+shared_renders = SharedRenders()
+
+
+class GroupFeed:
+    """This process's one member of a channel group, for all of its sockets in that group.
+
+    Each socket used to join the group itself: channels-redis delivered every change once per
+    process, then channels dispatched it to each socket's channel, and a storm of 1,000 changes a
+    second with 100 browsers open was 100,000 dispatches a second for one daphne. Now a feed joins
+    with a channel of its own, reads each message once and notes it on every socket (a dict update
+    each); it leaves the group when its last socket goes.
+    """
+
+    def __init__(self, layer: Any, group: str) -> None:
+        self.layer = layer
+        self.group = group
+        self.loop = asyncio.get_running_loop()
+        self.members: set[CoalescingConsumer] = set()
+        self.channel = ""
+        self.reader: asyncio.Task[None] | None = None
+        self.closed = False
+        self.joined = -math.inf
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def join(cls, consumer: CoalescingConsumer, group: str) -> GroupFeed:
+        feed = _feeds.get(group)
+        if feed is None or feed.closed or feed.loop is not asyncio.get_running_loop():
+            feed = _feeds[group] = cls(consumer.channel_layer, group)
+        feed.members.add(consumer)
+        async with feed.lock:
+            if feed.reader is None:
+                # The layer's default prefix: channels-redis reads one process-wide channel for all.
+                feed.channel = await feed.layer.new_channel()
+                await feed.layer.group_add(group, feed.channel)
+                feed.joined = feed.loop.time()
+                feed.reader = asyncio.create_task(feed.read())
+        return feed
+
+    async def leave(self, consumer: CoalescingConsumer) -> None:
+        self.members.discard(consumer)
+        async with self.lock:
+            if self.members or self.closed:
+                return
+            self.closed = True
+            if _feeds.get(self.group) is self:
+                del _feeds[self.group]
+            if self.reader is not None:
+                self.reader.cancel()
+                await self.layer.group_discard(self.group, self.channel)
+
+    async def renew(self) -> None:
+        """Join again before channels-redis forgets the member (its group_expiry)."""
+        if not self.closed and self.loop.time() - self.joined > RESUBSCRIBE_INTERVAL:
+            self.joined = self.loop.time()
+            await self.layer.group_add(self.group, self.channel)
+
+    async def read(self) -> None:
+        while True:
+            try:
+                message = await self.layer.receive(self.channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A broken connection to Redis: read again shortly; reconciles make good the gap.
+                log.exception("could not read changes of %s", self.group)
+                await asyncio.sleep(1.0)
+                continue
+            for consumer in list(self.members):
+                try:
+                    consumer.take(message)
+                except Exception:
+                    log.exception("could not note a change on %s", self.group)
+
+
+_feeds: dict[str, GroupFeed] = {}
 
 
 class CoalescingConsumer(AsyncWebsocketConsumer):
     """Joins one channel group and pushes re-rendered partials for the runs that changed."""
 
     group: str | None = None
+    feed: GroupFeed | None = None
     tasks: list[asyncio.Task[None]]
+    perms: dict[str, bool]  # the user's dashboard.permissions.roles: what a render may show
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -75,12 +209,13 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
         self.tasks = []
         self.flusher: asyncio.Task[None] | None = None
         self.checked = timezone.now()
+        self.perms = {}
         group = await self.subscribe() if user is not None and user.is_authenticated else None
         if group is None:
             await self.close()
             return
         self.group = group
-        await self.channel_layer.group_add(group, self.channel_name)
+        self.feed = await GroupFeed.join(self, group)
         await self.accept()
         self.tasks.append(asyncio.create_task(self.maintain()))
         self.flusher = asyncio.create_task(self.catch_up())
@@ -89,20 +224,23 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
         for task in [*getattr(self, "tasks", []), getattr(self, "flusher", None)]:
             if task is not None:
                 task.cancel()
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.feed is not None:
+            await self.feed.leave(self)
 
-    async def run_changed(self, event: dict[str, Any]) -> None:
-        run_id = str(event["run_id"])
-        self.pending[run_id] = self.pending.get(run_id, False) or bool(event.get("created"))
+    def take(self, message: dict[str, Any]) -> None:
+        """A message of the group (from the feed): `run.changed`, or `runs.changed` for many runs
+        at once (a batch); anything else is ignored."""
+        created = bool(message.get("created"))
+        if message.get("type") == "run.changed":
+            self.note(str(message["run_id"]), created)
+        elif message.get("type") == "runs.changed":
+            for run_id in message["run_ids"]:
+                self.note(str(run_id), created)
+
+    def note(self, run_id: str, created: bool = False) -> None:
+        self.pending[run_id] = self.pending.get(run_id, False) or created
         if self.flusher is None or self.flusher.done():
             self.flusher = asyncio.create_task(self.flush())
-
-    async def runs_changed(self, event: dict[str, Any]) -> None:
-        """Many runs changed at once (a batch): as many run.changed messages."""
-        created = bool(event.get("created"))
-        for run_id in event["run_ids"]:
-            await self.run_changed({"run_id": run_id, "created": created})
 
     async def flush(self) -> None:
         """Send what is pending; while more keeps coming, wait out FLUSH_INTERVAL between renders."""
@@ -114,18 +252,18 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
             batch, self.pending = self.pending, {}
             # Counted even when nothing was on screen: a storm elsewhere costs a render per interval.
             self.last_flush = loop.time()
-            await self.push(self.render, batch)
+            await self.push(shared_renders.render(self, batch))
 
     async def catch_up(self) -> None:
         since = from_micros(self.query.get("since", [""])[0])
-        if since is not None and await self.push(self.render_since, since - CLOCK_SKEW):
+        if since is not None and await self.push(database_sync_to_async(self.render_since)(since - CLOCK_SKEW)):
             self.last_flush = asyncio.get_running_loop().time()
         await self.flush()  # whatever arrived meanwhile
 
-    async def push(self, render: Callable[[T], list[str]], arg: T) -> bool:
-        """Render and send the frames; False if there was nothing to send."""
+    async def push(self, rendering: Awaitable[list[str]]) -> bool:
+        """Send the frames once rendered; False if there was nothing to send."""
         try:
-            frames = await database_sync_to_async(render)(arg)
+            frames = await rendering
         except Exception:
             # A failed render must not end live updates: the next change renders again.
             log.exception("could not render live update on %s", self.group)
@@ -137,10 +275,10 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
 
     async def maintain(self) -> None:
         """Every RECONCILE_INTERVAL, queue what changed on screen since the last look; renew the group."""
-        loop = asyncio.get_running_loop()
-        subscribed = loop.time()
         while True:
             await asyncio.sleep(RECONCILE_INTERVAL)
+            if self.feed is not None:
+                await self.feed.renew()
             since, self.checked = self.checked, timezone.now()
             try:
                 changed = await database_sync_to_async(self.changed_since)(since - CLOCK_SKEW)
@@ -148,14 +286,30 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
                 log.exception("could not look for changed runs on %s", self.group)
                 continue
             for run_id in changed:
-                await self.run_changed({"run_id": run_id})
-            if self.group is not None and loop.time() - subscribed > RESUBSCRIBE_INTERVAL:
-                await self.channel_layer.group_add(self.group, self.channel_name)
-                subscribed = loop.time()
+                self.note(run_id)
 
     async def subscribe(self) -> str | None:
         """The group to join, or None to refuse the connection."""
         raise NotImplementedError
+
+    def share_key(self) -> Hashable:
+        """Sockets with equal keys render their flushes together (render_group): the same class,
+        the same query of the database and the same permissions, so nothing one user may not see
+        is ever rendered for them. Unique by default: nothing shared."""
+        return (type(self), id(self))
+
+    @classmethod
+    def render_group(cls, members: list[tuple[Any, dict[str, bool]]]) -> list[list[str] | Exception]:
+        """The frames for each (socket, batch) of one share_key, in one go (on the database thread).
+
+        By default each socket renders its own; a failure is that socket's only."""
+        results: list[list[str] | Exception] = []
+        for consumer, batch in members:
+            try:
+                results.append(consumer.render(batch))
+            except Exception as error:  # noqa: BLE001 - that socket's push logs it
+                results.append(error)
+        return results
 
     def render(self, batch: dict[str, bool]) -> list[str]:
         """The frames to send for the runs in batch (run id -> created)."""
@@ -202,6 +356,44 @@ class RunsConsumer(CoalescingConsumer):
         await database_sync_to_async(self.remember_page)()
         return env_group(environment.id)
 
+    def share_key(self) -> Hashable:
+        # The same base query (environment and filters: a relative period makes its own), the same
+        # permissions; the rows on screen and the cursors are each socket's own (see pick).
+        return (type(self), str(self.base), tuple(sorted(self.perms.items())))
+
+    def remember_page(self) -> None:
+        """The rows the page rendered, and what the user may see."""
+        self.perms = roles(self.scope.get("user"))
+        self.remember_rows()
+
+    @classmethod
+    def render_group(cls, members: list[tuple[Any, dict[str, bool]]]) -> list[list[str] | Exception]:
+        """One query for every socket of the key: the runs they were told of that match the filters
+        (but the status) or are on one of their screens; each socket then picks its own."""
+        runs = cls.fetch_group(members)
+        return [consumer.sort_out(consumer.pick(batch, runs)) for consumer, batch in members]
+
+    @staticmethod
+    def fetch_group(members: list[tuple[Any, dict[str, bool]]]) -> list[Run]:
+        base: Q = members[0][0].base
+        ids = {run_id for _, batch in members for run_id in batch}
+        known = {run_id for consumer, batch in members for run_id in batch if run_id in consumer.shown}
+        runs = Run.objects.filter(Q(pk__in=ids) & (base | Q(pk__in=known)))
+        return list(runs.annotate(in_base=ExpressionWrapper(base, output_field=BooleanField())))
+
+    def pick(self, batch: dict[str, bool], runs: list[Run]) -> list[Run]:
+        """Of the runs fetched for the key, those of batch this socket's render would have queried:
+        on its screen, or matching its filters within its window (self.window(), in Python)."""
+        return [run for run in runs if run.id in batch and (run.id in self.shown or self.in_window(run))]
+
+    def in_window(self, run: Run) -> bool:
+        if not getattr(run, "in_base", False):
+            return False
+        at = (run.created_at, run.id)
+        if self.oldest is not None and at < self.oldest:
+            return False
+        return self.newest is None or self.prepend or at <= self.newest
+
     def read_window(self) -> None:
         self.newest = parse_cursor(self.query.get("newest", [""])[0])
         self.oldest = parse_cursor(self.query.get("oldest", [""])[0])
@@ -209,14 +401,15 @@ class RunsConsumer(CoalescingConsumer):
         self.filters = RunFilters()
         self.shown = set()
 
-    def remember_page(self) -> None:
+    def remember_rows(self) -> None:
         """The rows the page rendered: those between its cursors that match the filters now."""
         if self.newest is not None and self.oldest is not None:
             page = self.base & self.filters.q() & newer_than(self.oldest, inclusive=True) & ~newer_than(self.newest)
             self.shown.update(Run.objects.filter(page).values_list("id", flat=True)[: PAGE_SIZE * 2])
 
     def window(self) -> Q:
-        """The runs whose rows could be on screen: between the cursors (or above, with prepend)."""
+        """The runs whose rows could be on screen: between the cursors (or above, with prepend).
+        in_window says the same of a run fetched with in_base."""
         window = Q(self.base)
         if self.oldest is not None:
             window &= newer_than(self.oldest, inclusive=True)
@@ -229,10 +422,7 @@ class RunsConsumer(CoalescingConsumer):
         return self.prepend and (self.newest is None or (run.created_at, run.id) > self.newest)
 
     def render(self, batch: dict[str, bool]) -> list[str]:
-        ids = list(batch)
-        known = [run_id for run_id in ids if run_id in self.shown]
-        runs = Run.objects.filter(Q(pk__in=ids) & (self.window() | Q(pk__in=known)))
-        return self.sort_out(list(runs))
+        return self.sort_out(self.pick(batch, self.fetch_group([(self, batch)])))
 
     def sort_out(self, runs: list[Run]) -> list[str]:
         """Rows on screen are patched; matching runs above them are prepended; the rest left out."""
@@ -244,7 +434,7 @@ class RunsConsumer(CoalescingConsumer):
             elif self.filters.matches_status(run.status):
                 (created if self.is_fresh(run) else updated).append(run)
         self.shown.update(run.id for run in [*created, *updated])
-        return self.render_rows(created, updated)
+        return self.render_rows(created, updated, self.perms)
 
     def render_since(self, since: datetime) -> list[str]:
         runs: list[Run] = []
@@ -262,9 +452,12 @@ class RunsConsumer(CoalescingConsumer):
         return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
 
     @staticmethod
-    def render_rows(created: list[Run], updated: list[Run]) -> list[str]:
+    def render_rows(created: list[Run], updated: list[Run], perms: dict[str, bool]) -> list[str]:
         created.sort(key=lambda run: (run.created_at, run.id), reverse=True)
-        return [render_push("created", created) if created else "", render_push("updated", updated) if updated else ""]
+        return [
+            render_push("created", created, perms) if created else "",
+            render_push("updated", updated, perms) if updated else "",
+        ]
 
 
 class BatchConsumer(RunsConsumer):
@@ -285,10 +478,26 @@ class BatchConsumer(RunsConsumer):
         await database_sync_to_async(self.remember_page)()
         return env_group(environment_id)
 
+    @classmethod
+    def render_group(cls, members: list[tuple[Any, dict[str, bool]]]) -> list[list[str] | Exception]:
+        """As for the runs list, and the batch's counts rendered once for all of its sockets."""
+        runs = cls.fetch_group(members)
+        counts: str | None = None
+        results: list[list[str] | Exception] = []
+        for consumer, batch in members:
+            if not any(getattr(run, "in_base", False) for run in runs if run.id in batch):  # no run of this batch
+                results.append([])
+                continue
+            frames = consumer.sort_out(consumer.pick(batch, runs))
+            counts = consumer.render_counts() if counts is None else counts
+            results.append(consumer.with_counts(frames, counts))
+        return results
+
     def render(self, batch: dict[str, bool]) -> list[str]:
-        if not Run.objects.filter(self.base, pk__in=list(batch)).exists():
-            return []
-        return self.with_counts(super().render(batch))
+        frames = self.render_group([(self, batch)])[0]
+        if isinstance(frames, Exception):
+            raise frames
+        return frames
 
     def render_since(self, since: datetime) -> list[str]:
         if not Run.objects.filter(self.base, updated_at__gte=since).exists():
@@ -300,12 +509,18 @@ class BatchConsumer(RunsConsumer):
         changed = Run.objects.filter(self.base, updated_at__gte=since).order_by("-updated_at")
         return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
 
-    def with_counts(self, frames: list[str]) -> list[str]:
-        """The counts after the last frame of rows (a <section> before a <tr> would swallow it)."""
+    def render_counts(self) -> str:
         batch = Batch.objects.filter(pk=self.batch_id).first()
         if batch is None:
+            return ""
+        context = {**batch_counts_context(batch), **self.perms, "oob": True}
+        return render_to_string("dashboard/partials/batch_counts.html", context)
+
+    def with_counts(self, frames: list[str], counts: str | None = None) -> list[str]:
+        """The counts after the last frame of rows (a <section> before a <tr> would swallow it)."""
+        counts = self.render_counts() if counts is None else counts
+        if not counts:
             return frames
-        counts = render_to_string("dashboard/partials/batch_counts.html", {**batch_counts_context(batch), "oob": True})
         rows = [frame for frame in frames if frame.strip()]
         return [*rows[:-1], rows[-1] + counts] if rows else [counts]
 
@@ -327,7 +542,30 @@ class RunConsumer(CoalescingConsumer):
             return None
         environment_id, parent_id, root_id = row
         self.relatives = {self.run_id} | {run_id for run_id in (parent_id, root_id) if run_id}
+        self.perms = await database_sync_to_async(roles)(self.scope.get("user"))
         return env_group(environment_id)
+
+    def share_key(self) -> Hashable:
+        return (type(self), self.run_id, tuple(sorted(self.perms.items())))
+
+    @classmethod
+    def render_group(cls, members: list[tuple[Any, dict[str, bool]]]) -> list[list[str] | Exception]:
+        """The sockets of one run page (same permissions): one look for relatives, one panel."""
+        first: RunConsumer = members[0][0]
+        ids = {run_id for _, batch in members for run_id in batch}
+        touched = ids & first.relatives
+        if ids - touched:
+            descendants = Run.objects.filter(first.descendants(), pk__in=list(ids - touched))
+            touched |= set(descendants.values_list("id", flat=True))
+        panel: str | None = None
+        results: list[list[str] | Exception] = []
+        for _, batch in members:
+            if touched.isdisjoint(batch):
+                results.append([])
+                continue
+            panel = first.render_panel() if panel is None else panel
+            results.append([panel])
+        return results
 
     def related(self) -> QuerySet[Run]:
         return Run.objects.filter(Q(pk__in=self.relatives) | self.descendants())
@@ -337,10 +575,10 @@ class RunConsumer(CoalescingConsumer):
         return Q(parent_id=self.run_id) | Q(replayed_from_id=self.run_id)
 
     def render(self, batch: dict[str, bool]) -> list[str]:
-        named = not self.relatives.isdisjoint(batch)
-        if not named and not Run.objects.filter(self.descendants(), pk__in=list(batch)).exists():
-            return []
-        return [self.render_panel()]
+        frames = self.render_group([(self, batch)])[0]
+        if isinstance(frames, Exception):
+            raise frames
+        return frames
 
     def render_since(self, since: datetime) -> list[str]:
         return [self.render_panel()] if self.related().filter(updated_at__gte=since).exists() else []
@@ -352,19 +590,20 @@ class RunConsumer(CoalescingConsumer):
         run = with_relations(Run.objects.filter(pk=self.run_id)).first()
         if run is None:
             return ""
-        context = {**run_panel_context(run), **roles(self.scope.get("user")), "oob": True}
+        context = {**run_panel_context(run), **self.perms, "oob": True}
         return render_to_string("dashboard/partials/run_panel.html", context)
 
 
-def render_push(kind: str, runs: list[Run]) -> str:
-    """partials/runs_push.html for `created` or `updated` rows (the same runs in the same state
-    within RENDER_REUSE seconds get the same frame)."""
-    key = (kind, *((run.id, run.updated_at, run.status) for run in runs))
+def render_push(kind: str, runs: list[Run], perms: dict[str, bool]) -> str:
+    """partials/runs_push.html for `created` or `updated` rows, shown to a user with `perms`
+    (dashboard.permissions.roles); the same runs in the same state within RENDER_REUSE seconds
+    get the same frame, never one rendered for other permissions."""
+    key = (kind, tuple(sorted(perms.items())), *((run.id, run.updated_at, run.status) for run in runs))
     now = time.monotonic()
     hit = _rendered.get(key)
     if hit is not None and now - hit[0] < RENDER_REUSE:
         return hit[1]
-    html = render_to_string("dashboard/partials/runs_push.html", {kind: runs})
+    html = render_to_string("dashboard/partials/runs_push.html", {kind: runs, **perms})
     if len(_rendered) > 1000:
         _rendered.clear()
     _rendered[key] = (now, html)

@@ -1,0 +1,171 @@
+"""Sockets of the same page share their renders: a change costs one query, not one per browser."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.db import connections
+from django.test.utils import CaptureQueriesContext
+
+from dashboard import consumers
+from dashboard.views import to_micros
+from runs import events
+from tests.dashboard.test_consumers import connect, make_run, make_user, publish, set_status, updated_row
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SOCKETS = 100
+
+
+@pytest.fixture(autouse=True)
+async def close_thread_connections() -> AsyncIterator[None]:
+    yield  # as in test_consumers: the executor thread's connection must not outlive the test
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+async def user() -> User:
+    return await make_user()
+
+
+@pytest.fixture
+async def connected() -> AsyncIterator[list[WebsocketCommunicator]]:
+    opened: list[WebsocketCommunicator] = []
+    yield opened
+    await asyncio.gather(*(communicator.disconnect() for communicator in opened))
+
+
+@pytest.fixture(autouse=True)
+def no_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only the pushes of published changes are counted here.
+    monkeypatch.setattr(consumers, "RECONCILE_INTERVAL", 3600.0)
+
+
+class Queries:
+    """The queries of channels' database thread (where every consumer's sync code runs) meanwhile."""
+
+    def __init__(self) -> None:
+        self.capture: CaptureQueriesContext | None = None
+
+    @database_sync_to_async
+    def __aenter__(self) -> Queries:
+        self.capture = CaptureQueriesContext(connections["default"])
+        self.capture.__enter__()
+        return self
+
+    @database_sync_to_async
+    def __aexit__(self, *exc: object) -> None:
+        assert self.capture is not None
+        self.capture.__exit__(None, None, None)
+
+    def of_rows(self, run_id: str) -> list[str]:
+        """The queries that fetched the changed run's row."""
+        assert self.capture is not None
+        return [query["sql"] for query in self.capture.captured_queries if f"'{run_id}'" in query["sql"]]
+
+
+async def test_a_hundred_sockets_of_the_same_list_cost_one_query_per_change(user: User, connected: list) -> None:
+    run = await make_run()
+    sockets = [await connect("/ws/runs/?env=dev", user, connected) for _ in range(SOCKETS)]
+    await set_status(run, "EXECUTING")
+    async with Queries() as queries:
+        await publish(run)
+        frames = await asyncio.gather(*(socket.receive_from(timeout=10) for socket in sockets))
+    for frame in frames:
+        assert frame.startswith(updated_row(run)) and 'data-status="EXECUTING"' in frame
+    # Each socket used to fetch the row itself: a hundred queries, one after the other.
+    assert 1 <= len(queries.of_rows(run.id)) <= 3, queries.of_rows(run.id)
+
+
+async def test_sockets_with_other_filters_or_windows_still_get_only_their_rows(user: User, connected: list) -> None:
+    shown = await make_run()
+    cursor = f"{to_micros(shown.created_at)}.{shown.id}"
+    first_page = await connect(f"/ws/runs/?env=dev&prepend=1&newest={cursor}&oldest={cursor}", user, connected)
+    second_page = await connect(f"/ws/runs/?env=dev&newest={cursor}&oldest={cursor}", user, connected)
+    other_task = await connect("/ws/runs/?env=dev&task=sleep&prepend=1", user, connected)
+    new = await make_run()  # published on commit
+    assert (await first_page.receive_from(timeout=2)).startswith(
+        f'<tbody id="runs-body" hx-swap-oob="afterbegin"><tr id="run-{new.id}">'
+    )
+    await set_status(shown, "EXECUTING")
+    await publish(shown)
+    assert (await first_page.receive_from(timeout=2)).startswith(updated_row(shown))
+    assert (await second_page.receive_from(timeout=2)).startswith(updated_row(shown))
+    assert await other_task.receive_nothing(timeout=0.5)
+    assert await second_page.receive_nothing(timeout=0.1)
+
+
+@database_sync_to_async
+def make_admin() -> User:
+    return User.objects.create_superuser(username="root", password="a-long-password-2")
+
+
+async def test_a_shared_render_is_never_sent_to_a_user_with_other_permissions(
+    user: User, connected: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are rendered with the permissions of the user they go to (runs.view_payload decides
+    whether a payload may show), and reused only for users with the same permissions."""
+    render = consumers.render_to_string
+
+    def marked(template: str, context: dict[str, Any]) -> str:
+        return render(template, context) + f"<!-- payload: {context.get('perms_payload')} -->"
+
+    monkeypatch.setattr(consumers, "render_to_string", marked)
+    admin = await make_admin()
+    run = await make_run()
+    sockets = {
+        name: await connect("/ws/runs/?env=dev", who, connected) for name, who in [("ada", user), ("root", admin)]
+    }
+    await set_status(run, "EXECUTING")
+    await publish(run)
+    ada, root = [await sockets[name].receive_from(timeout=2) for name in ("ada", "root")]
+    assert updated_row(run) in ada and ada.endswith("<!-- payload: False -->")
+    assert updated_row(run) in root and root.endswith("<!-- payload: True -->")
+
+
+async def test_a_socket_gone_while_its_render_waits_leaves_the_others_theirs(user: User, connected: list) -> None:
+    run = await make_run()
+    leaving, staying = [await connect("/ws/runs/?env=dev", user, connected) for _ in range(2)]
+    await set_status(run, "EXECUTING")
+    await publish(run)
+    await leaving.disconnect()
+    connected.remove(leaving)
+    assert (await staying.receive_from(timeout=2)).startswith(updated_row(run))
+    await set_status(run, "WAITING")
+    await publish(run)
+    assert 'data-status="WAITING"' in await staying.receive_from(timeout=2)
+
+
+async def group_members(group: str) -> list[bytes]:
+    layer = get_channel_layer()
+    assert layer is not None
+    connection = layer.connection(layer.consistent_hash(group))
+    return list(await connection.zrange(layer._group_key(group), 0, -1))
+
+
+async def test_a_process_joins_the_environments_group_once_for_all_its_sockets(user: User, connected: list) -> None:
+    """A change is read from Redis once per process and handed to each socket, instead of being
+    dispatched to a hundred channels (a storm of changes was a hundred times as many messages)."""
+    run = await make_run()
+    group = events.env_group(run.environment_id)
+    earlier = set(await group_members(group))  # left in Redis by other processes (and test runs)
+    sockets = await asyncio.gather(*(connect("/ws/runs/?env=dev", user, connected) for _ in range(20)))
+    assert len(set(await group_members(group)) - earlier) == 1
+    await set_status(run, "EXECUTING")
+    await publish(run)
+    for socket in sockets:
+        assert (await socket.receive_from(timeout=5)).startswith(updated_row(run))
+    await asyncio.gather(*(socket.disconnect() for socket in sockets))
+    connected.clear()
+    assert set(await group_members(group)) == earlier  # the last socket gone, the process leaves
+    again = await connect("/ws/runs/?env=dev", user, connected)
+    await publish(run)
+    assert (await again.receive_from(timeout=2)).startswith(updated_row(run))

@@ -250,9 +250,11 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
             if wait > 0:
                 await asyncio.sleep(wait)
             batch, self.pending = self.pending, {}
-            # Counted even when nothing was on screen: a storm elsewhere costs a render per interval.
-            self.last_flush = loop.time()
             await self.push(shared_renders.render(self, batch))
+            # From the send, not from the start of the render: a slow render followed by a quick
+            # one would otherwise put two messages closer together than FLUSH_INTERVAL. Counted even
+            # when nothing was on screen: a storm elsewhere costs a render per interval.
+            self.last_flush = loop.time()
 
     async def catch_up(self) -> None:
         since = from_micros(self.query.get("since", [""])[0])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,3 +171,44 @@ async def test_a_process_joins_the_environments_group_once_for_all_its_sockets(u
     again = await connect("/ws/runs/?env=dev", user, connected)
     await publish(run)
     assert (await again.receive_from(timeout=2)).startswith(updated_row(run))
+
+
+async def test_messages_to_a_browser_are_a_flush_interval_apart_even_after_a_slow_render(
+    user: User, connected: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interval counts from the send: a slow render followed by a quick one must not put two
+    messages closer together than FLUSH_INTERVAL (a client counts what it receives)."""
+    render_group = consumers.RunsConsumer.render_group
+    renders = 0
+
+    def every_other_slow(cls: type, members: list[Any]) -> list[Any]:
+        nonlocal renders
+        renders += 1
+        if renders % 2:
+            time.sleep(0.2)  # on the database thread, as a slow query would
+        return render_group(members)
+
+    monkeypatch.setattr(consumers.RunsConsumer, "render_group", classmethod(every_other_slow))
+    run = await make_run()
+    socket = await connect("/ws/runs/?env=dev", user, connected)
+    loop = asyncio.get_running_loop()
+
+    async def storm() -> None:
+        started = loop.time()
+        while loop.time() < started + 1.5:
+            await publish(run)
+            await asyncio.sleep(0.02)
+
+    async def arrivals() -> list[float]:
+        times: list[float] = []
+        deadline = loop.time() + 2.2
+        while (left := deadline - loop.time()) > 0:
+            if not await socket.receive_nothing(timeout=min(left, 0.02), interval=0.005):
+                await socket.receive_from()
+                times.append(loop.time())
+        return times
+
+    _, times = await asyncio.gather(storm(), arrivals())
+    assert len(times) >= 3 and renders >= 3
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) >= consumers.FLUSH_INTERVAL - 0.02, gaps

@@ -1,7 +1,8 @@
 """`manage.py engine`: the long-running engine loop.
 
-Wakes on PostgreSQL NOTIFY (a trigger, a finished attempt) or every poll interval, and
-does one tick of time-driven work. Several engines may run at once.
+Wakes on PostgreSQL NOTIFY (a trigger, a finished attempt), when the next delay ends or TTL
+runs out, or at the latest every poll interval, and does one tick of time-driven work.
+Several engines may run at once.
 """
 
 from __future__ import annotations
@@ -10,18 +11,22 @@ import logging
 import select
 import signal
 import time
+from datetime import datetime
 from typing import Any
 
 import psycopg
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 
 from runs import engine
+from runs.engine.scheduler import next_due
 from runs.events import ENGINE_CHANNEL
 from runs.worker import persistent_connections
 
 log = logging.getLogger("runyard.engine")
+DUE_MARGIN = 0.002  # seconds
 
 
 class Command(BaseCommand):
@@ -46,8 +51,8 @@ class Command(BaseCommand):
         log.info("engine started")
         listener = self._listen()
         while not stopping:
-            self._tick()
-            listener = self._wait(listener)
+            ticked_at = self._tick()
+            listener = self._wait(listener, self._timeout(ticked_at))
         if listener is not None:
             listener.close()
         log.info("engine stopped")
@@ -65,30 +70,50 @@ class Command(BaseCommand):
             return None
         return conn
 
-    def _tick(self) -> None:
+    def _tick(self) -> datetime:
+        """Tick until no batch is left full; returns the clock of the last tick."""
+        now = timezone.now()
         try:
             close_old_connections()
-            while engine.tick() >= engine.ADMIT_BATCH:
-                pass  # more work is waiting: go again at once
+            while engine.tick(now=now) >= engine.ADMIT_BATCH:
+                now = timezone.now()  # more work is waiting: go again at once
         except Exception:
             log.exception("engine tick failed; retrying")
             connection.close()
             time.sleep(1)
+        return now
 
-    def _wait(self, listener: psycopg.Connection[Any] | None) -> psycopg.Connection[Any] | None:
-        """Sleep until a wake-up or the poll interval; returns the listener to use next.
+    def _timeout(self, ticked_at: datetime) -> float:
+        """Seconds to sleep: the poll interval, or less when something falls due sooner.
+
+        A delay ending or a TTL running out notifies nothing: waiting for the next poll made
+        a run due at a given time wait up to a whole interval before it was queued.
+        """
+        poll = float(settings.RUNYARD_ENGINE_POLL_INTERVAL)
+        try:
+            due = next_due(after=ticked_at)
+        except DatabaseError:
+            log.warning("engine cannot read the next due time; polling", exc_info=True)
+            return poll
+        if due is None:
+            return poll
+        # A hair past the due time: the next tick's clock must have reached it.
+        return min(poll, max(0.0, (due - timezone.now()).total_seconds() + DUE_MARGIN))
+
+    def _wait(self, listener: psycopg.Connection[Any] | None, timeout: float) -> psycopg.Connection[Any] | None:
+        """Sleep until a wake-up or for `timeout` seconds; returns the listener to use next.
 
         A listener whose connection broke (the database restarted) is replaced: without
         that, the engine would never hear NOTIFY again and only poll.
         """
         if listener is not None:
             try:
-                ready, _, _ = select.select([listener.fileno()], [], [], settings.RUNYARD_ENGINE_POLL_INTERVAL)
+                ready, _, _ = select.select([listener.fileno()], [], [], timeout)
                 if ready:
                     for _ in listener.notifies(timeout=0):
                         pass
                 return listener
             except (psycopg.Error, OSError, ValueError):
                 listener.close()
-        time.sleep(settings.RUNYARD_ENGINE_POLL_INTERVAL)
+        time.sleep(timeout)
         return self._listen()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -31,7 +32,7 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
 
 
-def database_from_url(url: str) -> dict[str, object]:
+def database_from_url(url: str, pool: dict[str, object] | None = None) -> dict[str, object]:
     """Turn a postgresql:// URL (host may be a socket dir in ?host=) into Django settings."""
     parsed = urlparse(url)
     query = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
@@ -43,13 +44,42 @@ def database_from_url(url: str) -> dict[str, object]:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": host,
         "PORT": str(parsed.port or ""),
-        "OPTIONS": query,
+        "OPTIONS": {**query, "pool": pool} if pool else query,
         # 0 under ASGI (Django's advice): daphne serves sync views from a thread pool and a
-        # persistent connection per thread exhausts max_connections under load. The worker
-        # and the engine, single-threaded loops, keep theirs (see persistent_connections).
+        # persistent connection per thread exhausts max_connections under load. The web
+        # process borrows connections from a pool instead (database_pool); the worker and the
+        # engine, single-threaded loops, keep theirs (see persistent_connections).
         "CONN_MAX_AGE": env_int("RUNYARD_CONN_MAX_AGE", 0),
         "CONN_HEALTH_CHECKS": True,
     }
+
+
+def serves_asgi(argv: list[str]) -> bool:
+    """Whether this process is the ASGI server (`python -m daphne`, `daphne`, `runserver`)."""
+    if not argv:
+        return False
+    program = Path(argv[0])
+    return "daphne" in (program.name, program.parent.name) or argv[1:2] == ["runserver"]
+
+
+def database_pool(argv: list[str]) -> dict[str, object] | None:
+    """psycopg's connection pool for the web process, else None.
+
+    Django's ASGI handler runs every request's sync code in a new thread, so without a pool
+    each API call opened (forked) a PostgreSQL backend of its own: most of a trigger's time.
+    Only the web server pools: Celery forks its pool processes (a pool's threads do not
+    survive a fork) and the worker and the engine keep one connection each. RUNYARD_DB_POOL
+    is auto (the web server only), on or off; a request waits at most
+    RUNYARD_DB_POOL_TIMEOUT seconds for a connection, then answers 503 (as when PostgreSQL
+    is down), so keep RUNYARD_DB_POOL_SIZE per web process below max_connections.
+    """
+    mode = env_str("RUNYARD_DB_POOL", "auto").strip().lower()
+    if mode in {"0", "off", "false", "no"} or (mode == "auto" and not serves_asgi(argv)):
+        return None
+    if env_int("RUNYARD_CONN_MAX_AGE", 0):
+        return None  # persistent connections asked for: Django's pool refuses to mix the two
+    size = env_int("RUNYARD_DB_POOL_SIZE", 10)
+    return {"min_size": min(2, size), "max_size": size, "timeout": env_int("RUNYARD_DB_POOL_TIMEOUT", 3)}
 
 
 VAR_DIR = Path(env_str("RUNYARD_VAR", str(BASE_DIR / "var"))).resolve()
@@ -108,7 +138,7 @@ TEMPLATES = [
 ]
 
 DATABASE_URL = env_str("DATABASE_URL") or embedded.postgres_url(VAR_DIR)
-DATABASES = {"default": database_from_url(DATABASE_URL)}
+DATABASES = {"default": database_from_url(DATABASE_URL, pool=database_pool(sys.argv))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
@@ -147,6 +177,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "runyard.small-1x"
+# Celery's Django fixup closes the database connections before and after every task unless
+# told to reuse them: a new PostgreSQL connection per run was an eighth of a no-op run's time.
+# Reused for this many tasks; runs.tasks drops a connection that PostgreSQL closed.
+CELERY_DB_REUSE_MAX = 1000
 
 # Modules holding @task definitions; workers import them at start.
 RUNYARD_TASK_MODULES = env_list("RUNYARD_TASK_MODULES", "example_tasks")

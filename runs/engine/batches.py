@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.engine.core import Actor, EngineError
-from runs.engine.triggering import TriggerOptions, TriggerRequest, insert_runs, trigger
+from runs.engine.triggering import TriggerOptions, TriggerRequest, insert_rows, insert_runs, insert_sql, trigger
 from runs.models import Batch, BatchItem, BatchStatus, Environment
 
 MAX_BATCH_ITEMS = 1000
@@ -109,11 +109,16 @@ def add_batch_items(*, batch: Batch, items: Iterable[StagedItem]) -> tuple[int, 
             )
             for item in chunk
         ]
-        before = BatchItem.objects.filter(batch=batch).count()
-        BatchItem.objects.bulk_create(rows, ignore_conflicts=True)
-        added = BatchItem.objects.filter(batch=batch).count() - before
+        # One statement per chunk: the rows an index already staged are skipped and counted.
+        with connection.cursor() as cursor:
+            cursor.execute(_stage_sql(), [insert_rows(rows)])
+            (added,) = cursor.fetchone() or (0,)
         accepted, duplicates = accepted + added, duplicates + len(rows) - added
     return accepted, duplicates
+
+
+def _stage_sql() -> str:
+    return f"WITH added AS ({insert_sql(BatchItem, ' ON CONFLICT DO NOTHING RETURNING 1')}) SELECT count(*) FROM added"
 
 
 def seal_batch(*, batch_id: str, actor: Actor, source: str = "api", now: datetime | None = None) -> Batch:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import cache, partial
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import AutoField, Field, JSONField, Model
 from django.utils import timezone
 
 from runs import events, registry
 from runs.engine.core import ENGINE, Actor, ensure_queue, mark_queued, record
-from runs.models import Environment, RequestIdempotency, Run, RunEvent, TaskDefinition
+from runs.models import Environment, Queue, RequestIdempotency, Run, RunEvent, TaskDefinition
 from runs.states import KEY_RELEASING_STATUSES, RunStatus
 
 DEV_DEFAULT_TTL = 600  # seconds; the reference gives dev runs a 10 minute TTL by default
@@ -92,6 +96,11 @@ def trigger(
     """Create a run of task_id; returns it, or the run a repeated request_key already made."""
     now = now or timezone.now()
     options = options or TriggerOptions()
+    if not request_key and not options.idempotency_key and options.debounce is None:
+        # Nothing to look up or serialise against: the run, its first timeline event and the
+        # engine's wake-up are one statement, atomic without a transaction of its own.
+        request = TriggerRequest(environment, task_id, payload, payload_type, options, actor, source, now)
+        return TriggerResult(run=_insert_run(request))
     try:
         with transaction.atomic():
             if request_key:
@@ -211,19 +220,127 @@ def _run_for_request_key(environment: Environment, task_id: str, key: str) -> Ru
 
 
 def _insert_run(req: TriggerRequest) -> Run:
-    definition = TaskDefinition.objects.filter(task_id=req.task_id).first()
+    definition = _definition(req.task_id)
     run = _new_run(req, definition, _parent(req))
-    ensure_queue(req.environment, run.queue, definition, req.options.queue_concurrency_limit)
+    limit = req.options.queue_concurrency_limit
+    if limit is not None:
+        ensure_queue(req.environment, run.queue, definition, limit)  # the limit given wins
     reason = _set_initial_status(run, req, definition)
-    run.save(force_insert=True)
-    record(run, "", run.status, actor=req.actor, reason=reason, now=req.now, created=True)
-    events.wake_engine()
+    event = RunEvent(run=run, at=req.now, from_status="", to_status=run.status, actor=req.actor, reason=reason, data={})
+    _write_new_run(run, event, create_queue=limit is None, declared_limit=_declared_limit(run.queue, definition))
+    events.publish_run_changed(environment_id=run.environment_id, run_id=run.id, created=True)
     return run
+
+
+def _definition(task_id: str) -> TaskDefinition | None:
+    """TaskDefinition.objects.filter(task_id=task_id).first(), without the ORM's compiling."""
+    with connection.cursor() as cursor:
+        cursor.execute(_select_sql(TaskDefinition, "task_id"), [task_id])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fields = TaskDefinition._meta.concrete_fields
+    # The ORM's converters: Django has psycopg hand jsonb over as text (JSONField decodes it).
+    convert = [getattr(f, "from_db_value", None) for f in fields]
+    values = [c(v, None, connection) if c else v for c, v in zip(convert, row, strict=True)]
+    return TaskDefinition.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+@cache
+def _select_sql(model: type[Model], column: str) -> str:
+    """SELECT every column of the row whose unique `column` is %s."""
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in model._meta.concrete_fields)
+    return f"SELECT {columns} FROM {quote(model._meta.db_table)} WHERE {quote(column)} = %s"
+
+
+def _declared_limit(queue: str, definition: TaskDefinition | None) -> int | None:
+    return definition.concurrency_limit if definition and definition.queue == queue else None
+
+
+def _write_new_run(run: Run, event: RunEvent, *, create_queue: bool, declared_limit: int | None) -> None:
+    """INSERT the run and its first timeline event, create its queue if missing (as
+    ensure_queue does without a limit) and NOTIFY the engine, in one statement: one round
+    trip instead of six (each INSERT, the queue's SELECT, the NOTIFY, BEGIN and COMMIT)."""
+    params: list[Any] = [insert_rows([run]), insert_rows([event])]
+    if create_queue:
+        params += [run.environment_id, run.queue, declared_limit, run.created_at, run.environment_id, run.queue]
+    with connection.cursor() as cursor:
+        cursor.execute(_new_runs_statement(create_queue), [*params, events.ENGINE_CHANNEL])
+
+
+@cache
+def _new_runs_statement(create_queue: bool) -> str:
+    parts = [insert_sql(Run), insert_sql(RunEvent)]
+    if create_queue:
+        table = Queue._meta.db_table
+        parts.append(
+            f"INSERT INTO {table} (environment_id, name, concurrency_limit, created_at) SELECT %s, %s, %s, %s"
+            f" WHERE NOT EXISTS (SELECT FROM {table} WHERE environment_id = %s AND name = %s) ON CONFLICT DO NOTHING"
+        )
+    return "WITH " + ", ".join(f"w{i} AS ({part})" for i, part in enumerate(parts)) + " SELECT pg_notify(%s, '')"
+
+
+@cache
+def _insert_fields(model: type[Model]) -> list[Field[Any, Any]]:
+    """The columns bulk_create writes (an AutoField is left to the database)."""
+    return [f for f in model._meta.concrete_fields if not isinstance(f, AutoField)]
+
+
+@cache
+def insert_sql(model: type[Model], suffix: str = "") -> str:
+    """INSERT of the rows insert_rows() encodes (one %s parameter, however many rows), what
+    bulk_create does for far less CPU: Django compiles nothing, and psycopg neither parses a
+    statement with a placeholder per value nor escapes thousands of parameters."""
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in _insert_fields(model))
+    rows = f"jsonb_populate_recordset(NULL::{table}, %s::jsonb)"
+    return f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {rows}{suffix}"
+
+
+def insert_rows(objs: Sequence[Model]) -> str:
+    """The rows of objs as insert_sql() reads them: the values bulk_create would send (pre_save
+    sets auto_now fields), as JSON; marks objs saved, as bulk_create does."""
+    columns = _json_columns(type(objs[0]))
+    rows = []
+    for obj in objs:
+        rows.append({column: prep(f.pre_save(obj, True)) for column, f, prep in columns})
+        obj._state.adding, obj._state.db = False, connection.alias
+    return json.dumps(rows, default=_json_default, separators=(",", ":"))
+
+
+# Values these fields hold are already what the database takes (no get_db_prep_save needed).
+_PLAIN_TYPES = {"CharField", "TextField", "BooleanField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
+
+
+@cache
+def _json_columns(model: type[Model]) -> list[tuple[str, Field[Any, Any], Callable[[Any], Any]]]:
+    """(column, field, value -> JSON value) of the fields insert_rows() writes."""
+    columns = []
+    for f in _insert_fields(model):
+        prep: Callable[[Any], Any] = partial(f.get_db_prep_save, connection=connection)
+        if isinstance(f, JSONField) or f.get_internal_type() in _PLAIN_TYPES or f.is_relation:
+            # A JSON field's value is the JSON itself (None is SQL NULL, as Django stores it);
+            # a foreign key's is its target's id.
+            prep = _same
+        columns.append((f.column, f, prep))
+    return columns
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()  # PostgreSQL reads the offset: the same instant as a parameter
+    raise TypeError(f"{type(value).__name__} cannot be inserted as JSON")
 
 
 def insert_runs(requests: list[TriggerRequest]) -> list[Run]:
     """_insert_run for many requests without idempotency keys or debounce (batches): the same
-    runs and events, written with one INSERT each and announced in one message."""
+    runs and events, written with one statement and announced in one message."""
     if not requests:
         return []
     task_ids = {req.task_id for req in requests}
@@ -245,12 +362,12 @@ def insert_runs(requests: list[TriggerRequest]) -> list[Run]:
         timeline.append(
             RunEvent(run=run, at=req.now, from_status="", to_status=run.status, actor=req.actor, reason=reason)
         )
-    Run.objects.bulk_create(runs)
-    RunEvent.objects.bulk_create(timeline)
+    statement = f"WITH runs AS ({insert_sql(Run)}), timeline AS ({insert_sql(RunEvent)}) SELECT pg_notify(%s, '')"
+    with connection.cursor() as cursor:
+        cursor.execute(statement, [insert_rows(runs), insert_rows(timeline), events.ENGINE_CHANNEL])
     events.publish_runs_changed(
         environment_id=requests[0].environment.pk, run_ids=[run.id for run in runs], created=True
     )
-    events.wake_engine()
     return runs
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import select
 import threading
+import time
 import traceback
 from typing import Any
 
@@ -66,29 +69,70 @@ def _error(message: str) -> dict[str, Any]:
 
 
 class Heartbeat:
-    """Refreshes the run's heartbeat from a thread while the attempt runs."""
+    """Keeps the run's heartbeat fresh while the attempt runs (see Beater)."""
 
     def __init__(self, run_id: str, attempt: int) -> None:
-        self.run_id, self.attempt = run_id, attempt
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat-{run_id}")
+        self.key = (run_id, attempt)
 
     def __enter__(self) -> Heartbeat:
-        self.thread.start()
+        BEATER.add(self.key)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=5)
+        BEATER.remove(self.key)
+
+
+class Beater:
+    """One thread per process refreshes the heartbeat of every attempt the process runs.
+
+    An attempt beats every RUNYARD_HEARTBEAT_INTERVAL from its start. A thread per attempt
+    (started, stopped and joined for each run) cost a no-op run more than its own work; this
+    thread starts with the first attempt of a process (again after a fork: threads do not
+    survive one) and sleeps while no attempt is due.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.due: dict[tuple[str, int], float] = {}  # (run id, attempt) -> monotonic time of its next beat
+        self.added = threading.Event()  # wakes the thread for an attempt due before it wakes
+        self.wakes_at = 0.0  # monotonic time the thread wakes up next
+        self.pid: int | None = None
+
+    def add(self, key: tuple[str, int]) -> None:
+        with self.lock:
+            due = self.due[key] = time.monotonic() + settings.RUNYARD_HEARTBEAT_INTERVAL
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                threading.Thread(target=self._beat, daemon=True, name="runyard-heartbeat").start()
+            elif due < self.wakes_at:  # only if the interval changed: no wake-up per attempt
+                self.added.set()
+
+    def remove(self, key: tuple[str, int]) -> None:
+        with self.lock:
+            self.due.pop(key, None)
 
     def _beat(self) -> None:
-        try:
-            while not self.stopped.wait(settings.RUNYARD_HEARTBEAT_INTERVAL):
-                engine.heartbeat(run_id=self.run_id, attempt=self.attempt)
-        except Exception:
-            log.warning("heartbeat for %s failed", self.run_id, exc_info=True)
-        finally:
-            connection.close()
+        while True:
+            interval = settings.RUNYARD_HEARTBEAT_INTERVAL
+            with self.lock:
+                self.added.clear()
+                now = time.monotonic()
+                beating = [key for key, at in self.due.items() if at <= now]
+                for key in beating:
+                    self.due[key] = now + interval
+                self.wakes_at = min(self.due.values(), default=now + interval)
+                wait = self.wakes_at - now
+            for run_id, attempt in beating:
+                try:
+                    engine.heartbeat(run_id=run_id, attempt=attempt)
+                except Exception:
+                    log.warning("heartbeat for %s failed", run_id, exc_info=True)
+            if beating:
+                connection.close()  # a beat every few seconds needs no open connection in between
+            self.added.wait(max(wait, 0.01))
+
+
+BEATER = Beater()
 
 
 # --- worker life cycle --------------------------------------------------------------------
@@ -132,6 +176,23 @@ def _keep_alive(hostname: str) -> None:
 def keep_connections(**_: object) -> None:
     """A pool process runs one task at a time: reuse its database connection between tasks."""
     persistent_connections()
+
+
+def drop_closed_connection() -> None:
+    """Close this thread's database connection if PostgreSQL ended it (a restart, a timeout).
+
+    An idle connection has nothing to read unless the server closed it: one poll of its socket
+    instead of a health-check query, or a new connection, per run.
+    """
+    raw = connection.connection
+    if raw is None:
+        return
+    try:
+        readable = bool(select.select([raw.fileno()], [], [], 0)[0])
+    except Exception:  # noqa: BLE001 - a socket that cannot be polled is as good as closed
+        readable = True
+    if readable:
+        connection.close()
 
 
 def persistent_connections(max_age: int = 60) -> None:

@@ -75,8 +75,11 @@ def transition(
     record(run, from_status, to_status, actor=actor, reason=reason, now=now, data=data)
     if to_status in FINAL_STATUSES:
         _wake_parents(run, now)
-    if to_status == RunStatus.QUEUED or (from_status in ACTIVE_STATUSES and to_status not in ACTIVE_STATUSES):
-        events.wake_engine()  # a run to admit, or a slot freed: admit without waiting for the poll
+    if to_status == RunStatus.QUEUED:
+        events.wake_engine()  # a run to admit: admit without waiting for the poll
+    elif from_status in ACTIVE_STATUSES and to_status not in ACTIVE_STATUSES:
+        # A slot freed: admit the next run of a limited queue without waiting for the poll.
+        events.wake_engine_for_slot(environment_id=run.environment_id, queue=run.queue)
     return run
 
 

@@ -8,54 +8,102 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from runs import registry
+from runs import events, registry
 from runs.engine.core import ENGINE, finish_attempt, mark_queued, set_error, transition
+from runs.engine.waiting import child_finished
 from runs.models import Run, RunAttempt
-from runs.states import RunStatus
+from runs.states import FINAL_STATUSES, RunStatus, can_transition
+
+# The worker's two transitions of every attempt, each one statement (its own transaction, or
+# part of the caller's): the run's row, its timeline event and its attempt written together.
+# Through transition() they took about twelve round trips to PostgreSQL per run (lock, update,
+# event, attempt, parent lookup, NOTIFY, commit, twice), most of a no-op run's time on a busy
+# machine (docs/performance.md). The rules are transition()'s: the same source statuses, the
+# same timeline event, publish after commit; the UPDATE's WHERE is the compare-and-set.
+assert can_transition(RunStatus.DEQUEUED, RunStatus.EXECUTING)
+assert can_transition(RunStatus.EXECUTING, RunStatus.COMPLETED)
+assert RunStatus.COMPLETED in FINAL_STATUSES
+
+# A run resuming after its children continues its attempt rather than starting a new one: the
+# SET expressions read the row as it was, so `resuming` there is the flag before it is cleared.
+START_SQL = """
+WITH started AS (
+    UPDATE runs_run SET
+        status = %(to)s,
+        updated_at = %(now)s,
+        resuming = false,
+        attempt_count = attempt_count + CASE WHEN resuming THEN 0 ELSE 1 END,
+        started_at = COALESCE(started_at, %(now)s),
+        heartbeat_at = %(now)s,
+        worker = %(worker)s,
+        deadline_at = CASE WHEN COALESCE(max_duration, 0) = 0 THEN NULL
+                           ELSE %(now)s + max_duration * interval '1 second' END
+    WHERE id = %(run_id)s AND status = %(from)s
+    RETURNING *
+), event AS (
+    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
+    SELECT id, %(now)s, %(from)s, %(to)s, %(actor)s, 'attempt started', '{}'::jsonb FROM started
+), attempt AS (
+    INSERT INTO runs_runattempt (run_id, number, status, worker, started_at)
+    SELECT id, attempt_count, %(to)s, %(worker)s, %(now)s FROM started
+    ON CONFLICT (run_id, number) DO UPDATE SET status = EXCLUDED.status, worker = EXCLUDED.worker
+    RETURNING id, number, started_at
+)
+SELECT started.*, attempt.id AS attempt_id, attempt.started_at AS attempt_started_at FROM started, attempt
+"""
+
+# Completing wakes the engine only if the run's queue has a limit (events.wake_engine_for_slot)
+# and reports whether a parent waits on the run, to resume it (waiting.child_finished).
+COMPLETE_SQL = """
+WITH done AS (
+    UPDATE runs_run SET
+        status = %(to)s, updated_at = %(now)s, finished_at = %(now)s, output = %(output)s, output_type = %(output_type)s
+    WHERE id = %(run_id)s AND status = %(from)s AND attempt_count = %(attempt)s
+    RETURNING *
+), event AS (
+    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
+    SELECT id, %(now)s, %(from)s, %(to)s, 'worker:' || COALESCE(NULLIF(worker, ''), 'unknown'), 'attempt succeeded',
+           '{}'::jsonb
+    FROM done
+), attempt AS (
+    UPDATE runs_runattempt SET status = %(to)s, finished_at = %(now)s, error = NULL
+    WHERE run_id IN (SELECT id FROM done) AND number = %(attempt)s
+)
+SELECT done.*,
+    (SELECT count(pg_notify(%(channel)s, '')) FROM runs_queue AS queue
+     WHERE queue.environment_id = done.environment_id AND queue.name = done.queue
+       AND queue.concurrency_limit IS NOT NULL) AS woke_engine,
+    EXISTS (SELECT 1 FROM runs_waitpoint
+            WHERE children @> ARRAY[%(run_id)s]::varchar(32)[] AND resolved_at IS NULL) AS awaited
+FROM done
+"""
 
 
 def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> RunAttempt | None:
     """DEQUEUED -> EXECUTING and a new attempt; None if the run may not start (e.g. canceled)."""
     now = now or timezone.now()
-
-    resumed = False
-
-    def start(run: Run) -> list[str]:
-        nonlocal resumed
-        # A run resuming after its children continues its attempt rather than starting a new one.
-        resumed, run.resuming = run.resuming, False
-        run.attempt_count += 0 if resumed else 1
-        run.started_at = run.started_at or now
-        run.heartbeat_at = now
-        run.worker = worker
-        run.deadline_at = now + timedelta(seconds=run.max_duration) if run.max_duration else None
-        return ["attempt_count", "started_at", "heartbeat_at", "worker", "deadline_at", "resuming"]
-
-    with transaction.atomic():
-        run = transition(
-            run_id,
-            RunStatus.EXECUTING,
-            actor=f"worker:{worker}",
-            now=now,
-            allowed_from=[RunStatus.DEQUEUED],
-            changes=start,
-            reason="attempt started",
-        )
-        if run is None:
-            return None
-        if not resumed:
-            # A new attempt number, counted up in this transaction: no row has it yet. One INSERT
-            # instead of a savepoint, a locking SELECT and an INSERT (the worker's hot path).
-            return RunAttempt.objects.create(
-                run=run, number=run.attempt_count, status=RunStatus.EXECUTING, worker=worker, started_at=now
-            )
-        attempt, _ = RunAttempt.objects.update_or_create(
-            run=run,
-            number=run.attempt_count,
-            defaults={"status": RunStatus.EXECUTING, "worker": worker},
-            create_defaults={"status": RunStatus.EXECUTING, "worker": worker, "started_at": now},
-        )
-        return attempt
+    params = {
+        "run_id": run_id,
+        "from": RunStatus.DEQUEUED,
+        "to": RunStatus.EXECUTING,
+        "now": now,
+        "worker": worker,
+        "actor": f"worker:{worker}",
+    }
+    run = next(iter(Run.objects.raw(START_SQL, params)), None)
+    if run is None:
+        return None
+    events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)
+    attempt = RunAttempt(
+        id=run.attempt_id,  # type: ignore[attr-defined]
+        run=run,
+        number=run.attempt_count,
+        status=RunStatus.EXECUTING,
+        worker=worker,
+        started_at=run.attempt_started_at,  # type: ignore[attr-defined]
+    )
+    attempt._state.adding, attempt._state.db = False, "default"
+    return attempt
 
 
 def heartbeat(*, run_id: str, attempt: int, now: datetime | None = None) -> bool:
@@ -70,25 +118,26 @@ def complete_attempt(
 ) -> Run | None:
     """EXECUTING -> COMPLETED with the output, if `attempt` is still the current attempt."""
     now = now or timezone.now()
-
-    def store(run: Run) -> list[str]:
-        run.output, run.output_type = output, output_type
-        return ["output", "output_type"]
-
-    with transaction.atomic():
-        run = transition(
-            run_id,
-            RunStatus.COMPLETED,
-            actor=_worker_actor(run_id),
-            now=now,
-            allowed_from=[RunStatus.EXECUTING],
-            guard=lambda r: r.attempt_count == attempt,
-            changes=store,
-            reason="attempt succeeded",
-        )
-        if run is not None:
-            finish_attempt(run, attempt, RunStatus.COMPLETED, now)
-        return run
+    params = {
+        "run_id": run_id,
+        "from": RunStatus.EXECUTING,
+        "to": RunStatus.COMPLETED,
+        "now": now,
+        "attempt": attempt,
+        "output": output,
+        "output_type": output_type,
+        "channel": events.ENGINE_CHANNEL,
+    }
+    run = next(iter(Run.objects.raw(COMPLETE_SQL, params)), None)
+    if run is None:
+        return None
+    events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)
+    if run.awaited:  # type: ignore[attr-defined]
+        # The run is final and committed (or final in the caller's transaction): a parent
+        # suspending from now on sees it final, and one already WAITING is resumed here.
+        with transaction.atomic():
+            child_finished(run, now)
+    return run
 
 
 def fail_attempt(
@@ -153,8 +202,3 @@ def system_failure(*, run_id: str, attempt: int, error: dict[str, Any], now: dat
         if run is not None:
             finish_attempt(run, attempt, RunStatus.SYSTEM_FAILURE, now, error)
         return run
-
-
-def _worker_actor(run_id: str) -> str:
-    worker = Run.objects.filter(pk=run_id).values_list("worker", flat=True).first()
-    return f"worker:{worker or 'unknown'}"

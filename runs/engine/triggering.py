@@ -96,9 +96,10 @@ def trigger(
     """Create a run of task_id; returns it, or the run a repeated request_key already made."""
     now = now or timezone.now()
     options = options or TriggerOptions()
-    if not request_key and not options.idempotency_key and options.debounce is None:
-        # Nothing to look up or serialise against: the run, its first timeline event and the
-        # engine's wake-up are one statement, atomic without a transaction of its own.
+    plain = not request_key and not options.idempotency_key and options.debounce is None
+    if plain and options.queue_concurrency_limit is None:
+        # Nothing to look up, serialise against or update first: the run, its first timeline
+        # event, its queue and the engine's wake-up are one statement, atomic by itself.
         request = TriggerRequest(environment, task_id, payload, payload_type, options, actor, source, now)
         return TriggerResult(run=_insert_run(request))
     try:

@@ -74,30 +74,38 @@ class SharedRenders:
     last of them (docs/performance.md). Now a socket's flush waits here with the others of its key
     (the same query, the same permissions): one hop to the database thread renders them all with
     the consumer class's render_group, while the next flushes of that key gather for the next hop.
+    The reconciles (look) are shared alike, with changed_group.
     """
 
     def __init__(self) -> None:
-        self.waiting: dict[Hashable, list[tuple[CoalescingConsumer, Any, asyncio.Future[list[str]]]]] = {}
-        self.drains: dict[Hashable, asyncio.Task[None]] = {}
+        self.waiting: dict[tuple[str, Hashable], list[tuple[CoalescingConsumer, Any, asyncio.Future[list[str]]]]] = {}
+        self.drains: dict[tuple[str, Hashable], asyncio.Task[None]] = {}
 
     async def render(self, consumer: CoalescingConsumer, batch: dict[str, bool]) -> list[str]:
-        key = consumer.share_key()
+        return await self.share(("render_group", consumer.share_key()), consumer, batch)
+
+    async def look(self, consumer: CoalescingConsumer, since: datetime) -> list[str]:
+        """The ids of the runs changed on the consumer's screen since `since` (changed_since)."""
+        return await self.share(("changed_group", consumer.look_key()), consumer, since)
+
+    async def share(self, key: tuple[str, Hashable], consumer: CoalescingConsumer, arg: Any) -> list[str]:
+        """Key: the name of the consumer class's group method, and what the sockets share."""
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self.waiting.setdefault(key, []).append((consumer, batch, future))
+        self.waiting.setdefault(key, []).append((consumer, arg, future))
         if key not in self.drains:
             self.drains[key] = asyncio.create_task(self.drain(key))
         return await future
 
-    async def drain(self, key: Hashable) -> None:
+    async def drain(self, key: tuple[str, Hashable]) -> None:
         try:
             await asyncio.sleep(SHARE_WINDOW)  # the other sockets woken by the same messages
             while members := self.waiting.pop(key, []):
                 members = [member for member in members if not member[2].done()]  # not disconnected
                 if not members:
                     continue
-                render_group = type(members[0][0]).render_group
+                group = getattr(type(members[0][0]), key[0])
                 try:
-                    results = await database_sync_to_async(render_group)([(c, batch) for c, batch, _ in members])
+                    results = await database_sync_to_async(group)([(c, arg) for c, arg, _ in members])
                 except Exception as error:  # noqa: BLE001 - each socket's push logs it
                     results = [error] * len(members)
                 for (_, _, future), result in zip(members, results, strict=True):
@@ -109,12 +117,13 @@ class SharedRenders:
                         future.set_result(result)
         finally:
             del self.drains[key]
-            for _, _, future in self.waiting.pop(key, []):  # cancelled while gathering: render again
+            for _, _, future in self.waiting.pop(key, []):  # cancelled while gathering
                 if not future.done():
                     future.cancel()
 
 
 SHARE_WINDOW = 0.01  # seconds the first flush of a key waits for the others woken with it
+LOOK_LIMIT = PAGE_SIZE * 4  # runs a reconcile takes, most recently changed first
 shared_renders = SharedRenders()
 
 
@@ -277,13 +286,16 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
 
     async def maintain(self) -> None:
         """Every RECONCILE_INTERVAL, queue what changed on screen since the last look; renew the group."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(RECONCILE_INTERVAL)  # the catch-up has just looked
         while True:
-            await asyncio.sleep(RECONCILE_INTERVAL)
+            # On the same beat for every socket of the process, so that their looks are shared.
+            await asyncio.sleep(RECONCILE_INTERVAL - loop.time() % RECONCILE_INTERVAL)
             if self.feed is not None:
                 await self.feed.renew()
             since, self.checked = self.checked, timezone.now()
             try:
-                changed = await database_sync_to_async(self.changed_since)(since - CLOCK_SKEW)
+                changed = await shared_renders.look(self, since - CLOCK_SKEW)
             except Exception:
                 log.exception("could not look for changed runs on %s", self.group)
                 continue
@@ -310,6 +322,25 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
             try:
                 results.append(consumer.render(batch))
             except Exception as error:  # noqa: BLE001 - that socket's push logs it
+                results.append(error)
+        return results
+
+    def look_key(self) -> Hashable:
+        """Sockets with equal keys look for changed runs together (changed_group). Unique by default."""
+        return (type(self), id(self))
+
+    @classmethod
+    def changed_group(cls, members: list[tuple[Any, datetime]]) -> list[list[str] | Exception]:
+        """changed_since for each (socket, since) of one look_key; by default each on its own."""
+        return cls.changed_each(members)
+
+    @staticmethod
+    def changed_each(members: list[tuple[Any, datetime]]) -> list[list[str] | Exception]:
+        results: list[list[str] | Exception] = []
+        for consumer, since in members:
+            try:
+                results.append(consumer.changed_since(since))
+            except Exception as error:  # noqa: BLE001 - that socket's maintain logs it
                 results.append(error)
         return results
 
@@ -450,8 +481,25 @@ class RunsConsumer(CoalescingConsumer):
         return self.sort_out(runs)
 
     def changed_since(self, since: datetime) -> list[str]:
-        changed = Run.objects.filter(self.window(), updated_at__gte=since).order_by("-updated_at")
-        return list(changed.values_list("id", flat=True)[: PAGE_SIZE * 4])
+        return self.changed_ids([(self, since)])[0]
+
+    def look_key(self) -> Hashable:
+        # The same rows could be on screen: the same base query, cursors and permissions.
+        return (self.share_key(), self.oldest, self.newest, self.prepend)
+
+    @classmethod
+    def changed_group(cls, members: list[tuple[Any, datetime]]) -> list[list[str] | Exception]:
+        return [*cls.changed_ids(members)]
+
+    @staticmethod
+    def changed_ids(members: list[tuple[Any, datetime]]) -> list[list[str]]:
+        """One query from the earliest `since`: the runs changed since a later one are a prefix of
+        its rows newest change first, so each socket gets what a query of its own would give."""
+        window: Q = members[0][0].window()
+        earliest = min(since for _, since in members)
+        changed = Run.objects.filter(window, updated_at__gte=earliest).order_by("-updated_at")
+        rows = list(changed.values_list("id", "updated_at")[:LOOK_LIMIT])
+        return [[run_id for run_id, at in rows if at >= since] for _, since in members]
 
     @staticmethod
     def render_rows(created: list[Run], updated: list[Run], perms: dict[str, bool]) -> list[str]:
@@ -505,6 +553,13 @@ class BatchConsumer(RunsConsumer):
         if not Run.objects.filter(self.base, updated_at__gte=since).exists():
             return []
         return self.with_counts(super().render_since(since))
+
+    def look_key(self) -> Hashable:
+        return (type(self), id(self))
+
+    @classmethod
+    def changed_group(cls, members: list[tuple[Any, datetime]]) -> list[list[str] | Exception]:
+        return cls.changed_each(members)
 
     def changed_since(self, since: datetime) -> list[str]:
         # Not only the rows on screen: every run of the batch counts.

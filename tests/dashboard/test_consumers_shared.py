@@ -68,6 +68,10 @@ class Queries:
         assert self.capture is not None
         self.capture.__exit__(None, None, None)
 
+    def sql(self) -> list[str]:
+        assert self.capture is not None
+        return [query["sql"] for query in self.capture.captured_queries]
+
     def of_rows(self, run_id: str) -> list[str]:
         """The queries that fetched the changed run's row."""
         assert self.capture is not None
@@ -212,3 +216,22 @@ async def test_messages_to_a_browser_are_a_flush_interval_apart_even_after_a_slo
     assert len(times) >= 3 and renders >= 3
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert min(gaps) >= consumers.FLUSH_INTERVAL - 0.02, gaps
+
+
+async def test_the_reconciles_of_sockets_showing_the_same_rows_are_one_query(
+    user: User, connected: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every few seconds each socket looks for changes it may have missed; sockets showing the
+    same rows look together (on the same beat), and each still gets what changed on its screen."""
+    monkeypatch.setattr(consumers, "RECONCILE_INTERVAL", 0.5)
+    run = await make_run()
+    sockets = await asyncio.gather(*(connect("/ws/runs/?env=dev", user, connected) for _ in range(50)))
+    async with Queries() as queries:
+        await set_status(run, "EXECUTING")  # and nothing published, as if the message was dropped
+        frames = await asyncio.gather(*(socket.receive_from(timeout=5) for socket in sockets))
+        await asyncio.sleep(0.6)  # another beat
+    for frame in frames:
+        assert frame.startswith(updated_row(run)) and 'data-status="EXECUTING"' in frame
+    looks = [sql for sql in queries.sql() if '"runs_run"."updated_at" >=' in sql]
+    # Fifty sockets used to look one after the other: a hundred queries in two beats.
+    assert 1 <= len(looks) <= 6, looks

@@ -148,3 +148,40 @@ def test_the_engine_wakes_for_a_due_run_before_the_poll_interval(dev: Environmen
         listener.close()
     assert engine.tick() >= 1
     assert not Run.objects.filter(status=RunStatus.DELAYED).exists()
+
+
+@pytest.mark.django_db
+def test_a_tick_with_nothing_due_reads_once_for_the_time_driven_steps(dev: Environment, frozen: Any) -> None:
+    factories.run(delay_until=at(30), ttl=60)
+    with CaptureQueriesContext(connection) as queries:
+        assert engine.tick(now=at(1)) == 0
+    # One read says no delay ended, no TTL ran out, no worker was lost, no deadline passed;
+    # then waiting runs, admission and bulk actions look for themselves.
+    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= 6, statements
+    assert engine.tick(now=at(30)) >= 1  # and a due run is found by the same read
+    assert not Run.objects.filter(status=RunStatus.DELAYED).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_soon_after_a_tick_waits_for_the_gap_but_never_past_a_due_time(dev: Environment) -> None:
+    command = Command()
+    listener = command._listen()
+    assert listener is not None
+    params = connection.get_connection_params()
+    try:
+        with psycopg.connect(**params, autocommit=True) as other:
+            other.execute("NOTIFY runyard_engine")
+            began = time.monotonic()
+            command._wait(listener, POLL, not_before=began + 0.3)
+            assert 0.25 <= time.monotonic() - began < POLL / 2  # coalesced: one tick per gap
+            other.execute("NOTIFY runyard_engine")
+            began = time.monotonic()
+            command._wait(listener, 0.1, not_before=began + 3)
+            assert time.monotonic() - began < 1  # a run falling due does not wait for the gap
+            other.execute("NOTIFY runyard_engine")
+            began = time.monotonic()
+            command._wait(listener, POLL, not_before=began - 1)
+            assert time.monotonic() - began < 1  # long after the last tick: at once
+    finally:
+        listener.close()

@@ -27,6 +27,7 @@ from runs.worker import persistent_connections
 
 log = logging.getLogger("runyard.engine")
 DUE_MARGIN = 0.002  # seconds
+WAKE_GAP = 0.05  # seconds: at most one NOTIFY-driven tick per gap
 
 
 class Command(BaseCommand):
@@ -51,8 +52,9 @@ class Command(BaseCommand):
         log.info("engine started")
         listener = self._listen()
         while not stopping:
+            began = time.monotonic()
             ticked_at = self._tick()
-            listener = self._wait(listener, self._timeout(ticked_at))
+            listener = self._wait(listener, self._timeout(ticked_at), not_before=began + WAKE_GAP)
         if listener is not None:
             listener.close()
         log.info("engine stopped")
@@ -100,16 +102,25 @@ class Command(BaseCommand):
         # A hair past the due time: the next tick's clock must have reached it.
         return min(poll, max(0.0, (due - timezone.now()).total_seconds() + DUE_MARGIN))
 
-    def _wait(self, listener: psycopg.Connection[Any] | None, timeout: float) -> psycopg.Connection[Any] | None:
+    def _wait(
+        self, listener: psycopg.Connection[Any] | None, timeout: float, *, not_before: float = 0.0
+    ) -> psycopg.Connection[Any] | None:
         """Sleep until a wake-up or for `timeout` seconds; returns the listener to use next.
+
+        A wake-up before `not_before` (time.monotonic()) waits for it, or for the timeout if
+        sooner: under load every trigger, start and completion notifies, and ticking on each
+        kept the engine busy back to back, taking CPU from the workers (docs/performance.md).
 
         A listener whose connection broke (the database restarted) is replaced: without
         that, the engine would never hear NOTIFY again and only poll.
         """
+        deadline = time.monotonic() + timeout
         if listener is not None:
             try:
                 ready, _, _ = select.select([listener.fileno()], [], [], timeout)
                 if ready:
+                    time.sleep(max(0.0, min(not_before, deadline) - time.monotonic()))
+                    # What notified until now, the coming tick sees.
                     for _ in listener.notifies(timeout=0):
                         pass
                 return listener

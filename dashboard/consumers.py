@@ -106,6 +106,10 @@ class SharedRenders:
                 group = getattr(type(members[0][0]), key[0])
                 try:
                     results = await database_sync_to_async(group)([(c, arg) for c, arg, _ in members])
+                except asyncio.CancelledError:
+                    for _, _, future in members:
+                        future.cancel()
+                    raise
                 except Exception as error:  # noqa: BLE001 - each socket's push logs it
                     results = [error] * len(members)
                 for (_, _, future), result in zip(members, results, strict=True):

@@ -37,14 +37,16 @@ ledger holds them all COMPLETED. Plain: `send_task("bench.plain_noop")` to the s
 key; the time runs until the key reaches the count. Rounds alternate.
 """,
     "time": """
-Default settings: one engine that wakes on PostgreSQL NOTIFY or every
-RUNYARD_ENGINE_POLL_INTERVAL (0.5 s by default). A due delay notifies nothing, so the poll
-interval is part of every figure here. Same second: the runs are inserted due an hour later,
-then one UPDATE makes them all due at the same whole second, 2 s ahead; the ledger is polled
-every 10 ms until none is DELAYED. Start: runs triggered in-process with `delay` spread
-uniformly; the figure is Run.started_at (set by the worker when the attempt starts) minus the
-run's delay_until. TTL: runs of a task no worker serves (they wait PENDING_VERSION) with short
-TTLs; the figure is Run.expired_at minus expires_at (expired_at is the engine tick's clock).
+Default settings: one engine. It wakes on PostgreSQL NOTIFY (at most one tick per 50 ms) or at
+the earliest next end of a delay, TTL or maxDuration (`next_due`, read after each tick), and
+otherwise every RUNYARD_ENGINE_POLL_INTERVAL (0.5 s). Same second: the runs are inserted due an
+hour later, then one UPDATE makes them all due at the same whole second, 6 s ahead (so that the
+UPDATE has committed first); the ledger is watched with one cheap EXISTS read every 10 ms until
+none is DELAYED. Start: runs triggered in-process with `delay` spread uniformly; the figure is
+Run.started_at (set by the worker when the attempt starts) minus the run's delay_until; the
+engine's part (the DEQUEUED event's stamp minus delay_until) is shown beside it. TTL: runs of a
+task no worker serves (they wait PENDING_VERSION) with short TTLs; the figure is Run.expired_at
+minus expires_at (expired_at is the engine tick's clock).
 """,
     "realtime": """
 One daphne; the clients are asyncio `websockets` connections in one process to
@@ -75,75 +77,74 @@ runs) and `?tag=customer-7` (0.1%). The run page is that of the newest completed
 }
 
 FINDINGS = """
-**About the figures above (2026-11-29).** The machine was shared and busy (load average 5 to 8:
-other engineers' test suites and browsers). They come from two invocations a few minutes apart:
-`python -m bench` gave trigger, batch, e2e and time; its realtime run failed because 100
-simultaneous websocket handshakes timed out in the benchmark's own client (it now connects in
-waves of ten), and its memory run was stopped at about 11 runs/s, far from 10,000 before the
-deadline; `python -m bench --only realtime,dashboard,memory --memory 3000` gave the rest, the
-memory figures over 3,000 runs and 3,000 requests instead of 10,000. The 10,000-delayed-runs
-figure is pessimistic: the benchmark made the runs due 2 s after its UPDATE began, and that
-UPDATE of 10,000 rows took longer than 2 s to commit on the busy machine (the first run left
-DELAYED 2.7 s after its due time); the benchmark now makes them due 6 s ahead and refuses to
-measure if the UPDATE commits late. The storm process reached about 500 changes a second, not
-1,000 (one process publishing to a group of 100 channels on the busy machine); the messages-per-client
-figure is for that rate. Rerun `make bench` on a quiet machine for figures to judge.
+**About the figures above.** They come from one `python -m bench --memory 10000` run on this
+2-core machine at the date above; see the load average there. The machine is shared, so each
+ratio's two sides were measured in alternating rounds of the same run.
 
-Profiled with py-spy (`py-spy record -p <pid> --subprocesses -f raw`) on the web process, the
-worker and its pool, and the engine, and with cProfile on the trigger view in-process.
+### Session 3 (2026-11-29): profiled and changed
 
-**Changed** (runs/events.py, runs/engine/scheduler.py, runs/engine/core.py, runs/engine/execution.py,
-dashboard/consumers.py; their tests pass):
+Profiled with py-spy (`py-spy record -p <pid> --subprocesses -f raw`), cProfile of views
+in-process, psutil CPU per request under load, query counts (Django's CaptureQueriesContext, now
+kept as tests) and EXPLAIN ANALYZE.
 
-- *Publishing a change cost about 10 ms.* `runs.events._send` called
-  `async_to_sync(layer.group_send)` from threads without an event loop (the worker, the engine,
-  in-process triggers), which makes a new event loop, and channels-redis a new Redis connection,
-  for every message. Every transition paid it, twice per run in the worker. Now each process keeps
-  one publishing event loop in a daemon thread (started anew after a fork) and waits for the send
-  on it: 11.5 ms -> 0.24 ms per message on the busy machine.
-- *Admission was one round trip per run inside one transaction.* The engine's `_dispatch` did an
-  UPDATE, an INSERT of the timeline event and a publish per run, and sent nothing to Celery until
-  all of up to 500 runs were committed: in a 1,000-run round one run completed in the first 10 s.
-  Now one UPDATE for the admitted runs, one bulk INSERT of their events, one `runs.changed` message
-  and one broker connection for the `apply_async` calls after commit: 103 runs completed in the
-  same 10 s.
-- *Promoting runs due together was slow.* `promote_delayed` went through `bulk_transition`, whose
-  Django `bulk_update` builds a CASE WHEN per row and field in Python (the largest part of the
-  engine's profile), 500 runs a tick. Now one set-based UPDATE per up to 5,000 due runs computes
-  the queue times in SQL exactly as `mark_queued` does (available_at = delay_until - priority,
-  queued_at and expires_at set only the first time), with one bulk INSERT of timeline events and
-  one message: 1,000 runs due at once went from 5.8 s to 0.6 s in quick mode on the busy machine.
-- *Every browser's socket rendered the same rows itself* (dashboard/consumers.py): a change cost
-  one template render per connected browser, one after the other on channels' single database
-  thread. Now the runs list's frames for the same runs in the same state (id, updated_at, status)
-  are rendered once and reused for up to a second: with 20 clients in quick mode, p95 went from
-  2.4 s to 0.4 s on the busy machine.
-- *Other bulk transitions (expiry, requeues) published one message per run*; now one
-  `runs.changed` message per environment (the consumers already take it).
+- *Trigger API* (0.30x before). Every request opened a PostgreSQL connection (Django's ASGI
+  handler runs each request in a new thread, and CONN_MAX_AGE was 0) and made 8 round trips;
+  most of the web process's CPU went to compiling queries. Now the web server borrows connections
+  from psycopg's pool (Django 5.2, `RUNYARD_DB_POOL`; workers and engines keep one connection
+  each), and a plain trigger is 3 queries and no transaction: the API key, the task definition,
+  and one statement that inserts the run, its first timeline event and its queue if missing, and
+  wakes the engine. tests/api/test_trigger_round_trips.py, tests/api/test_connection_pool.py.
+TRIG2_FINDINGS
+- *Batch* (10.5x before). Each chunk of 100 items is staged with one INSERT ... ON CONFLICT
+  ... RETURNING, and its runs and events are written with one statement each (all rows as one
+  JSON parameter read by `jsonb_populate_recordset`): 95 queries for a 1,000-item stream became 52,
+  and neither Django nor psycopg builds thousands of placeholders.
+- *End to end* (0.15x before). A no-op run took 15 round trips in the worker; each finished run
+  woke the engine, which ticked back to back and took 65% of a core; Celery's Django fixup
+  closed the database connection after every task. Now starting and completing an attempt are
+  one statement each (the run, its timeline event and its attempt, with the compare-and-set in
+  the WHERE clause, so a run still starts and completes once); a pool process keeps its
+  connection (`CELERY_DB_REUSE_MAX`, with a dead connection dropped before the next run); one
+  heartbeat thread per process serves every attempt; publishing does not wait for Redis; a freed
+  slot wakes the engine only if its queue has a concurrency limit. tests/runs/test_worker_round_trips.py.
+E2E2_FINDINGS
+- *Time.* The engine now sleeps only until the earliest next delay, TTL or maxDuration end
+  (`next_due`), not a whole poll interval. Promotion is one statement for up to 50,000 due runs
+  (locked with SKIP LOCKED, moved with `mark_queued`'s rules in SQL, timeline events inserted from
+  RETURNING) instead of 5,000 RunEvents a tick built in Python; its join back is on `ctid`, since
+  a join on `id` was planned as a nested loop while statistics still counted few delayed runs
+  (61 s for 10,000 rows). One EXISTS read per tick decides which time-driven steps run, and NOTIFY
+  wake-ups are merged to one tick per 50 ms, never past a due time. tests/runs/test_scheduler_timing.py.
+- *Realtime* (p95 inf before: 1,807 of 2,000 frames late). Nothing was dropped: each socket ran
+  its own query and render, one after the other on channels' single database thread, and the
+  backlog grew. Now a web process joins each environment's group once and hands each change to
+  its sockets; sockets with the same filters and permissions render a flush together (one query);
+  the 5 s reconcile is one query per set of sockets showing the same rows; the 250 ms between two
+  messages counts from the send. tests/dashboard/test_consumers_shared.py.
+- *Memory* was measured over the full 10,000 runs and 10,000 requests: flat, nothing changed.
+- *Bulk cancel* (not a figure of the issue; #5 asks for 100,000 runs). It went through the
+  single-run path, about 11.5 queries and 25-40 ms per run. A chunk of 200 is now 16 queries at
+  any size (`actions.cancel_runs`); 10,000 runs cancel in 4-9 s on the loaded machine.
 
-**Found, not changed (each needs more than a small, safe edit; listed by figure):**
+**Found, not changed:**
 
-- *Trigger API.* The bare view touches no database. A trigger opens a PostgreSQL connection
-  (Django's ASGI handler runs each request's sync code in a new thread, and CONN_MAX_AGE is 0 under
-  ASGI on purpose, so every request forks a new PostgreSQL backend) and makes about nine round
-  trips (API key, task definition, queue, BEGIN, run, timeline event, NOTIFY, COMMIT); the daphne
-  profile is mostly waiting on PostgreSQL. Each trigger also wakes the engine (NOTIFY), which then
-  ticks back to back on the same two cores. Remedies: a connection pool (Django 5.1+
-  `DATABASES[...]["OPTIONS"] = {"pool": True}` with psycopg's pool package: a new dependency and a
-  settings change), caching served task definitions and known queues per process, and letting the
-  engine coalesce wake-ups (e.g. at most one NOTIFY-driven tick per 50 ms).
-- *End to end.* A plain Celery no-op is one Redis INCR; a Runyard no-op is about twenty PostgreSQL
-  round trips in the worker (start_attempt: lock, update, timeline event, attempt upsert inside a
-  savepoint, publish; complete_attempt: actor lookup, lock, update, event, parent check, NOTIFY,
-  attempt update) plus admission by the engine. The worker's pool processes spend most of their
-  time waiting on PostgreSQL. Changed: a new attempt's row is created with one INSERT instead of
-  update_or_create (a savepoint, a locking SELECT and an INSERT; runs/engine/execution.py).
-  Remaining remedies: fold the actor lookup into the row lock, skip the waitpoint lookup for runs
-  without a parent; beyond that, fewer transitions (and so fewer timeline rows) per attempt.
-- *Start on time.* A run starts when a worker slot is free: a burst of due runs queues behind the
-  worker's throughput (see End to end), and a due delay waits up to one poll interval (0.5 s).
-- *Realtime, remaining.* Each socket still runs its own query for the changed rows on channels'
-  single database thread, so the time for a change to reach every browser still grows with the
-  number of browsers; a publish that carried the rendered rows, or one query per page shared by
-  its sockets, would remove that.
+- A promoted or admitted run is written into about 22 of `runs_run`'s 26 indexes (a status
+  change cannot use HOT updates). Five are Django's `_like` indexes on the id and the four
+  run-to-run links, which no query uses; dropping them cut WAL records by 24%. A schema change.
+- An unlimited queue hands every run to Celery at once, so a backlog waits in Redis as DEQUEUED
+  runs. Backlogs longer than RUNYARD_WORKER_TIMEOUT (60 s) of the workers' throughput are then
+  taken for lost messages and requeued (the stale messages are skipped, but the timeline says
+  "requeued"). The fix is to admit no more than the serving workers can take, keeping the backlog
+  QUEUED in PostgreSQL: next.
+- `next_due` does not cover retry backoff (a QUEUED run's future `available_at`): those still wait
+  for the poll, within 0.5 s.
+
+### Session 2
+
+The first run of the benchmarks found the same-second figure pessimistic (the benchmark made
+runs due before its own UPDATE committed) and the realtime client too eager (100 simultaneous
+handshakes); both were fixed in bench/. Changed then: one publishing event loop per process
+instead of a new loop and Redis connection per message (11.5 ms to 0.24 ms); set-based admission
+(one UPDATE, one events insert, one message); set-based promotion; one message per environment for
+bulk transitions; batches inserted in bulk; rows rendered once for every websocket client.
 """

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -21,7 +22,18 @@ ENGINE_CHANNEL = "runyard_engine"
 # Ids in one runs.changed message: well under channels-redis's message size, one frame per batch.
 RUNS_PER_MESSAGE = 1000
 SEND_TIMEOUT = 10.0  # seconds a publish may take before it is given up (and logged)
-_publisher: tuple[int, asyncio.AbstractEventLoop] | None = None  # (pid, loop) of _loop()
+Outbox = asyncio.Queue[tuple[Any, str, dict[str, object]]]  # (layer, group, message)
+
+
+@dataclass
+class _Publisher:
+    pid: int
+    loop: asyncio.AbstractEventLoop
+    outbox: Outbox
+    drain: asyncio.Task[None]
+
+
+_publisher: _Publisher | None = None
 _publisher_lock = threading.Lock()
 
 
@@ -53,20 +65,25 @@ def _send(environment_id: int, message: dict[str, object]) -> None:
     if layer is None:
         return
     try:
-        asyncio.run_coroutine_threadsafe(_group_send(layer, env_group(environment_id), message), _loop())
+        publisher = _publisher_here()
+        publisher.loop.call_soon_threadsafe(publisher.outbox.put_nowait, (layer, env_group(environment_id), message))
     except Exception:
         log.warning("could not publish %s", message["type"], exc_info=True)
 
 
-async def _group_send(layer: Any, group: str, message: dict[str, object]) -> None:
-    try:
-        await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
-    except Exception:
-        log.warning("could not publish %s", message["type"], exc_info=True)
+async def _drain(outbox: Outbox) -> None:
+    """Send the messages one after another: a burst of them sent at once would open as many
+    Redis connections as messages, past redis-py's limit (MaxConnectionsError)."""
+    while True:
+        layer, group, message = await outbox.get()
+        try:
+            await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
+        except Exception:
+            log.warning("could not publish %s", message["type"], exc_info=True)
 
 
-def _loop() -> asyncio.AbstractEventLoop:
-    """This process's publishing loop, in a thread of its own.
+def _publisher_here() -> _Publisher:
+    """This process's publishing loop, in a thread of its own, and the queue it sends from.
 
     async_to_sync outside an event loop makes a new loop, and channels-redis a new connection,
     for every message: about 10 ms each, which made the engine's and the worker's transitions
@@ -75,11 +92,12 @@ def _loop() -> asyncio.AbstractEventLoop:
     """
     global _publisher
     with _publisher_lock:
-        if _publisher is None or _publisher[0] != os.getpid():
+        if _publisher is None or _publisher.pid != os.getpid():
             loop = asyncio.new_event_loop()
+            outbox: Outbox = asyncio.Queue()
+            _publisher = _Publisher(os.getpid(), loop, outbox, loop.create_task(_drain(outbox)))
             threading.Thread(target=loop.run_forever, daemon=True, name="runyard-publish").start()
-            _publisher = (os.getpid(), loop)
-        return _publisher[1]
+        return _publisher
 
 
 def wake_engine() -> None:

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api.auth import authenticate_request
 from api.errors import ApiError, error_response
-from runs.models import ApiKey
+from runs.models import ApiKey, TaskDefinition
 from runs.packets import human_size
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,15 @@ class ApiRequest(HttpRequest):
     """A request that passed API key authentication."""
 
     api_key: ApiKey
+    task_definitions: dict[str, TaskDefinition | None]  # api_view(reads_task=True) only
 
 
-def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]:
+def api_view(*methods: str, authenticate: bool = True, reads_task: bool = False) -> Callable[[View], View]:
     """Method check, API key auth and JSON errors (never an HTML page or a bare 500).
 
     API clients send a bearer key, not cookies: CSRF-exempt and login-not-required.
+    reads_task: the key's query also reads the definition of the URL's task_id, for the view
+    to hand to the engine (request.task_definitions; see api.auth.authenticate_request).
     """
     allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
 
@@ -48,7 +51,8 @@ def api_view(*methods: str, authenticate: bool = True) -> Callable[[View], View]
                 return response
             try:
                 if authenticate:
-                    cast(ApiRequest, request).api_key = authenticate_request(request)
+                    task_id = kwargs["task_id"] if reads_task else None
+                    cast(ApiRequest, request).api_key = authenticate_request(request, task_id)
                 return view(request, *args, **kwargs)
             except ApiError as exc:
                 return error_response(exc.status, exc.message, exc.param)

@@ -19,7 +19,7 @@ from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_
 REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
 
 
-@api_view("POST")
+@api_view("POST", reads_task=True)
 def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
     """tasks.trigger: create a run (reference 3.1); a repeated request key returns the first."""
     # The payload limit bounds the whole body, refused from Content-Length before reading.
@@ -45,6 +45,7 @@ def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
         source="api",
         request_key=request_key,
         now=now,
+        definitions=request.task_definitions,
     )
     response = JsonResponse({"id": result.run.id, "isCached": result.is_cached})
     response["x-trigger-jwt"] = jwt.run_token(environment, result.run.id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import cache, partial
@@ -73,6 +73,8 @@ class TriggerRequest:
     actor: Actor
     source: str
     now: datetime
+    # Definitions the caller already read, by task id (None: no worker serves it); else read here.
+    definitions: Mapping[str, TaskDefinition | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,15 +94,20 @@ def trigger(
     source: str = "api",
     request_key: str | None = None,
     now: datetime | None = None,
+    definitions: Mapping[str, TaskDefinition | None] | None = None,
 ) -> TriggerResult:
-    """Create a run of task_id; returns it, or the run a repeated request_key already made."""
+    """Create a run of task_id; returns it, or the run a repeated request_key already made.
+
+    definitions: task definitions the caller already read (the API reads the trigger's with
+    the API key), by task id, None for a task no worker serves; others are read here."""
     now = now or timezone.now()
+    definitions = definitions or {}
     options = options or TriggerOptions()
     plain = not request_key and not options.idempotency_key and options.debounce is None
     if plain and options.queue_concurrency_limit is None:
         # Nothing to look up, serialise against or update first: the run, its first timeline
         # event, its queue and the engine's wake-up are one statement, atomic by itself.
-        request = TriggerRequest(environment, task_id, payload, payload_type, options, actor, source, now)
+        request = TriggerRequest(environment, task_id, payload, payload_type, options, actor, source, now, definitions)
         return TriggerResult(run=_insert_run(request))
     try:
         with transaction.atomic():
@@ -108,7 +115,9 @@ def trigger(
                 earlier = _run_for_request_key(environment, task_id, request_key)
                 if earlier is not None:
                     return TriggerResult(run=earlier, is_cached=False)
-            request = TriggerRequest(environment, task_id, payload, payload_type, options, actor, source, now)
+            request = TriggerRequest(
+                environment, task_id, payload, payload_type, options, actor, source, now, definitions
+            )
             result = _resolve_or_insert(request)
             if request_key:
                 RequestIdempotency.objects.create(
@@ -221,7 +230,7 @@ def _run_for_request_key(environment: Environment, task_id: str, key: str) -> Ru
 
 
 def _insert_run(req: TriggerRequest) -> Run:
-    definition = _definition(req.task_id)
+    definition = req.definitions[req.task_id] if req.task_id in req.definitions else _definition(req.task_id)
     run = _new_run(req, definition, _parent(req))
     limit = req.options.queue_concurrency_limit
     if limit is not None:
@@ -238,8 +247,11 @@ def _definition(task_id: str) -> TaskDefinition | None:
     with connection.cursor() as cursor:
         cursor.execute(_select_sql(TaskDefinition, "task_id"), [task_id])
         row = cursor.fetchone()
-    if row is None:
-        return None
+    return None if row is None else definition_from_row(row)
+
+
+def definition_from_row(row: Sequence[Any]) -> TaskDefinition:
+    """The TaskDefinition of a row of its concrete columns in order, as the ORM loads it."""
     fields = TaskDefinition._meta.concrete_fields
     # The ORM's converters: Django has psycopg hand jsonb over as text (JSONField decodes it).
     convert = [getattr(f, "from_db_value", None) for f in fields]

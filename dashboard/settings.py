@@ -212,6 +212,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 256 * 1024 * 
 RUNYARD_BATCH_RATE_LIMIT_MAX = env_int("RUNYARD_BATCH_RATE_LIMIT_MAX", 1200)
 RUNYARD_BATCH_RATE_LIMIT_REFILL = env_int("RUNYARD_BATCH_RATE_LIMIT_REFILL", 100)
 RUNYARD_BATCH_RATE_LIMIT_INTERVAL = env_str("RUNYARD_BATCH_RATE_LIMIT_INTERVAL", "10s")
+# A batch whose items never all arrived (the client gave up mid-stream) is aborted after this.
+RUNYARD_BATCH_SEAL_TIMEOUT = env_int("RUNYARD_BATCH_SEAL_TIMEOUT", 1800)  # seconds
 # GET /metrics (dashboard.metrics): staff logins, or this bearer token when set (Prometheus).
 RUNYARD_METRICS_TOKEN = env_str("RUNYARD_METRICS_TOKEN")
 RUNYARD_METRICS_WINDOW = env_int("RUNYARD_METRICS_WINDOW", 300)  # seconds of the *_recent metrics

@@ -346,6 +346,10 @@ class Batch(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # The engine looks for batches left unsealed (runs.engine.batches.reap_unsealed_batches).
+            models.Index(fields=["created_at"], name="batch_unsealed", condition=Q(status="PENDING")),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["environment", "idempotency_key"],

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import islice
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -152,6 +153,30 @@ def abort_batch(
     Batch.objects.filter(pk=batch_id, status=BatchStatus.PENDING).update(
         status=BatchStatus.ABORTED, errors=[error], updated_at=now
     )
+
+
+def reap_unsealed_batches(*, now: datetime) -> int:
+    """Abort batches whose items did not all arrive within RUNYARD_BATCH_SEAL_TIMEOUT of their
+    creation (a client that died mid-stream) and drop their staged items; returns how many.
+    No run of such a batch exists: runs are created only when the last item arrives."""
+    cutoff = now - timedelta(seconds=settings.RUNYARD_BATCH_SEAL_TIMEOUT)
+    with transaction.atomic():
+        stale = list(
+            Batch.objects.select_for_update(skip_locked=True)
+            .filter(status=BatchStatus.PENDING, created_at__lt=cutoff)
+            .values_list("id", "run_count")[:500]
+        )
+        for batch_id, run_count in stale:
+            arrived = set(BatchItem.objects.filter(batch_id=batch_id).values_list("index", flat=True))
+            missing = min(set(range(run_count)) - arrived, default=0)
+            message = (
+                f"item {missing} never arrived: {len(arrived)} of {run_count} items in"
+                f" {settings.RUNYARD_BATCH_SEAL_TIMEOUT} seconds, so the batch was aborted and no run was created"
+            )
+            error = {"index": missing, "taskIdentifier": "", "error": message}
+            Batch.objects.filter(pk=batch_id).update(status=BatchStatus.ABORTED, errors=[error], updated_at=now)
+        BatchItem.objects.filter(batch_id__in=[batch_id for batch_id, _ in stale]).delete()
+    return len(stale)
 
 
 def set_batch_run_count(

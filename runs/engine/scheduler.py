@@ -15,6 +15,7 @@ from django.db.models import Count, F
 from django.utils import timezone
 
 from runs import events, registry
+from runs.engine.batches import reap_unsealed_batches
 from runs.engine.bulk import work_bulk_actions
 from runs.engine.core import (
     ENGINE,
@@ -50,6 +51,8 @@ def tick(*, now: datetime | None = None) -> int:
     changed += resume_ready(now=now)
     changed += admit(now=now)
     changed += work_bulk_actions(now=now)
+    if due["unsealed"]:
+        reap_unsealed_batches(now=now)  # no run changes: they never existed
     return changed
 
 
@@ -62,8 +65,9 @@ def _due_work(now: datetime) -> dict[str, bool]:
     queries; what falls due after this read is found by the next tick.
     """
     cutoff = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
+    unsealed = now - timedelta(seconds=settings.RUNYARD_BATCH_SEAL_TIMEOUT)
     with connection.cursor() as cursor:
-        cursor.execute(_DUE_WORK_SQL, {"now": now, "cutoff": cutoff})
+        cursor.execute(_DUE_WORK_SQL, {"now": now, "cutoff": cutoff, "unsealed": unsealed})
         row = cursor.fetchone()
         names = [column.name for column in cursor.description or []]
     return dict(zip(names, row or (), strict=True))
@@ -82,7 +86,8 @@ SELECT
     ) AS pending_version,
     EXISTS (SELECT FROM runs_run WHERE status = 'DEQUEUED' AND updated_at < %(cutoff)s) AS lost,
     EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND heartbeat_at < %(cutoff)s) AS stalled,
-    EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND deadline_at <= %(now)s) AS overdue
+    EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND deadline_at <= %(now)s) AS overdue,
+    EXISTS (SELECT FROM runs_batch WHERE status = 'PENDING' AND created_at < %(unsealed)s) AS unsealed
 """
 
 

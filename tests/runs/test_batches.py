@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from runs import engine
 from runs.engine import StagedItem
-from runs.models import Batch, BatchStatus, Environment, Run
+from runs.models import Batch, BatchItem, BatchStatus, Environment, Run
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -83,3 +85,26 @@ def test_an_item_matching_an_existing_key_names_that_run_in_item_order(dev: Envi
         factories.superjson({"i": 0}),
         factories.superjson({"i": 2}),
     ]
+
+
+def test_a_batch_left_unsealed_is_aborted_after_the_seal_timeout(dev: Environment) -> None:
+    factories.task_definition("hello-world")
+    left, _ = engine.create_batch(environment=dev, run_count=3, task_identifiers=["hello-world"])
+    engine.add_batch_items(batch=left, items=[item(0), item(2)])  # the client died before item 1
+    done, _ = engine.create_batch(environment=dev, run_count=1, task_identifiers=["hello-world"])
+    engine.add_batch_items(batch=done, items=[item(0)])
+    engine.seal_batch(batch_id=done.id, actor="test")
+    timeout = timedelta(seconds=1800)  # the reference's BATCH_SEAL_TIMEOUT_MS: 30 minutes
+
+    engine.tick(now=left.created_at + timeout - timedelta(seconds=1))
+    assert Batch.objects.get(pk=left.pk).status == BatchStatus.PENDING  # still time to finish the stream
+
+    engine.tick(now=left.created_at + timeout + timedelta(seconds=1))
+    left.refresh_from_db()
+    assert left.status == BatchStatus.ABORTED
+    assert left.errors[0]["index"] == 1 and "item 1 never arrived: 2 of 3 items" in left.errors[0]["error"]
+    assert not BatchItem.objects.filter(batch=left).exists()  # staged items dropped
+    assert Batch.objects.get(pk=done.pk).status == BatchStatus.COMPLETED  # a sealed batch is left alone
+    assert Run.objects.filter(batch=left).count() == 0
+    # Sealing it later creates nothing.
+    assert engine.seal_batch(batch_id=left.id, actor="test").status == BatchStatus.ABORTED

@@ -52,6 +52,18 @@ WITH started AS (
 SELECT started.*, attempt.id AS attempt_id, attempt.started_at AS attempt_started_at FROM started, attempt
 """
 
+# A start of its own commits asynchronously (SET LOCAL synchronous_commit = off, in the same
+# statement: no round trip), sparing the worker one of a run's two WAL flushes. PostgreSQL
+# crashing before the WAL writer flushed it (within ~3 x wal_writer_delay) loses only the
+# start: the run is DEQUEUED again and requeue_lost sends it again, as for a lost message
+# (at least once). The completion, and any commit after this one, is durable and flushes it
+# too. A start inside the caller's transaction keeps that transaction's setting.
+START_ASYNC_SQL = START_SQL.replace(
+    " FROM started, attempt\n",
+    ",\n    set_config('synchronous_commit', 'off', true) AS async_commit FROM started, attempt\n",
+)
+assert START_ASYNC_SQL != START_SQL
+
 # Completing wakes the engine only if the run's queue has a limit (events.wake_engine_for_slot)
 # and reports whether a parent waits on the run, to resume it (waiting.child_finished).
 COMPLETE_SQL = """
@@ -90,7 +102,8 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
         "worker": worker,
         "actor": f"worker:{worker}",
     }
-    run = next(iter(Run.objects.raw(START_SQL, params)), None)
+    sql = START_SQL if transaction.get_connection().in_atomic_block else START_ASYNC_SQL
+    run = next(iter(Run.objects.raw(sql, params)), None)
     if run is None:
         return None
     events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)

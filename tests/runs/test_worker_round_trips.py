@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from runs import engine, events, registry, worker
@@ -102,6 +102,54 @@ def test_a_stale_attempt_neither_starts_nor_completes_twice() -> None:
     run.refresh_from_db()
     assert (run.status, run.output) == (RunStatus.COMPLETED, "1")
     assert run.events.filter(to_status=RunStatus.COMPLETED).count() == 1
+
+
+@contextmanager
+def commit_settings() -> Iterator[list[tuple[str, str]]]:
+    """(timeline reason, synchronous_commit in effect at COMMIT) of each transaction writing one.
+
+    A deferred constraint trigger fires at commit, after the statement's SET LOCALs.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TABLE test_commit_setting (n serial, reason text, setting text);"
+            " CREATE FUNCTION test_record_commit_setting() RETURNS trigger LANGUAGE plpgsql AS $$"
+            " BEGIN INSERT INTO test_commit_setting (reason, setting)"
+            " VALUES (NEW.reason, current_setting('synchronous_commit'));"
+            " RETURN NULL; END $$;"
+            " CREATE CONSTRAINT TRIGGER test_commit_setting AFTER INSERT ON runs_runevent"
+            " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION test_record_commit_setting()"
+        )
+    recorded: list[tuple[str, str]] = []
+    try:
+        yield recorded
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT reason, setting FROM test_commit_setting ORDER BY n")
+            recorded.extend(cursor.fetchall())
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER test_commit_setting ON runs_runevent; DROP FUNCTION test_record_commit_setting();"
+                " DROP TABLE test_commit_setting"
+            )
+
+
+def test_an_attempt_start_commits_asynchronously_and_its_completion_durably() -> None:
+    """A lost start (PostgreSQL crashed before flushing it) leaves the run DEQUEUED, which
+    requeue_lost sends again; a lost completion would lose the run's output."""
+    run = admitted("test-rt-noop")
+    with commit_settings() as recorded:
+        worker.execute(run_id=run.id, hostname="w1")
+    assert Run.objects.get(pk=run.pk).status == RunStatus.COMPLETED
+    assert recorded == [("attempt started", "off"), ("attempt succeeded", "on")]
+
+
+def test_a_start_inside_the_callers_transaction_keeps_its_durable_commit() -> None:
+    run = admitted("test-rt-noop")
+    with commit_settings() as recorded, transaction.atomic():
+        assert engine.start_attempt(run_id=run.id, worker="w1") is not None
+        Run.objects.filter(pk=run.pk).update(worker="w1")  # the caller's own write
+    assert recorded == [("attempt started", "on")]
 
 
 @pytest.mark.parametrize(("limit", "wakes"), [(None, False), (1, True)])

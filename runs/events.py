@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
 
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
@@ -22,14 +22,36 @@ ENGINE_CHANNEL = "runyard_engine"
 # Ids in one runs.changed message: well under channels-redis's message size, one frame per batch.
 RUNS_PER_MESSAGE = 1000
 SEND_TIMEOUT = 10.0  # seconds a publish may take before it is given up (and logged)
-Outbox = asyncio.Queue[tuple[Any, str, dict[str, object]]]  # (layer, group, message)
+
+
+@dataclass
+class Change:
+    """Runs of one environment that changed (or were `created`), to tell its group about."""
+
+    environment_id: int
+    run_ids: list[str]
+    created: bool
+
+    def message(self) -> dict[str, object]:
+        if len(self.run_ids) == 1:
+            return {"type": "run.changed", "run_id": self.run_ids[0], "created": self.created}
+        return {"type": "runs.changed", "run_ids": self.run_ids, "created": self.created}
+
+    def absorb(self, other: Change) -> bool:
+        """Take `other`'s runs into this message if it is for the same audience and fits."""
+        if (other.environment_id, other.created) != (self.environment_id, self.created):
+            return False
+        if len(self.run_ids) + len(other.run_ids) > RUNS_PER_MESSAGE:
+            return False
+        self.run_ids = [*self.run_ids, *other.run_ids]
+        return True
 
 
 @dataclass
 class _Publisher:
     pid: int
     loop: asyncio.AbstractEventLoop
-    outbox: Outbox
+    outbox: asyncio.Queue[Change]
     drain: asyncio.Task[None]
 
 
@@ -43,43 +65,51 @@ def env_group(environment_id: int) -> str:
 
 def publish_run_changed(*, environment_id: int, run_id: str, created: bool = False) -> None:
     """After the current transaction commits, tell subscribers that a run changed."""
-    message = {"type": "run.changed", "run_id": run_id, "created": created}
-    transaction.on_commit(lambda: _send(environment_id, message))
+    publish_runs_changed(environment_id=environment_id, run_ids=[run_id], created=created)
 
 
 def publish_runs_changed(*, environment_id: int, run_ids: list[str], created: bool = False) -> None:
-    """publish_run_changed for many runs of one environment, in one message per chunk."""
+    """After the current transaction commits, tell subscribers that these runs changed (one
+    message per RUNS_PER_MESSAGE of them)."""
     for start in range(0, len(run_ids), RUNS_PER_MESSAGE):
-        message = {"type": "runs.changed", "run_ids": run_ids[start : start + RUNS_PER_MESSAGE], "created": created}
-        transaction.on_commit(lambda message=message: _send(environment_id, message))  # type: ignore[misc]
+        change = Change(environment_id, run_ids[start : start + RUNS_PER_MESSAGE], created)
+        transaction.on_commit(partial(_send, change))
 
 
-def _send(environment_id: int, message: dict[str, object]) -> None:
-    """Hand the message to this process's publishing loop; it is sent in the order handed.
+def _send(change: Change) -> None:
+    """Hand the change to this process's publishing loop; it is sent in the order handed.
 
     The caller does not wait for Redis: waiting took a worker about a tenth of a no-op run's
     time (a thread switch there and back for each of its two messages). Messages are hints
     (ids only), so one lost when the process exits costs nothing the next render does not mend.
     """
-    layer = get_channel_layer()
-    if layer is None:
+    if get_channel_layer() is None:
         return
     try:
         publisher = _publisher_here()
-        publisher.loop.call_soon_threadsafe(publisher.outbox.put_nowait, (layer, env_group(environment_id), message))
+        publisher.loop.call_soon_threadsafe(publisher.outbox.put_nowait, change)
     except Exception:
-        log.warning("could not publish %s", message["type"], exc_info=True)
+        log.warning("could not publish a change of %d runs", len(change.run_ids), exc_info=True)
 
 
-async def _drain(outbox: Outbox) -> None:
-    """Send the messages one after another: a burst of them sent at once would open as many
-    Redis connections as messages, past redis-py's limit (MaxConnectionsError)."""
+async def _drain(outbox: asyncio.Queue[Change]) -> None:
+    """Send the changes one after another: a burst of them sent at once would open as many
+    Redis connections as messages, past redis-py's limit (MaxConnectionsError). What queued up
+    while one was sent goes out merged (Change.absorb): a busy process (a web process taking
+    triggers, a worker) sends fewer, larger messages, and an idle one sends each at once."""
+    layer = get_channel_layer()
     while True:
-        layer, group, message = await outbox.get()
-        try:
-            await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT)
-        except Exception:
-            log.warning("could not publish %s", message["type"], exc_info=True)
+        merged = [await outbox.get()]
+        while not outbox.empty():
+            change = outbox.get_nowait()
+            if not merged[-1].absorb(change):
+                merged.append(change)
+        for change in merged:
+            group = env_group(change.environment_id)
+            try:
+                await asyncio.wait_for(layer.group_send(group, change.message()), SEND_TIMEOUT)
+            except Exception:
+                log.warning("could not publish a change of %d runs", len(change.run_ids), exc_info=True)
 
 
 def _publisher_here() -> _Publisher:
@@ -94,7 +124,7 @@ def _publisher_here() -> _Publisher:
     with _publisher_lock:
         if _publisher is None or _publisher.pid != os.getpid():
             loop = asyncio.new_event_loop()
-            outbox: Outbox = asyncio.Queue()
+            outbox: asyncio.Queue[Change] = asyncio.Queue()
             _publisher = _Publisher(os.getpid(), loop, outbox, loop.create_task(_drain(outbox)))
             threading.Thread(target=loop.run_forever, daemon=True, name="runyard-publish").start()
         return _publisher

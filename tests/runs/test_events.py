@@ -36,8 +36,24 @@ async def test_a_burst_of_publishes_arrives_whole_and_in_order() -> None:
         received: list[str] = []
         async with asyncio.timeout(15):
             while len(received) < BURST:
-                received.append((await layer.receive(channel))["run_id"])
+                message = await layer.receive(channel)
+                received += [message["run_id"]] if message["type"] == "run.changed" else message["run_ids"]
         publisher.join()
     finally:
         await layer.group_discard(events.env_group(environment_id), channel)
     assert received == [f"run_{n}" for n in range(BURST)]
+
+
+def test_changes_queued_together_merge_per_environment_and_kind_in_order() -> None:
+    first = events.Change(1, ["run_a"], created=True)
+    assert first.absorb(events.Change(1, ["run_b", "run_c"], created=True))
+    assert not first.absorb(events.Change(2, ["run_d"], created=True))  # another environment's group
+    assert not first.absorb(events.Change(1, ["run_e"], created=False))  # a change, not a creation
+    assert first.message() == {"type": "runs.changed", "run_ids": ["run_a", "run_b", "run_c"], "created": True}
+    assert events.Change(1, ["run_a"], created=False).message() == {
+        "type": "run.changed",
+        "run_id": "run_a",
+        "created": False,
+    }
+    full = events.Change(1, [f"run_{n}" for n in range(events.RUNS_PER_MESSAGE)], created=False)
+    assert not full.absorb(events.Change(1, ["run_x"], created=False))  # one message stays under its size

@@ -301,15 +301,16 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
         locked = queue.first()
         if locked is None:
             return 0
-        # Read the clock after the lock: a slot freed while this tick ran must not look
-        # admitted before it was freed in the timeline.
-        now = max(now, timezone.now())
         active = dict(
             Run.objects.filter(environment_id=environment_id, queue=name, status__in=ACTIVE_STATUSES)
             .values_list("concurrency_key")
             .annotate(n=Count("id"))
             .order_by()
         )
+        # Read the clock after counting the slots: a slot this count found free was freed (and
+        # stamped, by the worker's clock before its commit) earlier, so the admission's stamp
+        # must not come before it in anyone's timeline.
+        now = max(now, timezone.now())
         admitted = 0
         for key in keys:
             free = BATCH - admitted

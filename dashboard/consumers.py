@@ -25,9 +25,9 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -204,6 +204,18 @@ class GroupFeed:
 
 
 _feeds: dict[str, GroupFeed] = {}
+A = TypeVar("A")
+
+
+def each_apart(members: list[tuple[Any, A]], work: Callable[[Any, A], list[str]]) -> list[list[str] | Exception]:
+    """work(socket, arg) for each member; a failure is that socket's only (its caller logs it)."""
+    results: list[list[str] | Exception] = []
+    for consumer, arg in members:
+        try:
+            results.append(work(consumer, arg))
+        except Exception as error:  # noqa: BLE001 - returned to that socket, which logs it
+            results.append(error)
+    return results
 
 
 class CoalescingConsumer(AsyncWebsocketConsumer):
@@ -321,13 +333,7 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
         """The frames for each (socket, batch) of one share_key, in one go (on the database thread).
 
         By default each socket renders its own; a failure is that socket's only."""
-        results: list[list[str] | Exception] = []
-        for consumer, batch in members:
-            try:
-                results.append(consumer.render(batch))
-            except Exception as error:  # noqa: BLE001 - that socket's push logs it
-                results.append(error)
-        return results
+        return each_apart(members, lambda consumer, batch: consumer.render(batch))
 
     def look_key(self) -> Hashable:
         """Sockets with equal keys look for changed runs together (changed_group). Unique by default."""
@@ -340,13 +346,7 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
 
     @staticmethod
     def changed_each(members: list[tuple[Any, datetime]]) -> list[list[str] | Exception]:
-        results: list[list[str] | Exception] = []
-        for consumer, since in members:
-            try:
-                results.append(consumer.changed_since(since))
-            except Exception as error:  # noqa: BLE001 - that socket's maintain logs it
-                results.append(error)
-        return results
+        return each_apart(members, lambda consumer, since: consumer.changed_since(since))
 
     def render(self, batch: dict[str, bool]) -> list[str]:
         """The frames to send for the runs in batch (run id -> created)."""

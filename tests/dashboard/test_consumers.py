@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from channels.layers import get_channel_layer
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser, User
-from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
@@ -27,7 +25,7 @@ from runs import events
 from runs.models import Batch, Run
 from tests import factories
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 ORIGIN = (b"origin", b"http://testserver")
 
@@ -88,28 +86,6 @@ async def publish(run: Run, created: bool = False) -> None:
     layer = get_channel_layer()
     assert layer is not None
     await layer.group_send(events.env_group(run.environment_id), message)
-
-
-@pytest.fixture(autouse=True)
-async def close_thread_connections() -> AsyncIterator[None]:
-    # Sync code of consumers and tests runs in one executor thread whose connection would
-    # otherwise outlive the test (CONN_MAX_AGE) and block dropping the test database.
-    yield
-    await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
-async def user() -> User:
-    return await make_user()
-
-
-@pytest.fixture
-async def connected() -> AsyncIterator[list[WebsocketCommunicator]]:
-    """Communicators opened by a test; disconnected afterwards."""
-    opened: list[WebsocketCommunicator] = []
-    yield opened
-    for communicator in opened:
-        await communicator.disconnect()
 
 
 async def connect(path: str, user: Any, opened: list[WebsocketCommunicator]) -> WebsocketCommunicator:

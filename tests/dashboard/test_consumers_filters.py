@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
-from django.db import connections
 from django.utils import timezone
 
 from runs.models import Run
 from runs.states import is_final
-from tests.dashboard.test_consumers import connect, cursor_of, make_run, make_user, publish, updated_row
+from tests.dashboard.test_consumers import connect, cursor_of, make_run, publish, updated_row
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-async def close_thread_connections() -> AsyncIterator[None]:
-    yield  # as in test_consumers: the executor thread's connection must not outlive the test
-    await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
-async def user() -> User:
-    return await make_user()
-
-
-@pytest.fixture
-async def connected() -> AsyncIterator[list[WebsocketCommunicator]]:
-    opened: list[WebsocketCommunicator] = []
-    yield opened
-    for communicator in opened:
-        await communicator.disconnect()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 
 @database_sync_to_async

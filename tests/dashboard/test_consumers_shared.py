@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
@@ -20,29 +17,11 @@ from django.test.utils import CaptureQueriesContext
 from dashboard import consumers
 from dashboard.views import to_micros
 from runs import events
-from tests.dashboard.test_consumers import connect, make_run, make_user, publish, set_status, updated_row
+from tests.dashboard.test_consumers import connect, make_run, publish, set_status, updated_row
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("close_thread_connections")]
 
 SOCKETS = 100
-
-
-@pytest.fixture(autouse=True)
-async def close_thread_connections() -> AsyncIterator[None]:
-    yield  # as in test_consumers: the executor thread's connection must not outlive the test
-    await sync_to_async(connections.close_all)()
-
-
-@pytest.fixture
-async def user() -> User:
-    return await make_user()
-
-
-@pytest.fixture
-async def connected() -> AsyncIterator[list[WebsocketCommunicator]]:
-    opened: list[WebsocketCommunicator] = []
-    yield opened
-    await asyncio.gather(*(communicator.disconnect() for communicator in opened))
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ from runs import engine, events, registry, worker
 from runs.models import Run
 from runs.states import RunStatus
 from tests import factories
+from tests.runs.test_worker import admitted
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real commits: NOTIFY, other connections
 
@@ -39,14 +40,6 @@ def beats(payload: Any) -> None:
         assert time.monotonic() < deadline, "the heartbeat was never refreshed"
         time.sleep(0.02)
     beaters.extend(t for t in threading.enumerate() if "heartbeat" in t.name)
-
-
-def admitted(task_id: str, payload: Any = None, **options: Any) -> Run:
-    run = factories.run(task_id, payload=payload, **options)
-    engine.admit(now=run.created_at)
-    run.refresh_from_db()
-    assert run.status == RunStatus.DEQUEUED
-    return run
 
 
 @contextmanager

@@ -149,7 +149,10 @@ class Run(models.Model):
     """One triggered execution of a task, from trigger to final status."""
 
     id = models.CharField(primary_key=True, max_length=32, default=new_run_id, editable=False)
-    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="runs")
+    # Every foreign key of a run is indexed by an index of Meta below, or not at all: a run's row
+    # is rewritten at each transition (status is indexed, so no update is HOT), and each index
+    # costs every transition an entry (docs/performance.md).
+    environment = models.ForeignKey(Environment, on_delete=models.PROTECT, related_name="runs", db_index=False)
     task_identifier = models.CharField(max_length=128)
     status = models.CharField(max_length=16, choices=RunStatus.choices)
 
@@ -195,16 +198,24 @@ class Run(models.Model):
     dispatch_count = models.PositiveIntegerField(default=0)
     worker = models.CharField(max_length=255, blank=True)
 
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
-    root = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children", db_index=False
+    )
+    root = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="descendants", db_index=False
+    )
     depth = models.PositiveIntegerField(default=0)
     trigger_function = models.CharField(max_length=32, default="trigger")
     # This run's children will resume it: it is (or will be) WAITING on them.
     resume_parent_on_completion = models.BooleanField(default=False)
     # Set when a WAITING run is queued to go on: its next start continues the same attempt.
     resuming = models.BooleanField(default=False)
-    batch = models.ForeignKey("Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
-    replayed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
+    batch = models.ForeignKey(
+        "Batch", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs", db_index=False
+    )
+    replayed_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays", db_index=False
+    )
     is_test = models.BooleanField(default=False)
     trigger_source = models.CharField(max_length=16, default="api")
 
@@ -255,6 +266,12 @@ class Run(models.Model):
                 condition=Q(status="DELAYED") & ~Q(debounce_key=""),
             ),
             models.Index(fields=["deadline_at"], name="run_deadline", condition=Q(status="EXECUTING")),
+            # The links between runs, without the runs that have none (most of them): the
+            # children, descendants, batch members and replays of a run.
+            models.Index(fields=["parent"], name="run_parent", condition=Q(parent__isnull=False)),
+            models.Index(fields=["root"], name="run_root", condition=Q(root__isnull=False)),
+            models.Index(fields=["batch"], name="run_batch", condition=Q(batch__isnull=False)),
+            models.Index(fields=["replayed_from"], name="run_replayed_from", condition=Q(replayed_from__isnull=False)),
         ]
         constraints = [
             models.CheckConstraint(name="run_status_valid", condition=Q(status__in=[s.value for s in RunStatus])),
@@ -281,7 +298,7 @@ class Run(models.Model):
 class RunEvent(models.Model):
     """One status transition (or notable action) in a run's timeline."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events", db_index=False)
     at = models.DateTimeField()
     from_status = models.CharField(max_length=16, blank=True)  # blank for creation
     to_status = models.CharField(max_length=16)
@@ -294,13 +311,13 @@ class RunEvent(models.Model):
         # row lock); `at` is the writer's clock, and two engines' clocks (or one tick's start
         # time) may disagree by a little.
         ordering = ["id"]
-        indexes = [models.Index(fields=["run", "at"], name="runevent_run_at")]
+        indexes = [models.Index(fields=["run", "id"], name="runevent_run_order")]  # a run's timeline
 
 
 class RunAttempt(models.Model):
     """One execution attempt of a run on a worker."""
 
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts", db_index=False)
     number = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=RunStatus.choices)
     worker = models.CharField(max_length=255, blank=True)
@@ -310,6 +327,7 @@ class RunAttempt(models.Model):
 
     class Meta:
         ordering = ["number"]
+        # Also the index of the run's attempts.
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_unique_number")]
 
 

@@ -68,13 +68,18 @@ class TaskSpec:
         A payload declared as a pydantic model or a dataclass arrives as one: a payload that
         does not fit raises pydantic.ValidationError, which fails the attempt like any error.
         """
-        if not inspect.signature(self.fn).parameters:
+        if not _takes_arguments(self.fn):
             return self.fn()
         if _builds_instances(self.payload_type):
             adapter = payload_adapter(self.payload_type)
             if adapter is not None:
                 payload = adapter.validate_python(payload)
         return self.fn(payload)
+
+
+@functools.cache
+def _takes_arguments(fn: Callable[..., Any]) -> bool:
+    return bool(inspect.signature(fn).parameters)  # read once: it cost a no-op run a few percent
 
 
 REGISTRY: dict[str, TaskSpec] = {}

@@ -6,6 +6,9 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
+from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
+
 from runs import events
 from runs.models import Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition
 from runs.states import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus, can_transition, sources_of
@@ -21,6 +24,37 @@ class EngineError(Exception):
 
 class RunNotFound(EngineError):
     pass
+
+
+def prepared_row(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The first row of `sql` (or None), run as a prepared statement on Django's connection.
+
+    For the statements run for every run by the worker: Django binds parameters into the
+    query text, which PostgreSQL then parses and plans anew each time; a prepared statement
+    is parsed once per connection (psycopg keeps it, by text). Django's cursor wrapper still
+    runs it, so query logging and execute wrappers see it.
+    """
+    connection.ensure_connection()
+    raw = connection.connection
+    assert raw is not None
+    with connection.wrap_database_errors:
+        cursor = ServerBindingCursor(raw)
+    wrapped = connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+    # Django turns psycopg's preparing off (prepare_threshold None, for poolers). Turned on for
+    # the whole connection, psycopg would count every query Django sends (by text, up to 100 of
+    # them, a batch's insert of megabytes included); on for this statement only, it prepares
+    # it the first time and finds it prepared the next. Django's own cursors bind client-side
+    # and never prepare.
+    threshold, raw.prepare_threshold = raw.prepare_threshold, 0
+    try:
+        with wrapped:
+            wrapped.execute(sql, params)
+            row = wrapped.fetchone()
+            if row is None:
+                return None
+            return dict(zip([column.name for column in wrapped.description], row, strict=True))
+    finally:
+        raw.prepare_threshold = threshold
 
 
 def record(

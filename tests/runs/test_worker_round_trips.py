@@ -16,6 +16,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from runs import engine, events, registry, worker
+from runs.engine import execution
 from runs.models import Run
 from runs.states import RunStatus
 from tests import factories
@@ -82,6 +83,37 @@ def test_a_completed_attempt_keeps_the_timeline_and_attempt_of_the_engine_rules(
     attempt = run.attempts.get()
     assert (attempt.number, attempt.status, attempt.worker) == (1, RunStatus.COMPLETED, "w1")
     assert attempt.started_at == run.started_at and attempt.finished_at == run.finished_at
+
+
+def test_the_worker_statements_are_parsed_once_per_connection() -> None:
+    """They are prepared statements: PostgreSQL parses and plans each once per connection,
+    not for every run; and query logging (CaptureQueriesContext, DEBUG) still sees them."""
+    for _ in range(3):
+        worker.execute(run_id=admitted("test-rt-noop").id, hostname="w1")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    assert len([sql for sql in prepared if "attempt started" in sql]) == 1, prepared
+    assert len([sql for sql in prepared if "attempt succeeded" in sql]) == 1, prepared
+    # Preparing is on for those statements only: on for the connection, psycopg would keep the
+    # text of each of Django's last 100 queries (a batch insert is megabytes) to count them.
+    assert connection.connection.prepare_threshold is None
+
+
+def test_the_started_and_completed_runs_hold_the_stored_values_and_load_the_rest() -> None:
+    run = admitted("test-rt-noop", max_duration=30, tags=["a"])
+    attempt = engine.start_attempt(run_id=run.id, worker="w1")
+    assert attempt is not None
+    stored = Run.objects.get(pk=run.pk)
+    for name in execution.STARTED_FIELDS:
+        assert getattr(attempt.run, name) == getattr(stored, name), name
+    assert attempt.run.tags == ["a"] and attempt.run.max_duration == 30  # not returned: loaded when read
+    done = engine.complete_attempt(run_id=run.id, attempt=1, output='"x"', output_type="application/json")
+    assert done is not None
+    stored = Run.objects.get(pk=run.pk)
+    for name in execution.DONE_FIELDS:
+        assert getattr(done, name) == getattr(stored, name), name
+    assert (done.status, done.output, done.tags) == (RunStatus.COMPLETED, '"x"', ["a"])
 
 
 def test_a_stale_attempt_neither_starts_nor_completes_twice() -> None:

@@ -22,6 +22,9 @@ ENGINE_CHANNEL = "runyard_engine"
 # Ids in one runs.changed message: well under channels-redis's message size, one frame per batch.
 RUNS_PER_MESSAGE = 1000
 SEND_TIMEOUT = 10.0  # seconds a publish may take before it is given up (and logged)
+# Seconds the first change of a burst waits for more to send with it: well under what the
+# dashboard's live pages wait to coalesce changes, and far under a person's notice.
+PUBLISH_LINGER = 0.02
 
 
 @dataclass
@@ -33,9 +36,10 @@ class Change:
     created: bool
 
     def message(self) -> dict[str, object]:
-        if len(self.run_ids) == 1:
-            return {"type": "run.changed", "run_id": self.run_ids[0], "created": self.created}
-        return {"type": "runs.changed", "run_ids": self.run_ids, "created": self.created}
+        run_ids = list(dict.fromkeys(self.run_ids))  # a run that changed twice is named once
+        if len(run_ids) == 1:
+            return {"type": "run.changed", "run_id": run_ids[0], "created": self.created}
+        return {"type": "runs.changed", "run_ids": run_ids, "created": self.created}
 
     def absorb(self, other: Change) -> bool:
         """Take `other`'s runs into this message if it is for the same audience and fits."""
@@ -47,16 +51,71 @@ class Change:
         return True
 
 
-@dataclass
 class _Publisher:
-    pid: int
-    loop: asyncio.AbstractEventLoop
-    outbox: asyncio.Queue[Change]
-    drain: asyncio.Task[None]
+    """This process's publishing loop (a thread of its own) and the changes waiting for it."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.lock = threading.Lock()
+        self.pending: list[Change] = []
+        self.asleep = True  # the loop waits for `wake`: the next change must set it
+        self.idle = threading.Event()  # set while nothing waits to be sent or is being sent
+        self.idle.set()
+        self.loop = asyncio.new_event_loop()
+        self.wake = asyncio.Event()
+        self.drain = self.loop.create_task(self._drain())
+        threading.Thread(target=self.loop.run_forever, daemon=True, name="runyard-publish").start()
+
+    def put(self, change: Change) -> None:
+        with self.lock:
+            self.pending.append(change)
+            self.idle.clear()
+            if not self.asleep:
+                return  # the loop takes it with the others: no thread switch per change
+            self.asleep = False
+        self.loop.call_soon_threadsafe(self.wake.set)
+
+    def take(self) -> list[Change]:
+        """The waiting changes, merged (Change.absorb), in order; the loop sleeps if none."""
+        with self.lock:
+            taken, self.pending = self.pending, []
+            self.asleep = not taken
+            if self.asleep:
+                self.wake.clear()
+                self.idle.set()
+        merged: list[Change] = []
+        for change in taken:
+            if not (merged and merged[-1].absorb(change)):
+                merged.append(change)
+        return merged
+
+    async def _drain(self) -> None:
+        """Send the changes one after another: a burst of them sent at once would open as many
+        Redis connections as messages, past redis-py's limit (MaxConnectionsError). The first
+        change of a burst waits PUBLISH_LINGER for the others, which go out merged with it:
+        a worker's start and completion of a short run are one message, and a busy process
+        (a worker, a web process taking triggers, the engine) sends a few messages a second
+        rather than one per change."""
+        layer = get_channel_layer()
+        while True:
+            await self.wake.wait()
+            await asyncio.sleep(PUBLISH_LINGER)
+            for change in self.take():
+                group = env_group(change.environment_id)
+                try:
+                    await asyncio.wait_for(layer.group_send(group, change.message()), SEND_TIMEOUT)
+                except Exception:
+                    log.warning("could not publish a change of %d runs", len(change.run_ids), exc_info=True)
 
 
 _publisher: _Publisher | None = None
 _publisher_lock = threading.Lock()
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait until this process has sent every change handed to it; False if it took longer."""
+    publisher = _publisher
+    return publisher is None or publisher.pid != os.getpid() or publisher.idle.wait(timeout)
 
 
 def env_group(environment_id: int) -> str:
@@ -86,30 +145,9 @@ def _send(change: Change) -> None:
     if get_channel_layer() is None:
         return
     try:
-        publisher = _publisher_here()
-        publisher.loop.call_soon_threadsafe(publisher.outbox.put_nowait, change)
+        _publisher_here().put(change)
     except Exception:
         log.warning("could not publish a change of %d runs", len(change.run_ids), exc_info=True)
-
-
-async def _drain(outbox: asyncio.Queue[Change]) -> None:
-    """Send the changes one after another: a burst of them sent at once would open as many
-    Redis connections as messages, past redis-py's limit (MaxConnectionsError). What queued up
-    while one was sent goes out merged (Change.absorb): a busy process (a web process taking
-    triggers, a worker) sends fewer, larger messages, and an idle one sends each at once."""
-    layer = get_channel_layer()
-    while True:
-        merged = [await outbox.get()]
-        while not outbox.empty():
-            change = outbox.get_nowait()
-            if not merged[-1].absorb(change):
-                merged.append(change)
-        for change in merged:
-            group = env_group(change.environment_id)
-            try:
-                await asyncio.wait_for(layer.group_send(group, change.message()), SEND_TIMEOUT)
-            except Exception:
-                log.warning("could not publish a change of %d runs", len(change.run_ids), exc_info=True)
 
 
 def _publisher_here() -> _Publisher:
@@ -123,10 +161,7 @@ def _publisher_here() -> _Publisher:
     global _publisher
     with _publisher_lock:
         if _publisher is None or _publisher.pid != os.getpid():
-            loop = asyncio.new_event_loop()
-            outbox: asyncio.Queue[Change] = asyncio.Queue()
-            _publisher = _Publisher(os.getpid(), loop, outbox, loop.create_task(_drain(outbox)))
-            threading.Thread(target=loop.run_forever, daemon=True, name="runyard-publish").start()
+            _publisher = _Publisher()
         return _publisher
 
 

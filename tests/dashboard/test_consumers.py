@@ -38,7 +38,9 @@ def make_user() -> User:
 
 @database_sync_to_async
 def make_run(task_id: str = "hello-world", **kwargs: Any) -> Run:
-    return factories.run(task_id, **kwargs)
+    run = factories.run(task_id, **kwargs)
+    events.flush()  # its creation is told before the test goes on
+    return run
 
 
 @database_sync_to_async
@@ -268,6 +270,7 @@ def make_batch(size: int, env: str = "dev") -> tuple[Batch, list[Run]]:
     factories.task_definition("hello-world")
     entries = [engine.BatchEntry(task_id="hello-world") for _ in range(size)]
     batch = engine.trigger_batch(environment=factories.environment(env), entries=entries, actor="test")
+    events.flush()
     return batch, list(Run.objects.filter(batch=batch).order_by("created_at", "id"))
 
 

@@ -57,3 +57,32 @@ def test_changes_queued_together_merge_per_environment_and_kind_in_order() -> No
     }
     full = events.Change(1, [f"run_{n}" for n in range(events.RUNS_PER_MESSAGE)], created=False)
     assert not full.absorb(events.Change(1, ["run_x"], created=False))  # one message stays under its size
+
+
+async def test_changes_within_the_linger_go_out_as_one_message_naming_each_run_once() -> None:
+    """A worker's start and completion of a short run, and the next runs' as well, cost the
+    publishing loop one message, not one each."""
+    layer = get_channel_layer()
+    environment_id = 990_002
+    channel = await layer.new_channel()
+    await layer.group_add(events.env_group(environment_id), channel)
+    changes = [("run_a", False), ("run_a", False), ("run_b", False), ("run_c", True)]
+    try:
+
+        def publish() -> None:
+            for run_id, created in changes:
+                events.publish_run_changed(environment_id=environment_id, run_id=run_id, created=created)
+            assert events.flush()
+            connection.close()
+
+        await asyncio.to_thread(publish)
+        async with asyncio.timeout(5):
+            first = await layer.receive(channel)
+            second = await layer.receive(channel)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(events.PUBLISH_LINGER * 5):
+                await layer.receive(channel)
+    finally:
+        await layer.group_discard(events.env_group(environment_id), channel)
+    assert first == {"type": "runs.changed", "run_ids": ["run_a", "run_b"], "created": False}
+    assert second == {"type": "run.changed", "run_id": "run_c", "created": True}

@@ -6,12 +6,14 @@ processes can run at once without doing the same work twice.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from functools import partial
 
+import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F
+from django.db.models import Count
 from django.utils import timezone
 
 from runs import events, registry
@@ -30,8 +32,10 @@ from runs.engine.core import (
 )
 from runs.engine.execution import fail_attempt
 from runs.engine.waiting import resume_ready
-from runs.models import Queue, Run, RunEvent, TaskDefinition
+from runs.models import Queue, Run, TaskDefinition
 from runs.states import ACTIVE_STATUSES, RunStatus
+
+log = logging.getLogger(__name__)
 
 BATCH = 500
 ADMIT_BATCH = BATCH
@@ -218,16 +222,52 @@ def promote_pending_version(*, now: datetime) -> int:
 
 
 def requeue_lost(*, now: datetime) -> int:
-    """DEQUEUED runs no worker started in time (lost message) go back to their queue."""
+    """DEQUEUED runs no worker started in time (lost message) go back to their queue.
+
+    A run whose Celery queue still holds messages is not taken for lost: its message may be
+    among them, waiting for a worker to be free (a backlog of long runs on an unlimited queue
+    lasts far longer than RUNYARD_WORKER_TIMEOUT). Requeued anyway, it would be sent again and
+    its timeline would gain a false "requeued". Once the queue is empty, a run still DEQUEUED
+    has lost its message (Redis restarted, a worker died holding it) and goes back.
+    """
     cutoff = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
+    candidates = list(
+        Run.objects.filter(status=RunStatus.DEQUEUED, updated_at__lt=cutoff).values_list("id", "machine", "region")[
+            :BATCH
+        ]
+    )
+    waiting = celery_backlog({registry.celery_queue(machine, region) for _, machine, region in candidates})
+    ids = [run_id for run_id, machine, region in candidates if not waiting.get(registry.celery_queue(machine, region))]
+    if not ids:
+        return 0
     with transaction.atomic():
         lost = list(
-            Run.objects.select_for_update(skip_locked=True).filter(status=RunStatus.DEQUEUED, updated_at__lt=cutoff)[
-                :BATCH
-            ]
+            Run.objects.select_for_update(skip_locked=True).filter(
+                pk__in=ids, status=RunStatus.DEQUEUED, updated_at__lt=cutoff
+            )
         )
         reason = "no worker started it in time; requeued"
         return bulk_transition(lost, RunStatus.QUEUED, actor=ENGINE, now=now, reason=reason)
+
+
+def celery_backlog(queues: set[str]) -> dict[str, int]:
+    """Messages waiting in each of these Celery queues (on the broker, not yet taken by a
+    worker); a queue that could not be read counts as empty."""
+    from runs import ratelimit  # it imports the engine's options
+
+    if not queues:
+        return {}
+    names = sorted(queues)
+    try:
+        # The broker is REDIS_URL's Redis (dashboard.settings); a Celery queue is a list there,
+        # one per queue as Runyard sends without a priority.
+        pipe = ratelimit.redis_client().pipeline(transaction=False)
+        for name in names:
+            pipe.llen(name)
+        return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))
+    except redis.RedisError:  # the broker down: the lost runs cannot be sent again either
+        log.warning("could not read the backlog of Celery queues %s", ", ".join(names), exc_info=True)
+        return {}
 
 
 def recover_stalled(*, now: datetime) -> int:
@@ -322,44 +362,62 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
 
 
 def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetime) -> int:
-    runs = list(
-        Run.objects.select_for_update(skip_locked=True)
-        .filter(
-            environment_id=environment_id,
-            queue=name,
-            concurrency_key=key,
-            status=RunStatus.QUEUED,
-            available_at__lte=now,
-        )
-        .order_by("available_at", "created_at", "id")[:free]
-    )
-    _dispatch(runs, now)
-    return len(runs)
+    """QUEUED -> DEQUEUED for up to `free` runs of one concurrency key, in queue order, handed to
+    Celery after commit.
 
-
-def _dispatch(runs: list[Run], now: datetime) -> None:
-    """QUEUED -> DEQUEUED for runs locked by the caller, in one statement each for the runs and
-    their timeline, handed to Celery after commit. One round trip per run made admitting 500
-    runs take seconds on a busy database, and no worker got any until all were done."""
-    if not runs:
-        return
-    Run.objects.filter(pk__in=[run.pk for run in runs], status=RunStatus.QUEUED).update(
-        status=RunStatus.DEQUEUED, updated_at=now, dispatch_count=F("dispatch_count") + 1
-    )
-    RunEvent.objects.bulk_create(
-        RunEvent(
-            run=run,
-            at=now,
-            from_status=RunStatus.QUEUED,
-            to_status=RunStatus.DEQUEUED,
-            actor=ENGINE,
-            reason="admitted to a worker",
+    One statement locks, moves and records them (as promote_delayed does): loading each run as
+    a model and building its timeline event in Python cost the engine a good part of a no-op
+    run's time on a busy machine (docs/performance.md). SKIP LOCKED: a run another engine is
+    admitting (or an action is changing) is left to it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ADMIT_SQL,
+            {
+                "environment": environment_id,
+                "queue": name,
+                "key": key,
+                "queued": RunStatus.QUEUED,
+                "dequeued": RunStatus.DEQUEUED,
+                "now": now,
+                "free": free,
+                "actor": ENGINE,
+                "reason": "admitted to a worker",
+            },
         )
-        for run in runs
-    )
-    events.publish_runs_changed(environment_id=runs[0].environment_id, run_ids=[run.id for run in runs])
-    sends = [(run.id, run.dispatch_count + 1, registry.celery_queue(run.machine, run.region)) for run in runs]
+        admitted = cursor.fetchall()
+    if not admitted:
+        return 0
+    events.publish_runs_changed(environment_id=environment_id, run_ids=[run_id for run_id, *_ in admitted])
+    sends = [
+        (run_id, dispatch, registry.celery_queue(machine, region)) for run_id, dispatch, machine, region in admitted
+    ]
     transaction.on_commit(lambda: _send_to_celery(sends))
+    return len(admitted)
+
+
+# The run's dispatch number names its Celery task (celery_task_id): RETURNING gives the row as
+# updated, so the new number. Sent in queue order.
+_ADMIT_SQL = """
+WITH picked AS (
+    SELECT ctid, id, available_at, created_at FROM runs_run
+    WHERE environment_id = %(environment)s AND queue = %(queue)s AND concurrency_key = %(key)s
+      AND status = %(queued)s AND available_at <= %(now)s
+    ORDER BY available_at, created_at, id
+    LIMIT %(free)s
+    FOR UPDATE SKIP LOCKED
+), admitted AS (
+    UPDATE runs_run AS run SET
+        status = %(dequeued)s, updated_at = %(now)s, dispatch_count = run.dispatch_count + 1
+    FROM picked
+    WHERE run.ctid = picked.ctid AND run.id = picked.id AND run.status = %(queued)s
+    RETURNING run.id, run.dispatch_count, run.machine, run.region, picked.available_at, picked.created_at
+), logged AS (
+    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
+    SELECT id, %(now)s, %(queued)s, %(dequeued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM admitted
+)
+SELECT id, dispatch_count, machine, region FROM admitted ORDER BY available_at, created_at, id
+"""
 
 
 def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:

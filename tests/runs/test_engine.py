@@ -5,12 +5,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import time_machine
 from django.db import IntegrityError, transaction
 
-from runs import engine
+from runs import engine, ratelimit, registry
 from runs.models import Environment, Queue, Run, RunEvent
 from runs.registry import Retry
 from runs.states import RunStatus, can_transition
@@ -194,14 +195,41 @@ def test_canceling_an_unknown_run_raises(dev: Environment) -> None:
         engine.cancel_run(run_id="run_nope", actor="test")
 
 
-def test_a_dequeued_run_no_worker_started_goes_back_to_its_queue(dev: Environment) -> None:
-    run = factories.run()
+@pytest.fixture
+def lonely_queue(settings: Any) -> Iterator[str]:
+    """A region with a Celery queue of its own that no worker of the test session consumes."""
+    settings.RUNYARD_REGIONS = ["lost-test"]
+    name = registry.celery_queue(registry.DEFAULT_MACHINE, "lost-test")
+    ratelimit.redis_client().delete(name)
+    yield name
+    ratelimit.redis_client().delete(name)
+
+
+def test_a_dequeued_run_no_worker_started_goes_back_to_its_queue(dev: Environment, lonely_queue: str) -> None:
+    run = factories.run(region="lost-test")
     with time_machine.travel(T0, tick=False):
         engine.admit(now=T0)
     assert engine.requeue_lost(now=T0 + timedelta(seconds=30)) == 0
     assert engine.requeue_lost(now=T0 + timedelta(seconds=61)) == 1
     run.refresh_from_db()
     assert run.status == RunStatus.QUEUED
+
+
+def test_a_dequeued_run_behind_a_backlog_in_its_celery_queue_is_not_taken_for_lost(
+    dev: Environment, lonely_queue: str
+) -> None:
+    """Its message may be among those waiting for a free worker (a backlog of long runs lasts
+    longer than the worker timeout): requeued, it would be sent twice and its timeline would
+    say it was lost when it was not."""
+    run = factories.run(region="lost-test")
+    with time_machine.travel(T0, tick=False):
+        engine.admit(now=T0)
+    ratelimit.redis_client().lpush(lonely_queue, "a message waiting for a worker")
+    assert engine.requeue_lost(now=T0 + timedelta(hours=2)) == 0
+    assert Run.objects.get(pk=run.pk).status == RunStatus.DEQUEUED
+    ratelimit.redis_client().delete(lonely_queue)  # the backlog drained, and the run never started
+    assert engine.requeue_lost(now=T0 + timedelta(hours=2)) == 1
+    assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
 
 
 def test_the_database_refuses_a_final_run_without_finished_at(dev: Environment) -> None:

@@ -185,3 +185,23 @@ def test_a_wake_up_soon_after_a_tick_waits_for_the_gap_but_never_past_a_due_time
             assert time.monotonic() - began < 1  # long after the last tick: at once
     finally:
         listener.close()
+
+
+@pytest.mark.django_db
+def test_admitting_a_queue_of_runs_is_one_statement_at_any_size(dev: Environment, frozen: Any) -> None:
+    first = factories.run(priority=5)
+    clone(first, 299)
+    with CaptureQueriesContext(connection) as queries:
+        assert engine.admit(now=at(0)) == 300
+    # Which queues wait, their row lock, their active counts, then one statement locks, moves
+    # and records the runs of the key; none per run.
+    statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= 4, statements
+    admitted = RunEvent.objects.filter(from_status=RunStatus.QUEUED, to_status=RunStatus.DEQUEUED)
+    assert admitted.values("run_id").distinct().count() == 300
+    assert set(admitted.values_list("at", "actor", "reason").distinct()) == {
+        (at(0), engine.ENGINE, "admitted to a worker")
+    }
+    assert set(Run.objects.values_list("status", "dispatch_count", "updated_at").distinct()) == {
+        (RunStatus.DEQUEUED, 1, at(0))
+    }

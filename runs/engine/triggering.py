@@ -324,7 +324,17 @@ def insert_rows(objs: Sequence[Model]) -> str:
 
 
 # Values these fields hold are already what the database takes (no get_db_prep_save needed).
-_PLAIN_TYPES = {"CharField", "TextField", "BooleanField", "IntegerField", "BigIntegerField", "PositiveIntegerField"}
+# A datetime goes as ISO 8601 with its offset (_json_default); the engine's are aware, and
+# PostgreSQL would read a naive one in the connection's time zone, UTC, as Django does.
+_PLAIN_TYPES = {
+    "CharField",
+    "TextField",
+    "BooleanField",
+    "IntegerField",
+    "BigIntegerField",
+    "PositiveIntegerField",
+    "DateTimeField",
+}
 
 
 @cache

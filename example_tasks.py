@@ -36,11 +36,16 @@ def sleep(payload: Any) -> dict[str, float]:
 
 @task(id="fan-out")
 def fan_out(payload: Any) -> dict[str, Any]:
-    """Batch-triggers payload["n"] hello-world runs, waits for them, returns their outputs."""
+    """Batch-triggers payload["n"] hello-world runs, waits for them, returns their outputs.
+
+    payload["child_delay"] (e.g. "2s") delays the children: the parent is seen WAITING longer.
+    """
     from runs.sdk import tasks  # imported here: task modules load before Django is ready
 
     n = int(payload.get("n", 3)) if isinstance(payload, dict) else 3
-    results = tasks.batch_trigger_and_wait("hello-world", [{"payload": {"name": f"child {i}"}} for i in range(n)])
+    options = {"delay": payload["child_delay"]} if isinstance(payload, dict) and payload.get("child_delay") else {}
+    items = [{"payload": {"name": f"child {i}"}, "options": options} for i in range(n)]
+    results = tasks.batch_trigger_and_wait("hello-world", items)
     return {"outputs": [result.unwrap() for result in results]}
 
 

@@ -32,7 +32,8 @@ WATCH_PANEL = """
 def test_children_appear_and_complete_live_on_the_parents_page(logged_in: Page, live_stack: LiveStack) -> None:
     page = logged_in
     # Delayed a little, so the page is open before any child exists: what follows comes live.
-    parent_id = live_stack.trigger("fan-out", {"n": 3}, delay="4s")
+    # Its children wait a second, so the parent is WAITING for longer than the page's coalescing.
+    parent_id = live_stack.trigger("fan-out", {"n": 3, "child_delay": "1s"}, delay="4s")
     page.goto(f"{live_stack.base_url}/runs/{parent_id}/")
     page.evaluate(WATCH_PANEL)
     assert page.evaluate("window.__panel") == ["Delayed"]

@@ -38,7 +38,9 @@ from runs.states import ACTIVE_STATUSES, RunStatus
 log = logging.getLogger(__name__)
 
 BATCH = 500
-ADMIT_BATCH = BATCH
+# Runs a tick admits per queue, in one transaction: its Celery messages go out at its commit,
+# so the first runs of a burst reach the workers after 100 rows are written, not 500.
+ADMIT_BATCH = 100
 SEND_BATCH = 100  # Celery messages per Redis pipeline: the first reach workers soon after commit
 PROMOTE_BATCH = 50_000  # one statement: 10,000 runs due in the same second move together
 
@@ -354,7 +356,7 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
         now = max(now, timezone.now())
         admitted = 0
         for key in keys:
-            free = BATCH - admitted
+            free = ADMIT_BATCH - admitted
             if locked.concurrency_limit is not None:
                 free = min(free, locked.concurrency_limit - active.get(key, 0))
             if free > 0:
@@ -429,6 +431,9 @@ def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
 
     with execute_run.app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
         for run_id, dispatch, queue in sends:
+            # declare=[]: a message to a queue by name is pushed onto the queue's list, declared
+            # or not (workers declare the queues they consume); declaring copied and bound the
+            # queue for every message.
             execute_run.apply_async(
-                args=(run_id,), task_id=celery_task_id(run_id, dispatch), queue=queue, producer=producer
+                args=(run_id,), task_id=celery_task_id(run_id, dispatch), queue=queue, producer=producer, declare=[]
             )

@@ -12,8 +12,10 @@ import pytest
 import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from runs import engine
+from runs.engine import scheduler
 from runs.engine.scheduler import next_due
 from runs.management.commands.engine import Command
 from runs.models import Environment, Run, RunEvent
@@ -188,20 +190,36 @@ def test_a_wake_up_soon_after_a_tick_waits_for_the_gap_but_never_past_a_due_time
 
 
 @pytest.mark.django_db
-def test_admitting_a_queue_of_runs_is_one_statement_at_any_size(dev: Environment, frozen: Any) -> None:
+@pytest.mark.parametrize("size", [1, 300])
+def test_admitting_a_queue_of_runs_is_one_statement_at_any_size(
+    dev: Environment, frozen: Any, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(scheduler, "ADMIT_BATCH", 300)  # a tick admits up to 300 runs of a queue
     first = factories.run(priority=5)
-    clone(first, 299)
+    clone(first, size - 1)
     with CaptureQueriesContext(connection) as queries:
-        assert engine.admit(now=at(0)) == 300
+        assert engine.admit(now=at(0)) == size
     # Which queues wait, their row lock, their active counts, then one statement locks, moves
     # and records the runs of the key; none per run.
     statements = [q["sql"] for q in queries if "SAVEPOINT" not in q["sql"]]
     assert len(statements) <= 4, statements
     admitted = RunEvent.objects.filter(from_status=RunStatus.QUEUED, to_status=RunStatus.DEQUEUED)
-    assert admitted.values("run_id").distinct().count() == 300
+    assert admitted.values("run_id").distinct().count() == size
     assert set(admitted.values_list("at", "actor", "reason").distinct()) == {
         (at(0), engine.ENGINE, "admitted to a worker")
     }
     assert set(Run.objects.values_list("status", "dispatch_count", "updated_at").distinct()) == {
         (RunStatus.DEQUEUED, 1, at(0))
     }
+
+
+@pytest.mark.django_db(transaction=True)  # the engine's loop commits as it goes
+def test_a_burst_is_admitted_a_hundred_runs_a_transaction_and_all_in_one_wake_up(dev: Environment) -> None:
+    """A tick's Celery messages go out when it commits: 1,000 runs admitted in one transaction
+    kept the workers idle until all were written. The engine ticks again at once while a tick
+    admitted a full share."""
+    clone(factories.run(), 249)
+    assert engine.admit(now=timezone.now()) == 100
+    Command()._tick()
+    assert not Run.objects.filter(status=RunStatus.QUEUED).exists()
+    assert Run.objects.filter(status=RunStatus.DEQUEUED).count() == 250

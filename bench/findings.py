@@ -83,6 +83,47 @@ two sides were measured in alternating rounds of the same run. Every target is m
 end (#3). The tag filter at 1.86x of its 10,000-run time is the closest to its limit: its page
 reads through the GIN index on tags, then sorts the matches.
 
+### Session 4 (2026-11-29): end to end
+
+Profiled with py-spy on the worker's pool processes, its main process and the engine during a
+round, psutil CPU time per process and per run, the ledger's timeline of a round (when the runs
+were admitted, started and completed), EXPLAIN (ANALYZE, BUFFERS, WAL) of the worker's two
+statements, and the worker's code run in-process over 4,000 runs.
+
+- *End to end* (0.26-0.31x before; 0.48-0.56x over this session's changes). CPU per no-op run
+  was 11 ms across the processes (worker pool 4.7, Celery's main process 2.3, PostgreSQL 2.1,
+  engine 1.3), against 4 ms for the plain task; now about 6 ms. What changed, by process:
+  - Worker pool, 4.7 to 2.0 ms a run (in-process, Runyard's own part 3.5 to 1.1 ms). The start
+    and completion returned the whole run (`RETURNING *`, 50 columns) through Django's
+    RawQuerySet: describing, converting and building them cost as much as the rest. They now
+    return the 7 and 8 columns the worker reads (the others load if read) and run as prepared
+    statements, parsed once per connection (psycopg's preparing is on for those statements
+    only: on for the connection, it would keep the text of Django's last 100 queries, a batch's
+    megabytes included). A task's signature is read once, not per run.
+  - Publishing: the first change of a burst waits 20 ms for the ones after it; a short run's
+    start and completion are one message, and the publishing thread is woken once a burst.
+  - PostgreSQL, 2.1 to 0.75 ms a run. Every transition rewrites the run's row (its status is
+    indexed, so no update is HOT) and adds an entry to each index: 16 whole indexes, now 6. Gone
+    are Django's `_like` indexes on the id and links, the environment's index (run_env_created
+    leads with it), the attempts' and events' run indexes (their unique key and the timeline's
+    index lead with it); the four run-to-run links are indexed only where set. The attempt's
+    update in the completion joined through `IN (SELECT ...)` and was planned as a scan of the
+    attempts table; it now names the run.
+  - Engine, 1.3 to 0.7 ms a run. Admission is one statement per concurrency key (lock, move,
+    timeline), as promotion is. Then 95% of its time was Celery's sends, each a Redis round trip
+    with a new redis-py client: they now go 100 to a pipeline (kombu 5.7's `Producer.batch`)
+    without declaring the queue each time. A tick admits 100 runs of a queue, not 500, so the
+    first messages of a burst leave after 100 rows are written.
+  - The burst itself: a 1,000-run batch went from 0.45-0.6 s to 0.3 s in-process (run ids from
+    one random draw instead of 25, datetimes written as they are).
+  What is left: Celery's main process costs a message about 2 ms of CPU on either side, and
+  each run still waits for two round trips to PostgreSQL in the worker. A prefetch multiplier
+  of 4 made both sides faster and Runyard about 15% faster; it stays 1, since a run reserved
+  by a worker busy with a long run waits there while other workers are idle.
+- *Lost messages and backlogs.* A DEQUEUED run is taken for lost only once its Celery queue
+  holds no message: behind a backlog of long runs it was requeued after 60 s, sent twice, and
+  its timeline said "requeued". tests/runs/test_engine.py.
+
 ### Session 3 (2026-11-29): profiled and changed
 
 Profiled with py-spy (`py-spy record -p <pid> --subprocesses -f raw`), cProfile of views
@@ -142,17 +183,14 @@ kept as tests) and EXPLAIN ANALYZE.
   single-run path, about 11.5 queries and 25-40 ms per run. A chunk of 200 is now 16 queries at
   any size (`actions.cancel_runs`); 10,000 runs cancel in 4-9 s on the loaded machine.
 
-**Found, not changed:**
+**Found in session 3, not changed then:**
 
-- A promoted or admitted run is written into about 22 of `runs_run`'s 26 indexes (a status
-  change cannot use HOT updates). Five are Django's `_like` indexes on the id and the four
-  run-to-run links, which no query uses; dropping them cut WAL records by 24% but moved no figure
-  beyond the noise, so they stay.
+- A promoted or admitted run was written into about 22 of `runs_run`'s 26 indexes. Dropping
+  the five `_like` indexes alone moved no figure beyond the noise; session 4 took the index count
+  of a transition from 16 to 6 (above).
 - An unlimited queue hands every run to Celery at once, so a backlog waits in Redis as DEQUEUED
-  runs. Backlogs longer than RUNYARD_WORKER_TIMEOUT (60 s) of the workers' throughput are then
-  taken for lost messages and requeued (the stale messages are skipped, but the timeline says
-  "requeued"). The fix is to admit no more than the serving workers can take, keeping the backlog
-  QUEUED in PostgreSQL: next.
+  runs, and backlogs longer than RUNYARD_WORKER_TIMEOUT (60 s) were taken for lost messages.
+  Session 4 made the engine wait while the run's Celery queue holds messages (above).
 - `next_due` does not cover retry backoff (a QUEUED run's future `available_at`): those still wait
   for the poll, within 0.5 s.
 

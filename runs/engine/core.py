@@ -52,9 +52,15 @@ def prepared_row(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
             row = wrapped.fetchone()
             if row is None:
                 return None
-            return dict(zip([column.name for column in wrapped.description], row, strict=True))
+            names = _COLUMNS.get(sql)
+            if names is None:
+                names = _COLUMNS[sql] = [column.name for column in wrapped.description]
+            return dict(zip(names, row, strict=True))
     finally:
         raw.prepare_threshold = threshold
+
+
+_COLUMNS: dict[str, list[str]] = {}  # the result columns of each prepared_row statement (fixed by its text)
 
 
 def record(

@@ -90,7 +90,7 @@ round, psutil CPU time per process and per run, the ledger's timeline of a round
 were admitted, started and completed), EXPLAIN (ANALYZE, BUFFERS, WAL) of the worker's two
 statements, and the worker's code run in-process over 4,000 runs.
 
-- *End to end* (0.26-0.31x before; 0.48-0.56x over this session's changes). CPU per no-op run
+- *End to end* (0.26-0.31x before; 0.44-0.57x in this session's last runs). CPU per no-op run
   was 11 ms across the processes (worker pool 4.7, Celery's main process 2.3, PostgreSQL 2.1,
   engine 1.3), against 4 ms for the plain task; now about 6 ms. What changed, by process:
   - Worker pool, 4.7 to 2.0 ms a run (in-process, Runyard's own part 3.5 to 1.1 ms). The start
@@ -114,12 +114,25 @@ statements, and the worker's code run in-process over 4,000 runs.
     with a new redis-py client: they now go 100 to a pipeline (kombu 5.7's `Producer.batch`)
     without declaring the queue each time. A tick admits 100 runs of a queue, not 500, so the
     first messages of a burst leave after 100 rows are written.
+    Messages are then built and sent through Celery's AMQP layer, as apply_async does at its
+    end, without its per-call options, routing and result object (half of what a send cost).
+  - The worker's returned run skips Model.__init__'s pass over all fields (deferred fields are
+    loaded if read), and a prepared statement's columns are read once: the worker's own part of
+    a no-op run is now 0.5-0.8 ms of CPU and 1.2-1.9 ms of wall time in-process.
   - The burst itself: a 1,000-run batch went from 0.45-0.6 s to 0.3 s in-process (run ids from
     one random draw instead of 25, datetimes written as they are).
-  What is left: Celery's main process costs a message about 2 ms of CPU on either side, and
-  each run still waits for two round trips to PostgreSQL in the worker. A prefetch multiplier
-  of 4 made both sides faster and Runyard about 15% faster; it stays 1, since a run reserved
-  by a worker busy with a long run waits there while other workers are idle.
+  - The benchmark: rounds of 2,000 runs, 3 of each side (the ratio of two rounds of 1,000 moved
+    by 0.1 between runs), and the ledger is polled by two counts on the status index instead
+    of a scan of every run 20 times a second.
+  What is left: Runyard now uses about 1.4 of the 2 cores during a round and the plain task
+  nearly 2: a run is bound by latency, not CPU. Its worker waits for two round trips to
+  PostgreSQL (0.3-0.5 ms of execution each, plus the wait for a core that Celery's main process,
+  the other pool process and PostgreSQL share), on top of the same Celery cycle as the plain
+  task, whose rate rises most when the machine is quiet (373 tasks/s in session 3's run, 620 in
+  this session's last). A prefetch multiplier of 4 made Runyard about 15% faster; it stays 1,
+  since a run reserved by a worker busy with a long run waits there while other workers are idle.
+  Acknowledging early has the same cost. Next: the start's round trip, e.g. a start the engine
+  records at admission for runs no action can reach before a worker takes them.
 - *Lost messages and backlogs.* A DEQUEUED run is taken for lost only once its Celery queue
   holds no message: behind a backlog of long runs it was requeued after 60 s, sent twice, and
   its timeline said "requeued". tests/runs/test_engine.py.

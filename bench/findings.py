@@ -78,10 +78,12 @@ runs) and `?tag=customer-7` (0.1%). The run page is that of the newest completed
 
 FINDINGS = """
 **About the figures above.** They come from one `python -m bench --memory 10000` run on this
-2-core machine at the date above, on a quiet machine (see the load average there); each ratio's
-two sides were measured in alternating rounds of the same run. Every target is met but end to
-end (#3). The tag filter at 1.86x of its 10,000-run time is the closest to its limit: its page
-reads through the GIN index on tags, then sorts the matches.
+2-core machine at the date above (see the load average there); each ratio's two sides were
+measured in alternating rounds of the same run. Every target is met in this run, but end to end
+(#3) is at its limit: 0.44x to 0.57x over the last runs of `python -m bench --only e2e` this
+session, so a repeat can fail (below, "Why end to end is still at the edge"). The tag filter, at
+about 1.7-1.9x of its 10,000-run time, is the next closest: its page reads through the GIN index
+on tags, then sorts the matches.
 
 ### Session 4 (2026-11-29): end to end
 
@@ -124,7 +126,7 @@ statements, and the worker's code run in-process over 4,000 runs.
   - The benchmark: rounds of 2,000 runs, 3 of each side (the ratio of two rounds of 1,000 moved
     by 0.1 between runs), and the ledger is polled by two counts on the status index instead
     of a scan of every run 20 times a second.
-  What is left: Runyard now uses about 1.4 of the 2 cores during a round and the plain task
+  *Why end to end is still at the edge.* Runyard now uses about 1.4 of the 2 cores during a round and the plain task
   nearly 2: a run is bound by latency, not CPU. Its worker waits for two round trips to
   PostgreSQL (0.3-0.5 ms of execution each, plus the wait for a core that Celery's main process,
   the other pool process and PostgreSQL share), on top of the same Celery cycle as the plain

@@ -95,6 +95,7 @@ class LiveStack:
         log_name = f"worker-{name}"
         self.logs[log_name] = settings.VAR_DIR / "logs" / f"live-{log_name}.log"
         before = worker_registrations(self, f"{name}@%")
+        self.logs[log_name].parent.mkdir(parents=True, exist_ok=True)
         try:
             with self.logs[log_name].open("w") as log:
                 processes.start(log_name, argv, log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
 import redis
 from django.conf import settings
@@ -424,20 +425,34 @@ SELECT id, dispatch_count, machine, region FROM admitted ORDER BY available_at, 
 
 
 def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
-    """A Celery message of execute_run for each (run id, dispatch number, Celery queue), over one
-    broker connection, SEND_BATCH messages to a Redis pipeline (kombu's Producer.batch).
+    """apply_async for each (run id, dispatch number, Celery queue), over one broker connection,
+    SEND_BATCH messages to a Redis pipeline (kombu's Producer.batch): a round trip to Redis and a
+    new redis-py client per message were most of the engine's time per admitted run.
 
-    A round trip to Redis and a new redis-py client per message were most of the engine's time
-    per admitted run; then apply_async's own work (options, routing, the result object) was half
-    of what was left. The message is built and sent by Celery's AMQP layer, as apply_async does
-    at its end, with the queue named; declare=[]: a message to a queue by name is pushed onto
-    the queue's list, declared or not (workers declare the queues they consume).
+    declare=[]: a message to a queue by name is pushed onto the queue's list, declared or not
+    (workers declare the queues they consume); declaring copied and bound the queue each time.
+    A pipeline is sent outside kombu's retry, which reconnects a producer whose connection broke
+    (Redis restarted): if it fails, the messages go again one by one, with the retry. A message
+    sent twice is harmless: a run starts once, and its later copies are skipped.
     """
     from runs.tasks import execute_run
 
-    amqp = execute_run.app.amqp
-    with execute_run.app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
-        for run_id, dispatch, queue in sends:
-            task_id = celery_task_id(run_id, dispatch)
-            message = amqp.create_task_message(task_id, execute_run.name, (run_id,), {}, ignore_result=True)
-            amqp.send_task_message(producer, execute_run.name, message, queue=queue, declare=[])
+    app = execute_run.app
+    try:
+        with app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
+            for run_id, dispatch, queue in sends:
+                _send_run(producer, run_id, dispatch, queue)
+    except Exception:
+        log.warning("could not send %d runs to Celery in pipelines; sending them one by one", len(sends), exc_info=True)
+        with app.producer_or_acquire() as producer:
+            for run_id, dispatch, queue in sends:
+                _send_run(producer, run_id, dispatch, queue)
+
+
+def _send_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
+    from runs.tasks import execute_run
+
+    options: dict[str, Any] = {"declare": []}  # not in celery-types' signature of apply_async
+    execute_run.apply_async(
+        args=(run_id,), task_id=celery_task_id(run_id, dispatch), queue=queue, producer=producer, **options
+    )

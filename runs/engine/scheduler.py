@@ -235,13 +235,12 @@ def requeue_lost(*, now: datetime) -> int:
     has lost its message (Redis restarted, a worker died holding it) and goes back.
     """
     cutoff = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
-    candidates = list(
-        Run.objects.filter(status=RunStatus.DEQUEUED, updated_at__lt=cutoff).values_list("id", "machine", "region")[
-            :BATCH
-        ]
-    )
-    waiting = celery_backlog({registry.celery_queue(machine, region) for _, machine, region in candidates})
-    ids = [run_id for run_id, machine, region in candidates if not waiting.get(registry.celery_queue(machine, region))]
+    candidates = Run.objects.filter(status=RunStatus.DEQUEUED, updated_at__lt=cutoff).values_list(
+        "id", "machine", "region"
+    )[:BATCH]
+    queues = {run_id: registry.celery_queue(machine, region) for run_id, machine, region in candidates}
+    waiting = celery_backlog(set(queues.values()))
+    ids = [run_id for run_id, queue in queues.items() if not waiting.get(queue)]
     if not ids:
         return 0
     with transaction.atomic():

@@ -15,7 +15,7 @@ def execute_run(self: Task, run_id: str) -> None:
     # that failed during the run is not used again if it is broken.
     worker.drop_closed_connection()
     try:
-        worker.execute(run_id=run_id, hostname=self.request.hostname or "unknown")
+        worker.execute(run_id=run_id, hostname=self.request.hostname or "unknown", finish_in_background=True)
     except DatabaseError:
         close_old_connections()
         raise

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import select
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
 
@@ -19,8 +21,12 @@ from runs import context, engine, packets, registry
 log = logging.getLogger(__name__)
 
 
-def execute(*, run_id: str, hostname: str) -> None:
-    """Run one attempt of run_id if the engine lets it start."""
+def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -> None:
+    """Run one attempt of run_id if the engine lets it start.
+
+    finish_in_background (the Celery task): a successful attempt's completion is written by the
+    process's Finisher after this returns; otherwise before.
+    """
     attempt = engine.start_attempt(run_id=run_id, worker=hostname)
     if attempt is None:
         log.info("run %s may not start (canceled or already handled); skipping", run_id)
@@ -35,8 +41,9 @@ def execute(*, run_id: str, hostname: str) -> None:
         )
         return
     task_context = context.TaskContext(run_id=run_id, attempt=number, environment_id=run.environment_id)
-    with Heartbeat(run_id, number), context.running(task_context):
-        try:
+    beat = Heartbeat(run_id, number)
+    try:
+        with context.running(task_context):
             payload = packets.load(run.payload, run.payload_type, environment_id=run.environment_id)
             output, output_type = packets.encode(spec.call(payload))
             # Over the output limit fails like any task error, retries included: the output
@@ -44,15 +51,107 @@ def execute(*, run_id: str, hostname: str) -> None:
             output, output_type = packets.store_output(
                 output, output_type, environment_id=run.environment_id, run_id=run_id, attempt=number
             )
-        except context.Suspend:
-            engine.suspend_run(run_id=run_id, attempt=number)
-            return
-        except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
-            engine.fail_attempt(run_id=run_id, attempt=number, error=error_from(exc), retry=spec.retry)
-            return
-    done = engine.complete_attempt(run_id=run_id, attempt=number, output=output, output_type=output_type)
-    if done is None:  # a stale attempt: its offloaded output belongs to no run
-        packets.discard(output, output_type, environment_id=run.environment_id)
+    except context.Suspend:
+        beat.stop()
+        engine.suspend_run(run_id=run_id, attempt=number)
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
+        beat.stop()
+        engine.fail_attempt(run_id=run_id, attempt=number, error=error_from(exc), retry=spec.retry)
+        return
+    except BaseException:
+        beat.stop()
+        raise
+    completion = Completion(run_id, number, output, output_type, run.environment_id, beat)
+    if finish_in_background:
+        FINISHER.submit(completion)
+    else:
+        completion()
+
+
+class Completion:
+    """Writes a successful attempt's completion, then stops its heartbeat."""
+
+    def __init__(
+        self, run_id: str, attempt: int, output: str, output_type: str, environment_id: int, beat: Heartbeat
+    ) -> None:
+        self.run_id, self.attempt, self.beat = run_id, attempt, beat
+        self.output, self.output_type, self.environment_id = output, output_type, environment_id
+
+    def __str__(self) -> str:
+        return f"the completion of run {self.run_id} (attempt {self.attempt})"
+
+    def __call__(self) -> None:
+        try:
+            done = engine.complete_attempt(
+                run_id=self.run_id, attempt=self.attempt, output=self.output, output_type=self.output_type
+            )
+            if done is None:  # a stale attempt: its offloaded output belongs to no run
+                packets.discard(self.output, self.output_type, environment_id=self.environment_id)
+        finally:
+            self.beat.stop()
+
+
+class Finisher:
+    """Writes successful attempts' completions on a thread of its own, while Celery hands the
+    process its next run.
+
+    Between two runs a pool process waits for Celery's main process: the result goes there, the
+    message is acknowledged in Redis, the next one is taken and handed over. The completion (one
+    statement, flushed to the WAL) is written meanwhile instead of before; end to end, no-op runs
+    went about 8% faster (docs/performance.md).
+
+    It is no less safe. The run was EXECUTING in the ledger before its body ran, so Celery's
+    message no longer guards it (delivered again, it finds the run started and is skipped): its
+    heartbeat does, and beats until the completion is written. A process that dies first leaves
+    the run EXECUTING without a heartbeat, and the engine takes it for crashed, as when it dies
+    just before writing the completion in line.
+
+    One completion at a time: the next waits for the one being written, so a slow database slows
+    the worker down instead of piling up outputs. A pool process writes what waits before it
+    exits (worker_process_shutdown). The thread has a database connection of its own.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid: int | None = None  # the process whose thread runs (threads do not survive a fork)
+        self.jobs: queue.Queue[Callable[[], None]] = queue.Queue(maxsize=1)
+        self.idle = threading.Event()  # set while no completion is submitted and unwritten
+        self.idle.set()
+
+    def submit(self, completion: Callable[[], None]) -> None:
+        """Hand `completion` to the thread, once the one before it is written."""
+        with self.lock:
+            if self.pid != os.getpid():
+                self.pid = os.getpid()
+                self.jobs, self.idle = queue.Queue(maxsize=1), threading.Event()
+                self.idle.set()
+                thread = threading.Thread(target=self._work, args=(self.jobs, self.idle), daemon=True)
+                thread.name = "runyard-finisher"
+                thread.start()
+            self.idle.wait()
+            self.idle.clear()
+            self.jobs.put(completion)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until what was submitted is written; False if it still is not after `timeout` s."""
+        return self.pid != os.getpid() or self.idle.wait(timeout)
+
+    @staticmethod
+    def _work(jobs: queue.Queue[Callable[[], None]], idle: threading.Event) -> None:
+        while True:
+            completion = jobs.get()
+            try:
+                drop_closed_connection()
+                completion()
+            except Exception:
+                log.exception("could not record %s", completion)
+                close_old_connections()  # a connection broken by the error is not used again
+            finally:
+                idle.set()
+
+
+FINISHER = Finisher()
 
 
 def error_from(exc: BaseException) -> dict[str, Any]:
@@ -69,16 +168,13 @@ def _error(message: str) -> dict[str, Any]:
 
 
 class Heartbeat:
-    """Keeps the run's heartbeat fresh while the attempt runs (see Beater)."""
+    """Keeps the run's heartbeat fresh from now until stop() (see Beater)."""
 
     def __init__(self, run_id: str, attempt: int) -> None:
         self.key = (run_id, attempt)
-
-    def __enter__(self) -> Heartbeat:
         BEATER.add(self.key)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def stop(self) -> None:
         BEATER.remove(self.key)
 
 
@@ -158,6 +254,7 @@ def announce(sender: Any = None, **_: object) -> None:
 @worker_shutdown.connect
 def farewell(sender: Any = None, **_: object) -> None:
     _alive.set()
+    finish_completions()
     hostname = getattr(sender, "hostname", None)
     if hostname:
         engine.unregister_worker(hostname=hostname)
@@ -176,6 +273,13 @@ def _keep_alive(hostname: str) -> None:
 def keep_connections(**_: object) -> None:
     """A pool process runs one task at a time: reuse its database connection between tasks."""
     persistent_connections()
+
+
+@worker_process_shutdown.connect
+def finish_completions(**_: object) -> None:
+    """Write the completion that waits before the process exits."""
+    if not FINISHER.drain():
+        log.warning("a completion was still being written when the process exited")
 
 
 def drop_closed_connection() -> None:

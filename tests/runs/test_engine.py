@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -230,6 +231,34 @@ def test_a_dequeued_run_behind_a_backlog_in_its_celery_queue_is_not_taken_for_lo
     ratelimit.redis_client().delete(lonely_queue)  # the backlog drained, and the run never started
     assert engine.requeue_lost(now=T0 + timedelta(hours=2)) == 1
     assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
+
+
+def test_runs_whose_pipeline_to_redis_failed_are_sent_again_one_at_a_time(
+    dev: Environment, lonely_queue: str, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
+) -> None:
+    """Redis going away under the engine fails a whole pipeline of messages (kombu cannot tell
+    which ones Redis took): each is sent again through kombu's retry, which reconnects."""
+    from kombu.exceptions import BatchPublishError
+    from kombu.transport import redis as kombu_redis
+
+    runs = [factories.run(region="lost-test") for _ in range(3)]
+    flushed: list[int] = []
+
+    def failing_flush(batch: Any) -> None:
+        flushed.append(batch._buffered)
+        batch.discard()  # what a broken connection leaves: nothing sent
+        raise BatchPublishError("Redis publish batch failed; delivery is uncertain")
+
+    monkeypatch.setattr(kombu_redis.PublishBatch, "flush", failing_flush)
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        assert engine.admit(now=T0) == 3  # the messages go after commit
+    assert flushed == [3]  # the three went to one pipeline, which failed
+    messages = ratelimit.redis_client().lrange(lonely_queue, 0, -1)
+    sent = sorted(json.loads(message)["headers"]["argsrepr"] for message in messages)
+    assert sent == sorted(repr((run.id,)) for run in runs)
+    assert {status for status in Run.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True)} == {
+        RunStatus.DEQUEUED
+    }
 
 
 def test_the_database_refuses_a_final_run_without_finished_at(dev: Environment) -> None:

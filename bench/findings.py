@@ -32,9 +32,11 @@ One Celery worker started as `manage.py up` starts it (`celery -A dashboard work
 --concurrency=2 -Q <every machine queue>`, RUNYARD_TASK_MODULES=example_tasks,bench.tasks) and one
 engine, on a fresh database and an empty Redis. Runyard: `bench-noop` runs triggered in-process
 with engine.trigger_batch (the bulk insert path, 1,000 runs a batch); the time runs until the
-ledger holds them all COMPLETED. Plain: `send_task("bench.plain_noop")` to the same Celery queue
-(runyard.small-1x, where the engine sends bench-noop runs), a `@shared_task` that INCRs a Redis
-key; the time runs until the key reaches the count. Rounds alternate.
+ledger holds none of the dev environment's runs unfinished (a count by the index on environment
+and status every 50 ms), and the round fails if any ended otherwise than COMPLETED. Plain:
+`send_task("bench.plain_noop")` to the same Celery queue (runyard.small-1x, where the engine
+sends bench-noop runs), a `@shared_task` that INCRs a Redis key; the time runs until the key
+reaches the count. Rounds alternate.
 """,
     "time": """
 Default settings: one engine. It wakes on PostgreSQL NOTIFY (at most one tick per 50 ms) or at
@@ -80,10 +82,45 @@ FINDINGS = """
 **About the figures above.** They come from one `python -m bench --memory 10000` run on this
 2-core machine at the date above (see the load average there); each ratio's two sides were
 measured in alternating rounds of the same run. Every target is met in this run, but end to end
-(#3) is at its limit: 0.44x to 0.57x over the last runs of `python -m bench --only e2e` this
-session, so a repeat can fail (below, "Why end to end is still at the edge"). The tag filter, at
-about 1.7-1.9x of its 10,000-run time, is the next closest: its page reads through the GIN index
-on tags, then sorts the matches.
+(#3) is still at its limit: 0.47x to 0.63x for single pairs of rounds this session, 0.51x to 0.61x
+for the medians of whole `python -m bench --only e2e` runs (below, "Why end to end is at the
+edge"). The tag filter, at 1.4-1.9x of its 10,000-run time, is the next closest.
+
+### Session 5 (2026-11-29): end to end
+
+Measured with psutil CPU per process and per run over alternating pairs of rounds in one stack
+(five pairs a try), Celery's own log of each task's time in the pool, the ledger's timeline of a
+round, and py-spy on the pool processes.
+
+- *The completion leaves the Celery cycle.* Between two runs a pool process waits for Celery's
+  main process (the result goes there, the message is acknowledged in Redis, the next one is
+  taken and handed over). The completion is now written by a thread of the pool process during
+  that wait instead of before it (runs/worker.py, `Finisher`; the run's heartbeat goes on until
+  it is written, one completion waits at most, and an exiting process writes it first). Five
+  pairs with it: 212-232 runs/s; five without: 186-209, against the same plain rates.
+  A task's time in the pool went to 1.8 ms at the median (0.36 ms for the plain task).
+- *The engine's sends* are built by Celery's AMQP layer again (session 4 took that back after
+  a worker stopped in a Redis restart fault test). That stop is Celery's consumer failing in
+  its shutdown path when the broker goes away, which the engine's way of sending cannot reach
+  (the same failure is reported against Celery with any sender); the fault tests passed four
+  times in a row with it. The engine's CPU went from 0.75 to 0.45 ms a run. The fallback for a
+  failed Redis pipeline (each message sent again through kombu's retry) now has a test.
+- *The benchmark's poll* counted the COMPLETED runs 20 times a second: the planner chose the
+  environment's queue index and read every run of the environment, 1.5 ms a poll after 2,000
+  runs and more each round. It now counts the runs not yet finished, which falls to 0. Medians
+  of 5 rounds a side instead of 3.
+- *Why end to end is at the edge.* The plain task's rate is set by Celery's main process: about
+  2 ms of its CPU per task, both pool processes waiting on it in turn (a cycle of about 4.5 ms a
+  process). A Runyard run goes through the same main process, plus its own 1.8 ms in the pool
+  (the start's round trip to PostgreSQL, Celery's tracing, the run's code), and the handoff
+  then takes longer than the main process's CPU: about 9 ms a cycle in all. Celery's main
+  process cost 1.8 to 2.4 ms a task from one try to the next on this shared machine, which
+  moves the plain rate most (335 to 508 tasks/s within a single try) and the ratio with it.
+  Making Celery itself faster would move the ratio the wrong way, as the plain side gains twice.
+  What would move it: no round trip before the body (rejected: the start is the claim that keeps
+  a canceled or twice-sent run from running), or prefetching (rejected in session 4 for
+  fairness: a run reserved behind a long run waits while other workers are idle).
+  VACUUM between rounds changed nothing.
 
 ### Session 4 (2026-11-29): end to end
 

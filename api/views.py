@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -12,7 +13,9 @@ from api import health, jwt, packets, runs_list, serializers
 from api.auth import actor
 from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
+from dashboard.audit import audit_api
 from runs import engine
+from runs.engine.actions import try_cancel_run
 from runs.models import Run
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 
@@ -71,7 +74,11 @@ def _run_body(request: ApiRequest, run_id: str) -> dict[str, object]:
 def cancel_run(request: ApiRequest, run_id: str) -> JsonResponse:
     """runs.cancel (reference 3.6): a final run is left as it is and still answers 200."""
     run = _run_of(request, run_id)
-    engine.cancel_run(run_id=run.id, actor=actor(request.api_key), reason="canceled through the API")
+    reason = "canceled through the API"
+    with transaction.atomic():
+        _, changed = try_cancel_run(run_id=run.id, actor=actor(request.api_key), reason=reason)
+        if changed:
+            audit_api(request.api_key, "run.cancel", target=run.id, reason=reason)
     return JsonResponse({"id": run.id})
 
 
@@ -82,7 +89,10 @@ def reschedule_run(request: ApiRequest, run_id: str) -> JsonResponse:
     run = _run_of(request, run_id)
     try:
         delay_until = parse_delay(body.get("delay"), timezone.now())
-        engine.reschedule_run(run_id=run.id, delay_until=delay_until, actor=actor(request.api_key))
+        with transaction.atomic():
+            engine.reschedule_run(run_id=run.id, delay_until=delay_until, actor=actor(request.api_key))
+            data = {"from": run.delay_until.isoformat() if run.delay_until else None, "to": delay_until.isoformat()}
+            audit_api(request.api_key, "run.reschedule", target=run.id, reason="rescheduled through the API", data=data)
     except OptionError as exc:
         raise ApiError(400, f"Invalid delay: {body.get('delay')!r}", "delay") from exc
     except engine.EngineError as exc:
@@ -133,15 +143,19 @@ def replay_run(request: ApiRequest, run_id: str) -> JsonResponse:
         options = parse_trigger_options({k: v for k, v in given.items() if k != "payload"}, now=now)
     except OptionError as exc:
         raise ApiError(exc.status, exc.message, exc.field) from exc
-    run = engine.replay_run(
-        run_id=original.id,
-        actor=actor(request.api_key),
-        options=options,
-        payload=_replay_payload(given, original),
-        overridden={field for key in given if (field := REPLAY_KEYS[key])},
-        request_key=request.headers.get(REQUEST_KEY_HEADER) or None,
-        now=now,
-    )
+    with transaction.atomic():
+        run = engine.replay_run(
+            run_id=original.id,
+            actor=actor(request.api_key),
+            options=options,
+            payload=_replay_payload(given, original),
+            overridden={field for key in given if (field := REPLAY_KEYS[key])},
+            request_key=request.headers.get(REQUEST_KEY_HEADER) or None,
+            now=now,
+        )
+        if run.created_at == now:  # not the replay an earlier request with the same key made
+            data = {"replay": run.id, "changed": sorted(given)}
+            audit_api(request.api_key, "run.replay", target=original.id, reason="replayed through the API", data=data)
     return JsonResponse({"id": run.id})
 
 

@@ -1,4 +1,5 @@
-"""The audit log: every operator action taken in the dashboard, with who, when and why."""
+"""The audit log: every operator action, taken in the dashboard or through the REST API, with
+who, when and why."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 from django.http import HttpRequest
 from django.utils import timezone
 
-from runs.models import AuditEntry, Environment
+from runs.models import ApiKey, AuditEntry, Environment
 
 
 def actor(request: HttpRequest) -> str:
@@ -26,10 +27,30 @@ def audit(
 ) -> AuditEntry:
     """Record an action by the request's user; call it inside the action's transaction."""
     user = request.user if request.user.is_authenticated else None
+    return _record(request.user.get_username(), user, action, environment, target, reason, data)
+
+
+def audit_api(
+    key: ApiKey, action: str, *, target: str, reason: str = "", data: dict[str, Any] | None = None
+) -> AuditEntry:
+    """Record an action taken through the REST API with `key`, named as the run's timeline names
+    it (`api:<the key's hint>`, never the key); call it inside the action's transaction."""
+    return _record(f"api:{key.hint}", None, action, key.environment, target, reason, data)
+
+
+def _record(
+    username: str,
+    user: Any,  # the dashboard's user, or None
+    action: str,
+    environment: Environment | None,
+    target: str,
+    reason: str,
+    data: dict[str, Any] | None,
+) -> AuditEntry:
     return AuditEntry.objects.create(
         at=timezone.now(),
         user=user,
-        username=request.user.get_username(),
+        username=username[:150],
         environment=environment,
         action=action,
         target=target,

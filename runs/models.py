@@ -444,7 +444,8 @@ class RequestIdempotency(models.Model):
 
 
 class AuditEntry(models.Model):
-    """One operator action taken in the dashboard (or a bulk action's start), for /audit/."""
+    """One operator action taken in the dashboard or through the REST API (or a bulk action's
+    start), for /audit/."""
 
     at = models.DateTimeField()
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)

@@ -25,6 +25,11 @@ SEND_TIMEOUT = 10.0  # seconds a publish may take before it is given up (and log
 # Seconds the first change of a burst waits for more to send with it: well under what the
 # dashboard's live pages wait to coalesce changes, and far under a person's notice.
 PUBLISH_LINGER = 0.02
+# Seconds from one send of a process's changes to its next, at the least: under a stream of
+# changes (a busy worker) at most 10 sends a second, each with every change since the last.
+# Sending every PUBLISH_LINGER cost a worker about a tenth of its no-op runs a second
+# (docs/performance.md); the dashboard's pages coalesce changes over 250 ms anyway.
+PUBLISH_INTERVAL = 0.1
 
 
 @dataclass
@@ -93,13 +98,15 @@ class _Publisher:
         """Send the changes one after another: a burst of them sent at once would open as many
         Redis connections as messages, past redis-py's limit (MaxConnectionsError). The first
         change of a burst waits PUBLISH_LINGER for the others, which go out merged with it:
-        a worker's start and completion of a short run are one message, and a busy process
-        (a worker, a web process taking triggers, the engine) sends a few messages a second
-        rather than one per change."""
+        a worker's start and completion of a short run are one message. A busy process (a
+        worker, a web process taking triggers, the engine) sends at most once per
+        PUBLISH_INTERVAL, rather than once per change."""
         layer = get_channel_layer()
+        sent_at = float("-inf")
         while True:
             await self.wake.wait()
-            await asyncio.sleep(PUBLISH_LINGER)
+            await asyncio.sleep(max(PUBLISH_LINGER, sent_at + PUBLISH_INTERVAL - self.loop.time()))
+            sent_at = self.loop.time()
             for change in self.take():
                 group = env_group(change.environment_id)
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 from channels.layers import get_channel_layer
@@ -86,3 +87,36 @@ async def test_changes_within_the_linger_go_out_as_one_message_naming_each_run_o
         await layer.group_discard(events.env_group(environment_id), channel)
     assert first == {"type": "runs.changed", "run_ids": ["run_a", "run_b"], "created": False}
     assert second == {"type": "run.changed", "run_id": "run_c", "created": True}
+
+
+async def test_a_stream_of_changes_goes_out_at_most_once_per_publish_interval() -> None:
+    """A busy worker changes runs every few milliseconds: it sends what changed since its last
+    send, not a message per linger."""
+    layer = get_channel_layer()
+    environment_id = 990_003
+    channel = await layer.new_channel()
+    await layer.group_add(events.env_group(environment_id), channel)
+    run_ids = [f"run_{n}" for n in range(100)]
+    try:
+
+        def stream() -> float:
+            began = time.monotonic()
+            for run_id in run_ids:
+                events.publish_run_changed(environment_id=environment_id, run_id=run_id)
+                time.sleep(0.005)
+            assert events.flush()
+            connection.close()
+            return time.monotonic() - began
+
+        elapsed = await asyncio.to_thread(stream)
+        received: list[str] = []
+        messages = 0
+        async with asyncio.timeout(5):
+            while len(received) < len(run_ids):
+                message = await layer.receive(channel)
+                received += [message["run_id"]] if message["type"] == "run.changed" else message["run_ids"]
+                messages += 1
+    finally:
+        await layer.group_discard(events.env_group(environment_id), channel)
+    assert received == run_ids
+    assert messages <= elapsed // events.PUBLISH_INTERVAL + 1

@@ -449,12 +449,12 @@ def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
 
 
 def _send_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
-    """Build and send the Celery message of execute_run as apply_async does at its end, with its
-    queue named: apply_async's own work (options, routing, the result object) was half of what
-    a send cost the engine."""
+    # apply_async, not Celery's AMQP layer directly (create_task_message, send_task_message),
+    # though that costs the engine half as much a send: twice, in sessions 4 and 5, the first
+    # CI run with it had a worker die in the Redis restart fault test (docs/performance.md).
     from runs.tasks import execute_run
 
-    amqp = execute_run.app.amqp
-    task_id = celery_task_id(run_id, dispatch)
-    message = amqp.create_task_message(task_id, execute_run.name, (run_id,), {}, ignore_result=True)
-    amqp.send_task_message(producer, execute_run.name, message, queue=queue, declare=[])
+    options: dict[str, Any] = {"declare": []}  # not in celery-types' signature of apply_async
+    execute_run.apply_async(
+        args=(run_id,), task_id=celery_task_id(run_id, dispatch), queue=queue, producer=producer, **options
+    )

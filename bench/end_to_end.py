@@ -38,14 +38,13 @@ FAILED = sorted(str(status) for status in set(FINAL_STATUSES) - {RunStatus.COMPL
 
 def count_status(bench: stack.Stack, *statuses: str) -> int:
     with bench.db() as conn:
-        return count_in(conn, list(statuses))
+        return count_in(conn, dev_environment_id(conn), list(statuses))
 
 
-def count_in(conn: Any, statuses: list[str]) -> int:
-    """Runs of the dev environment in these statuses, through the index on (environment, status)."""
+def count_in(conn: Any, environment_id: int, statuses: list[str]) -> int:
+    """Runs of the environment in these statuses, through the index on (environment, status)."""
     row = conn.execute(
-        "SELECT count(*) FROM runs_run WHERE environment_id = %s AND status = ANY(%s)",
-        (dev_environment_id(conn), statuses),
+        "SELECT count(*) FROM runs_run WHERE environment_id = %s AND status = ANY(%s)", (environment_id, statuses)
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -57,21 +56,23 @@ def dev_environment_id(conn: Any) -> int:
 
 
 def runyard_round(bench: stack.Stack, count: int, timeout: float) -> float:
-    """Seconds from the first trigger until the `count` runs triggered are COMPLETED in the ledger."""
+    """Seconds from the first trigger until no run of the dev environment is unfinished (the
+    `count` runs triggered are then COMPLETED, or the round fails)."""
     began = time.perf_counter()
     trigger_runs(count)
     deadline = began + timeout
     with bench.db() as conn:
+        dev = dev_environment_id(conn)
         # The poll counts the runs not yet finished, a number that falls to 0, by the index on
         # (environment, status). Counting the COMPLETED ones grew with every round (a scan of
         # each run done so far, 20 times a second): the benchmark's work, not Runyard's, on the
         # same two cores.
-        while left := count_in(conn, UNFINISHED):
+        while left := count_in(conn, dev, UNFINISHED):
             if time.perf_counter() > deadline:
                 raise stack.BenchError(f"{left} of {count} runs not finished in {timeout:g}s")
             time.sleep(POLL)
         seconds = time.perf_counter() - began
-        if failed := count_in(conn, FAILED):
+        if failed := count_in(conn, dev, FAILED):
             raise stack.BenchError(f"{failed} bench-noop runs did not complete; see {bench.log_dir}")
     return seconds
 

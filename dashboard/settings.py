@@ -177,6 +177,8 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_DEFAULT_QUEUE = "runyard.small-1x"
+# Celery's consumer, mended so a worker lives through a Redis restart (see runs/consumer.py).
+CELERY_WORKER_CONSUMER = "runs.consumer:Consumer"
 # Celery's Django fixup closes the database connections before and after every task unless
 # told to reuse them: a new PostgreSQL connection per run was an eighth of a no-op run's time.
 # Reused for this many tasks; runs.tasks drops a connection that PostgreSQL closed.

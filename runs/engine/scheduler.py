@@ -449,9 +449,10 @@ def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
 
 
 def _send_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
-    # apply_async, not Celery's AMQP layer directly (create_task_message, send_task_message),
-    # though that costs the engine half as much a send: twice, in sessions 4 and 5, the first
-    # CI run with it had a worker die in the Redis restart fault test (docs/performance.md).
+    # apply_async, though building and sending through Celery's AMQP layer directly
+    # (create_task_message, send_task_message) costs the engine half as much a send: end to end
+    # was no faster with it. (It was once blamed for workers dying when Redis restarts; that was
+    # Celery 5.7's consumer, see runs/consumer.py.)
     from runs.tasks import execute_run
 
     options: dict[str, Any] = {"declare": []}  # not in celery-types' signature of apply_async

@@ -23,11 +23,33 @@ from __future__ import annotations
 
 from typing import Any
 
+import kombu
 from celery.worker.consumer import Consumer as CeleryConsumer
+
+# The private kombu method this consumer replaces on a lost connection (see above).
+KOMBU_HOOK = "_do_close_transport"
+
+
+class IncompatibleKombu(RuntimeError):
+    """The installed kombu lacks what the consumer's Redis-restart fix relies on."""
+
+
+def check_kombu(connection_class: type = kombu.Connection) -> None:
+    """Raise IncompatibleKombu unless kombu's Connection has the method the fix replaces.
+
+    Without it the fix would silently do nothing and a Redis restart would stop the worker
+    again; a worker that refuses to start says so where it can be seen.
+    """
+    if not callable(getattr(connection_class, KOMBU_HOOK, None)):
+        raise IncompatibleKombu(
+            f"kombu {getattr(kombu, '__version__', '?')} has no Connection.{KOMBU_HOOK}, which runs.consumer "
+            "relies on to keep a worker alive through a Redis restart; install the kombu version requirements.txt names"
+        )
 
 
 class Consumer(CeleryConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_kombu()
         kwargs.update(without_gossip=True, without_mingle=True)
         super().__init__(*args, **kwargs)
 

@@ -8,8 +8,7 @@ Two backends behind one small interface:
 Keys are relative, slash-separated paths ("env-1/trigger/packet_x/payload.json"); check_key
 refuses anything that could leave the store, so a key taken from a URL is safe to use.
 
-The S3 backend is a thin layer over boto3 and is not exercised by the test suite (no S3
-server here); the filesystem backend is what the tests run against.
+The S3 backend is a thin layer over boto3; its tests run against moto's S3 (tests/s3.py).
 """
 
 from __future__ import annotations
@@ -200,7 +199,7 @@ def _os_errors(key: str, writing: bool = False) -> Iterator[None]:
         raise StorageError(f"object store failed for {key!r}: {exc.strerror or exc}") from exc
 
 
-# --- S3-compatible (untested here: no S3 server in the test environment) ------------------
+# --- S3-compatible ------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=4)

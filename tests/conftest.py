@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from runs.models import Environment
-from tests import factories
+from tests import factories, s3
 
 # One live stack (real web, worker, engine) for the whole session, shared by e2e and browser tests.
 from tests.live import live_stack, pytest_runtest_makereport  # noqa: F401
@@ -23,6 +23,13 @@ def objects(settings: Any) -> Iterator[Path]:
     settings.RUNYARD_S3_BUCKET = ""
     yield root
     shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def s3_bucket(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The object store is an S3 bucket (moto's, see tests/s3.py); yields a boto3 client."""
+    with s3.bucket(settings, monkeypatch) as client:
+        yield client
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""HS256 JSON Web Tokens (stdlib only) for the `x-trigger-jwt` header of trigger responses.
+"""HS256 JSON Web Tokens (PyJWT) for the `x-trigger-jwt` header of trigger responses.
 
 Each environment signs with its own secret derived from SECRET_KEY, so a token of one
 environment never verifies in another and no secret has to be stored.
@@ -6,13 +6,12 @@ environment never verifies in another and no secret has to be stored.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import time
 from typing import Any
 
+import jwt as pyjwt
 from django.conf import settings
 
 from runs.models import Environment
@@ -46,34 +45,19 @@ def run_token(environment: Environment, run_id: str, now: float | None = None) -
 
 
 def sign(claims: dict[str, Any], secret: bytes) -> str:
-    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
-    return f"{header}.{body}.{_b64(signature)}"
+    return pyjwt.encode(claims, secret, algorithm="HS256")
 
 
-def verify(token: str, secret: bytes, now: float | None = None) -> dict[str, Any]:
-    """The claims of a valid, unexpired HS256 token. Raises JwtError."""
+def verify(token: str, secret: bytes) -> dict[str, Any]:
+    """The claims of a valid, unexpired HS256 token issued for the reference's audience. Raises JwtError."""
     try:
-        header, body, signature = token.split(".")
-        algorithm = json.loads(_unb64(header)).get("alg")
-        claims = json.loads(_unb64(body))
-        given = _unb64(signature)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise JwtError("malformed token") from exc
-    expected = hmac.new(secret, f"{header}.{body}".encode(), hashlib.sha256).digest()
-    if algorithm != "HS256" or not hmac.compare_digest(expected, given):
-        raise JwtError("bad signature")
-    if not isinstance(claims, dict):
-        raise JwtError("claims are not an object")
-    if claims.get("exp", 0) <= (now if now is not None else time.time()):
-        raise JwtError("token expired")
+        claims: dict[str, Any] = pyjwt.decode(
+            token, secret, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER, options={"require": ["exp"]}
+        )
+    except pyjwt.ExpiredSignatureError as exc:
+        raise JwtError("token expired") from exc
+    except pyjwt.InvalidSignatureError as exc:
+        raise JwtError("bad signature") from exc
+    except pyjwt.InvalidTokenError as exc:
+        raise JwtError(f"invalid token: {exc}") from exc
     return claims
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 
 import pytest
+import time_machine
+from django.utils import timezone
 
 from api import jwt
 from runs.models import RequestIdempotency, Run
@@ -289,3 +292,9 @@ def test_a_duration_delay_counts_from_the_runs_creation_to_the_microsecond(api):
     body = {**MINIMAL_SDK_BODY, "options": {**MINIMAL_SDK_BODY["options"], "delay": "2s"}}
     run = Run.objects.get(pk=api.trigger(body=body).json()["id"])
     assert (run.delay_until - run.created_at).total_seconds() == 2
+
+
+def test_the_jwt_expires_after_an_hour(api, dev):
+    token = api.trigger(body=MINIMAL_SDK_BODY)["x-trigger-jwt"]
+    with time_machine.travel(timezone.now() + timedelta(seconds=3601)), pytest.raises(jwt.JwtError, match="expired"):
+        jwt.verify(token, jwt.environment_secret(dev))

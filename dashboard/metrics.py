@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus text exposition (format 0.0.4), written by hand.
+"""GET /metrics: Prometheus text exposition (format 0.0.4), written by prometheus_client.
 
 What a scrape costs is bounded by the work in flight and by recent throughput, never by
 history, so a table of millions of finished runs costs nothing extra:
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hmac
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,9 @@ from django.db import connection, transaction
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.http import require_GET
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from runs.models import Environment, Run, RunEvent, Worker
 from runs.states import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus
@@ -273,31 +276,23 @@ def _bump(family: Family, value: float, **labels: str) -> None:
 # --- the text format --------------------------------------------------------------------
 
 
+class _Scrape(Collector):
+    """This scrape's families, for prometheus_client to write out (escaping and number format)."""
+
+    def __init__(self, families: Iterable[Family]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            metric = Metric(family.name, family.help, family.kind)
+            for labels, value in family.samples:
+                metric.add_sample(family.name, labels, value)
+            yield metric
+
+
 def render(families: Iterable[Family]) -> str:
-    lines: list[str] = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        for labels, value in family.samples:
-            lines.append(f"{family.name}{_labels(labels)} {_number(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _labels(labels: dict[str, str]) -> str:
-    if not labels:
-        return ""
-    return "{" + ",".join(f'{key}="{_escape_label(str(value))}"' for key, value in labels.items()) + "}"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
+    # A registry per scrape: the values are read fresh from the database each time, so
+    # nothing is kept between scrapes (and no process-global metric state to reset).
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Scrape(families))
+    return generate_latest(registry).decode()

@@ -11,6 +11,7 @@ import time_machine
 from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard import metrics
 from runs import engine
@@ -40,15 +41,15 @@ def at(seconds: float) -> datetime:
 
 
 def scrape(client: Client) -> dict[str, float]:
-    """The samples of one scrape, keyed by `name{labels}` exactly as printed."""
+    """The samples of one scrape, parsed by prometheus_client, keyed by `name{labels}`."""
     response = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert response.status_code == 200, response.content
     assert response["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
     samples = {}
-    for line in response.content.decode().splitlines():
-        if line and not line.startswith("#"):
-            key, value = line.rsplit(" ", 1)
-            samples[key] = float(value)
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return samples
 
 
@@ -241,12 +242,11 @@ def test_no_scrape_query_reads_the_history_of_finished_runs(dev: Environment) ->
                 assert re.search(r"Index Cond: \(\(environment_id = e\.id\) AND \(\(?status", plan), plan
 
 
-def test_label_values_are_escaped_in_the_text_format() -> None:
-    family = metrics.Family("runyard_queue_depth", "gauge", "Help with a \\ backslash")
+def test_label_values_and_help_are_escaped_in_the_text_format() -> None:
+    family = metrics.Family("runyard_queue_depth", "gauge", "Help with a \\ backslash\nand a second line")
     family.add(3, queue='a"b\\c\nd')
     text = metrics.render([family])
-    assert text.splitlines() == [
-        "# HELP runyard_queue_depth Help with a \\\\ backslash",
-        "# TYPE runyard_queue_depth gauge",
-        'runyard_queue_depth{queue="a\\"b\\\\c\\nd"} 3',
-    ]
+    assert len(text.splitlines()) == 3  # nothing in a label or the help starts a line of its own
+    [parsed] = text_string_to_metric_families(text)
+    assert parsed.documentation == "Help with a \\ backslash\nand a second line"
+    assert [(sample.labels, sample.value) for sample in parsed.samples] == [({"queue": 'a"b\\c\nd'}, 3.0)]

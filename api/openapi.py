@@ -401,6 +401,16 @@ PATHS: dict[str, Any] = {
             "responses": {"200": _ok("The OpenAPI document", OBJECT)},
         }
     },
+    "/api/docs/": {
+        "get": {
+            "operationId": "apiDocs",
+            "summary": "This document as a browsable page (Swagger UI, served offline)",
+            "security": NO_AUTH,
+            "responses": {
+                "200": {"description": "An HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+            },
+        }
+    },
     "/api/v1/tasks/{taskId}/trigger": {
         "post": {
             "operationId": "triggerTask",

@@ -1,10 +1,11 @@
 from django.urls import path, re_path
 
-from api import batches, openapi, packets, views
+from api import batches, docs, openapi, packets, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("api/openapi.json", openapi.openapi_json, name="api-openapi"),
+    path("api/docs/", docs.api_docs, name="api-docs"),
     # <path:...>: an encodeURIComponent'd task id arrives decoded and may contain "/".
     path("api/v1/tasks/<path:task_id>/trigger", views.trigger_task, name="api-trigger"),
     path("api/v1/runs", views.list_runs, name="api-list-runs"),

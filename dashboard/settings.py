@@ -228,6 +228,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (dashboard.login): besides 5 failures per username and address in 5
+# minutes, failures per client address (any username) and for the whole site; 0: no limit.
+RUNYARD_LOGIN_ADDRESS_MAX_FAILURES = env_int("RUNYARD_LOGIN_ADDRESS_MAX_FAILURES", 50)
+RUNYARD_LOGIN_GLOBAL_MAX_FAILURES = env_int("RUNYARD_LOGIN_GLOBAL_MAX_FAILURES", 1000)
+# Addresses or networks of our reverse proxies: X-Forwarded-For is believed only from them.
+RUNYARD_TRUSTED_PROXIES = env_list("RUNYARD_TRUSTED_PROXIES", "")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "runs"
 LOGOUT_REDIRECT_URL = "login"

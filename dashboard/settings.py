@@ -106,6 +106,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dashboard.bodysize.BodySizeMiddleware",  # first: its process_view runs before CSRF's reads the body
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -204,11 +205,13 @@ RUNYARD_PACKET_URL_TTL = env_int("RUNYARD_PACKET_URL_TTL", 3600)  # seconds a si
 RUNYARD_PACKET_OFFLOAD_BYTES = env_int("RUNYARD_PACKET_OFFLOAD_BYTES", 512 * 1024)
 RUNYARD_MAX_PAYLOAD_BYTES = env_int("RUNYARD_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024)  # trigger body, packet upload
 RUNYARD_MAX_OUTPUT_BYTES = env_int("RUNYARD_MAX_OUTPUT_BYTES", 100 * 1024 * 1024)
-# Django's ceiling for request.body, sized for the largest legitimate body: a batch items
-# stream of 1,000 NDJSON lines, each an inline payload under the SDK's 128 KiB offload size,
-# JSON-escaped, plus options. Smaller per-view limits apply on top (trigger, packet upload:
-# RUNYARD_MAX_PAYLOAD_BYTES through api.http.read_body).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
+# Request body caps (dashboard.bodysize), refused with 413 before anything reads the body.
+# Forms and JSON actions: this one (Django's own limit for request.body and request.POST).
+# Trigger, replay and packet uploads: RUNYARD_MAX_PAYLOAD_BYTES. Batch item streams: sized
+# for the largest legitimate one, 1,000 NDJSON lines, each an inline payload under the
+# SDK's 128 KiB offload size, JSON-escaped, plus options (each line at most 3 MiB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 1024 * 1024)
+RUNYARD_MAX_BATCH_STREAM_BYTES = env_int("RUNYARD_MAX_BATCH_STREAM_BYTES", 256 * 1024 * 1024)
 # Batch rate limit (runs.ratelimit): a token bucket per environment, one token per batch
 # item; MAX tokens at most, REFILL more after every INTERVAL (a duration like "10s").
 RUNYARD_BATCH_RATE_LIMIT_MAX = env_int("RUNYARD_BATCH_RATE_LIMIT_MAX", 1200)

@@ -24,6 +24,7 @@ from api.auth import actor
 from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
 from api.views import REQUEST_KEY_HEADER
+from dashboard.bodysize import BATCH_STREAM
 from runs import engine, ratelimit
 from runs.models import Batch, BatchStatus, Environment, Run
 from runs.options import OptionError, parse_task_id, parse_trigger_options
@@ -249,7 +250,7 @@ def _request_key_name(environment: Environment, key: str) -> str:
 # --- POST /api/v3/batches/{batchId}/items ---------------------------------------------------
 
 
-@api_view("POST")
+@api_view("POST", body=BATCH_STREAM)
 def stream_batch_items(request: ApiRequest, batch_id: str) -> JsonResponse:
     """Batch phase 2 (reference 3.3): stage NDJSON items, deduplicated by index, and seal.
 
@@ -295,7 +296,8 @@ def _items(request: HttpRequest, environment: Environment, now: datetime) -> Ite
     """The body's items, parsed one line at a time (never the whole body at once).
 
     Reading the request as a stream also keeps DATA_UPLOAD_MAX_MEMORY_SIZE, the bound of
-    request.body, out of it: here each item is bounded instead (MAX_ITEM_BYTES).
+    request.body, out of it: here each item is bounded (MAX_ITEM_BYTES), and the whole
+    stream by RUNYARD_MAX_BATCH_STREAM_BYTES (dashboard.bodysize, before the view runs).
     """
     number = 0
     while line := request.readline(MAX_ITEM_BYTES + 1):

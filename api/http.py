@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from api.auth import authenticate_request
 from api.errors import ApiError, error_response
+from dashboard.bodysize import DEFAULT, BodyCap
 from runs.models import ApiKey, TaskDefinition
 from runs.packets import human_size
 
@@ -33,12 +34,16 @@ class ApiRequest(HttpRequest):
     task_definitions: dict[str, TaskDefinition | None]  # api_view(reads_task=True) only
 
 
-def api_view(*methods: str, authenticate: bool = True, reads_task: bool = False) -> Callable[[View], View]:
+def api_view(
+    *methods: str, authenticate: bool = True, reads_task: bool = False, body: BodyCap = DEFAULT
+) -> Callable[[View], View]:
     """Method check, API key auth and JSON errors (never an HTML page or a bare 500).
 
     API clients send a bearer key, not cookies: CSRF-exempt and login-not-required.
     reads_task: the key's query also reads the definition of the URL's task_id, for the view
     to hand to the engine (request.task_definitions; see api.auth.authenticate_request).
+    body: the largest request body, refused with 413 before the view runs
+    (dashboard.bodysize); forms and JSON bodies get DATA_UPLOAD_MAX_MEMORY_SIZE.
     """
     allowed = set(methods) | ({"HEAD"} if "GET" in methods else set())
 
@@ -65,6 +70,8 @@ def api_view(*methods: str, authenticate: bool = True, reads_task: bool = False)
                 log.exception("API request %s %s failed", request.method, request.path)
                 return error_response(500, "Something went wrong")
 
+        wrapper.body_cap = body  # type: ignore[attr-defined]
+        wrapper.json_errors = True  # type: ignore[attr-defined]
         return csrf_exempt(login_not_required(wrapper))
 
     return decorate
@@ -86,18 +93,15 @@ def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponseBa
 
 
 def read_body(request: HttpRequest, limit: int | None = None, too_large: str = "") -> bytes:
-    """The request body; `limit` tightens DATA_UPLOAD_MAX_MEMORY_SIZE (the ceiling) for a view.
+    """The request body, at most `limit` bytes (None: DATA_UPLOAD_MAX_MEMORY_SIZE, request.body).
 
-    Over the limit is ApiError(413, too_large): decided from Content-Length alone when the
-    client declares it (nothing is read), else by reading at most limit + 1 bytes. The ASGI
-    server has received the body before Django runs (daphne spools it), so this bounds
-    what is read into memory and parsed, not what crosses the network.
+    The view's cap (api_view(body=...)) has refused a larger body already; this repeats it
+    for a view called without the middleware. Over the limit is ApiError(413, too_large):
+    decided from Content-Length alone when the client declares it (nothing is read), else
+    by reading at most limit + 1 bytes.
     """
-    ceiling = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is None:
         return request.body
-    if ceiling is not None and ceiling < limit:
-        limit, too_large = ceiling, ""
     too_large = too_large or f"Request body is too large: the limit is {human_size(limit)}"
     declared = request.META.get("CONTENT_LENGTH") or "0"
     if declared.isdigit() and int(declared) > limit:

@@ -26,6 +26,7 @@ from django.utils.crypto import constant_time_compare, salted_hmac
 
 from api.errors import ApiError
 from api.http import ApiRequest, api_view, read_body
+from dashboard.bodysize import PAYLOAD
 from runs import packets, storage
 from runs.models import Environment, Run
 from runs.options import OptionError, parse_payload
@@ -91,7 +92,7 @@ def _key(environment: Environment, path: str) -> str:
 # --- signed URLs (no API key) -------------------------------------------------------------
 
 
-@api_view("GET", "PUT", authenticate=False)
+@api_view("GET", "PUT", authenticate=False, body=PAYLOAD)
 def signed_object(request: HttpRequest, key: str) -> HttpResponseBase:
     """GET serves a stored object with its Content-Type; PUT stores the body (SDK upload)."""
     _verify(request, key)

@@ -14,6 +14,7 @@ from api.auth import actor
 from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
 from dashboard.audit import audit_api
+from dashboard.bodysize import PAYLOAD
 from runs import engine
 from runs.engine.actions import try_cancel_run
 from runs.models import Run
@@ -22,7 +23,7 @@ from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_
 REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
 
 
-@api_view("POST", reads_task=True)
+@api_view("POST", reads_task=True, body=PAYLOAD)
 def trigger_task(request: ApiRequest, task_id: str) -> JsonResponse:
     """tasks.trigger: create a run (reference 3.1); a repeated request key returns the first."""
     # The payload limit bounds the whole body, refused from Content-Length before reading.
@@ -129,7 +130,7 @@ REPLAY_KEYS: dict[str, str | None] = {
 REPLAY_PAYLOAD_TYPES = ("application/json", "application/super+json")
 
 
-@api_view("POST")
+@api_view("POST", body=PAYLOAD)
 def replay_run(request: ApiRequest, run_id: str) -> JsonResponse:
     """runs.replay (reference 3.8): a new run of the same task, in any status; answers its id."""
     body = read_json_object(request, settings.RUNYARD_MAX_PAYLOAD_BYTES, packets.payload_too_large())

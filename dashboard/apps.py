@@ -3,3 +3,7 @@ from django.apps import AppConfig
 
 class DashboardConfig(AppConfig):
     name = "dashboard"
+
+    def ready(self) -> None:
+        # Connects the login throttle to Django's auth signals, whichever view logs in.
+        from dashboard import login  # noqa: F401

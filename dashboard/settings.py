@@ -108,6 +108,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dashboard.bodysize.BodySizeMiddleware",  # first: its process_view runs before CSRF's reads the body
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -206,11 +207,13 @@ RUNYARD_PACKET_URL_TTL = env_int("RUNYARD_PACKET_URL_TTL", 3600)  # seconds a si
 RUNYARD_PACKET_OFFLOAD_BYTES = env_int("RUNYARD_PACKET_OFFLOAD_BYTES", 512 * 1024)
 RUNYARD_MAX_PAYLOAD_BYTES = env_int("RUNYARD_MAX_PAYLOAD_BYTES", 10 * 1024 * 1024)  # trigger body, packet upload
 RUNYARD_MAX_OUTPUT_BYTES = env_int("RUNYARD_MAX_OUTPUT_BYTES", 100 * 1024 * 1024)
-# Django's ceiling for request.body, sized for the largest legitimate body: a batch items
-# stream of 1,000 NDJSON lines, each an inline payload under the SDK's 128 KiB offload size,
-# JSON-escaped, plus options. Smaller per-view limits apply on top (trigger, packet upload:
-# RUNYARD_MAX_PAYLOAD_BYTES through api.http.read_body).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 256 * 1024 * 1024)
+# Request body caps (dashboard.bodysize), refused with 413 before anything reads the body.
+# Forms and JSON actions: this one (Django's own limit for request.body and request.POST).
+# Trigger, replay and packet uploads: RUNYARD_MAX_PAYLOAD_BYTES. Batch item streams: sized
+# for the largest legitimate one, 1,000 NDJSON lines, each an inline payload under the
+# SDK's 128 KiB offload size, JSON-escaped, plus options (each line at most 3 MiB).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("RUNYARD_MAX_REQUEST_BYTES", 1024 * 1024)
+RUNYARD_MAX_BATCH_STREAM_BYTES = env_int("RUNYARD_MAX_BATCH_STREAM_BYTES", 256 * 1024 * 1024)
 # Batch rate limit (runs.ratelimit): a token bucket per environment, one token per batch
 # item; MAX tokens at most, REFILL more after every INTERVAL (a duration like "10s").
 RUNYARD_BATCH_RATE_LIMIT_MAX = env_int("RUNYARD_BATCH_RATE_LIMIT_MAX", 1200)
@@ -230,6 +233,12 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (dashboard.login): besides 5 failures per username and address in 5
+# minutes, failures per client address (any username) and for the whole site; 0: no limit.
+RUNYARD_LOGIN_ADDRESS_MAX_FAILURES = env_int("RUNYARD_LOGIN_ADDRESS_MAX_FAILURES", 50)
+RUNYARD_LOGIN_GLOBAL_MAX_FAILURES = env_int("RUNYARD_LOGIN_GLOBAL_MAX_FAILURES", 1000)
+# Addresses or networks of our reverse proxies: X-Forwarded-For is believed only from them.
+RUNYARD_TRUSTED_PROXIES = env_list("RUNYARD_TRUSTED_PROXIES", "")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "runs"
 LOGOUT_REDIRECT_URL = "login"

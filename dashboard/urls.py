@@ -6,7 +6,7 @@ from dashboard import actions, admin_views, login, metrics, ops_views, task_view
 
 urlpatterns = [
     path("", views.home, name="home"),
-    path("accounts/login/", login.RateLimitedLoginView.as_view(), name="login"),
+    path("accounts/login/", login.login_view, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("runs/", views.runs_list, name="runs"),
     path("runs/bulk/", actions.bulk_start, name="bulk_start"),
@@ -24,6 +24,8 @@ urlpatterns = [
     path("settings/keys/", admin_views.api_keys, name="api_keys"),
     path("settings/environments/", admin_views.environments, name="environments"),
     path("metrics", metrics.metrics, name="metrics"),
+    # Before the admin's own: its login is throttled like ours (same counters).
+    path("admin/login/", login.throttled(admin.site.login)),
     path("admin/", admin.site.urls),
     path("", include("api.urls")),
 ]

@@ -43,6 +43,7 @@ def test_unexpected_exception_is_a_json_500_and_is_logged(caplog):
 
 
 def test_too_large_body_is_413(api, settings):
+    # A JSON action: DATA_UPLOAD_MAX_MEMORY_SIZE is its cap (a trigger's is the payload limit).
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    response = api.post("/api/v1/tasks/hello-world/trigger", {"payload": "x" * 2000})
+    response = api.post("/api/v3/batches", {"runCount": 1, "pad": "x" * 2000})
     assert response.status_code == 413

@@ -51,9 +51,14 @@ def forget_login_failures() -> Iterator[None]:
     clear()
 
 
-def log_in(client: Client, username: str, password: str, address: str = "10.0.0.1") -> Any:
+def log_in(client: Client, username: str, password: str, address: str = "10.0.0.1", **headers: str) -> Any:
     data = {"username": username, "password": password}
-    return client.post(reverse("login"), data, REMOTE_ADDR=address)
+    return client.post(reverse("login"), data, REMOTE_ADDR=address, **headers)
+
+
+def admin_log_in(client: Client, username: str, password: str, address: str = "10.0.0.1") -> Any:
+    data = {"username": username, "password": password, "next": "/admin/"}
+    return client.post("/admin/login/", data, REMOTE_ADDR=address)
 
 
 # --- login attempts are rate limited ---------------------------------------------------------
@@ -100,6 +105,90 @@ def test_a_successful_login_clears_the_failures(admin: User) -> None:
     for _ in range(login.MAX_FAILURES - 1):
         assert log_in(Client(), "root", "wrong").status_code == 200
     assert log_in(Client(), "root", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_failed_admin_logins_are_throttled_with_the_same_counters(admin: User) -> None:
+    with time_machine.travel(T0, tick=False) as clock:
+        for _ in range(login.MAX_FAILURES - 2):
+            assert admin_log_in(Client(), "root", "wrong").status_code == 200
+        for _ in range(2):
+            assert log_in(Client(), "root", "wrong").status_code == 200
+
+        refused = admin_log_in(Client(), "root", PASSWORD)
+        assert refused.status_code == 429 and refused["Retry-After"] == str(login.WINDOW)
+        assert "Too many attempts" in refused.content.decode()
+        assert log_in(Client(), "root", PASSWORD).status_code == 429
+
+        clock.move_to(T0 + timedelta(seconds=login.WINDOW))
+        client = Client()
+        assert admin_log_in(client, "root", PASSWORD).status_code == 302
+        assert client.session["_auth_user_id"] == str(admin.pk)
+
+
+@pytest.mark.django_db
+def test_usernames_that_django_normalises_alike_are_counted_as_one(admin: User) -> None:
+    # Stripped, NFKC (fullwidth letters, the "ﬁ" ligature) and case-folded, as the form sends them.
+    User.objects.create_user("fiona", password=PASSWORD)
+    for spelling in ("fiona", " fiona ", "\ufb01ona", "\uff46\uff49\uff4f\uff4e\uff41", "FIONA"):
+        assert log_in(Client(), spelling, "wrong").status_code == 200
+    assert log_in(Client(), "fiona", PASSWORD).status_code == 429
+    assert log_in(Client(), "root", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_failures_per_address_lock_out_that_address_for_any_username(admin: User, settings: Any) -> None:
+    settings.RUNYARD_LOGIN_ADDRESS_MAX_FAILURES = 8
+    with time_machine.travel(T0, tick=False) as clock:
+        for number in range(8):  # a spray: each username fails once or twice only
+            assert log_in(Client(), f"user{number // 2}", "wrong").status_code == 200
+        refused = log_in(Client(), "root", PASSWORD)
+        assert refused.status_code == 429 and refused["Retry-After"] == str(login.WINDOW)
+        assert log_in(Client(), "root", PASSWORD, address="10.0.0.2").status_code == 302
+
+        clock.move_to(T0 + timedelta(seconds=login.WINDOW))
+        assert log_in(Client(), "root", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_failures_across_all_addresses_lock_out_every_login(admin: User, settings: Any) -> None:
+    settings.RUNYARD_LOGIN_GLOBAL_MAX_FAILURES = 6
+    with time_machine.travel(T0, tick=False) as clock:
+        for number in range(6):  # a distributed spray: a new address and username every time
+            assert log_in(Client(), f"user{number}", "wrong", address=f"198.51.100.{number}").status_code == 200
+        clock.move_to(T0 + timedelta(seconds=100))
+        refused = log_in(Client(), "root", PASSWORD, address="203.0.113.9")
+        assert refused.status_code == 429 and refused["Retry-After"] == str(login.WINDOW - 100)
+
+        clock.move_to(T0 + timedelta(seconds=login.WINDOW))
+        assert log_in(Client(), "root", PASSWORD, address="203.0.113.9").status_code == 302
+
+
+@pytest.mark.django_db
+def test_x_forwarded_for_is_ignored_by_default(admin: User) -> None:
+    # A new forwarded address for every guess does not escape the limit...
+    for number in range(login.MAX_FAILURES):
+        log_in(Client(), "root", "wrong", address="10.0.0.9", HTTP_X_FORWARDED_FOR=f"192.0.2.{number}")
+    assert log_in(Client(), "root", PASSWORD, address="10.0.0.9").status_code == 429
+    # ...and naming the victim's address does not lock the victim out.
+    for _ in range(login.MAX_FAILURES):
+        log_in(Client(), "root", "wrong", address="10.0.0.8", HTTP_X_FORWARDED_FOR="10.0.0.1")
+    assert log_in(Client(), "root", PASSWORD, address="10.0.0.1").status_code == 302
+
+
+@pytest.mark.django_db
+def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(admin: User, settings: Any) -> None:
+    settings.RUNYARD_TRUSTED_PROXIES = ["10.0.0.0/24", "172.16.0.1"]
+    for _ in range(login.MAX_FAILURES):
+        # The client wrote the left-most entry itself; our two proxies appended the rest.
+        forwarded = "198.51.100.50, 203.0.113.5, 172.16.0.1"
+        log_in(Client(), "root", "wrong", address="10.0.0.254", HTTP_X_FORWARDED_FOR=forwarded)
+    behind_proxy = {"address": "10.0.0.254"}
+    assert log_in(Client(), "root", PASSWORD, **behind_proxy, HTTP_X_FORWARDED_FOR="203.0.113.5").status_code == 429
+    assert log_in(Client(), "root", PASSWORD, **behind_proxy, HTTP_X_FORWARDED_FOR="198.51.100.50").status_code == 302
+    # From an address that is no proxy of ours, the header is ignored.
+    spoofed = log_in(Client(), "root", PASSWORD, address="198.51.100.1", HTTP_X_FORWARDED_FOR="203.0.113.5")
+    assert spoofed.status_code == 302
 
 
 # --- markup in user data is escaped wherever shown -------------------------------------------

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
+from django.conf import settings as django_settings
+
+from dashboard.management import launcher
 
 pytestmark = pytest.mark.django_db
 
@@ -30,3 +36,30 @@ def test_ssl_redirect_exempts_the_health_probe(client, settings) -> None:
     redirected = client.get("/api/v1/runs")
     assert redirected.status_code == 301
     assert redirected["Location"].startswith("https://")
+
+
+PRINT_TLS = (
+    "from django.conf import settings as s; print(repr((s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE,"
+    " s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_HSTS_PRELOAD,"
+    " s.SECURE_PROXY_SSL_HEADER, s.SECURE_SSL_REDIRECT)))"
+)
+
+
+def tls_settings(**env: str) -> str:
+    command = [sys.executable, str(django_settings.BASE_DIR / "manage.py"), "shell", "-c", PRINT_TLS]
+    result = subprocess.run(command, env=launcher.child_env(**env), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # after shell's "objects imported" note
+
+
+def test_the_runyard_tls_variables_set_djangos_settings() -> None:
+    env = {
+        "RUNYARD_SECURE_COOKIES": "1",
+        "RUNYARD_HSTS_SECONDS": "31536000",
+        "RUNYARD_HSTS_INCLUDE_SUBDOMAINS": "1",
+        "RUNYARD_HSTS_PRELOAD": "1",
+        "RUNYARD_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+        "RUNYARD_SSL_REDIRECT": "1",
+    }
+    expected = (True, True, 31536000, True, True, ("HTTP_X_FORWARDED_PROTO", "https"), True)
+    assert tls_settings(**env) == repr(expected)

@@ -91,6 +91,20 @@ DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
+# TLS behind a proxy (docs/operations.md): off by default so `make run` works over plain HTTP.
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("RUNYARD_SECURE_COOKIES", False)
+SECURE_HSTS_SECONDS = env_int("RUNYARD_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("RUNYARD_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("RUNYARD_HSTS_PRELOAD", False)
+# The header a trusted proxy sets to "https" (e.g. X-Forwarded-Proto); request.is_secure()
+# and so signed URLs follow it. Only set it when the proxy strips the header from clients.
+_proxy_header = env_str("RUNYARD_PROXY_SSL_HEADER").strip()
+if _proxy_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env_bool("RUNYARD_SSL_REDIRECT", False)
+# A load balancer's health probe speaks plain HTTP and must not be redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

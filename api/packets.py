@@ -7,16 +7,21 @@ payloads and outputs over RUNYARD_PACKET_OFFLOAD_BYTES the same way. Every path 
 the caller's environment (runs.packets.storage_key).
 
 Signed URLs are this server's `/api/objects/{key}?expires=...&signature=...`: an HMAC keyed
-by SECRET_KEY over the method, the expiry and the key, so a download URL cannot be used to
-overwrite the object and no URL outlives RUNYARD_PACKET_URL_TTL.
+by SECRET_KEY (or one of SECRET_KEY_FALLBACKS while a new key rolls out) over the method, the
+expiry and the key, so a download URL cannot be used to overwrite the object and no URL
+outlives RUNYARD_PACKET_URL_TTL: an `expires` further ahead than that is refused even when
+signed. An upload URL also carries a random nonce and works once; a second PUT is 403.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 from typing import Any
 from urllib.parse import urlencode
 
+import redis
 from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse, JsonResponse
 from django.http.response import HttpResponseBase
@@ -30,8 +35,13 @@ from dashboard.bodysize import PAYLOAD
 from runs import packets, storage
 from runs.models import Environment, Run
 from runs.options import OptionError, parse_payload
+from runs.ratelimit import redis_client
 
 SIGNATURE_SALT = "runyard.api.packets.signed-url"
+USED_UPLOAD_PREFIX = "runyard:used-upload:"  # Redis keys: upload URLs already PUT to
+EXPIRES_DIGITS = 12  # a Unix time in seconds; longer is not a time (and int() of it is slow)
+
+log = logging.getLogger(__name__)
 PACKET_KINDS = ("payload", "output")
 
 
@@ -116,16 +126,45 @@ def _store_upload(request: HttpRequest, key: str) -> HttpResponse:
         content_type = storage.check_content_type(request.content_type or storage.DEFAULT_CONTENT_TYPE)
     except storage.StorageError as exc:
         raise ApiError(400, str(exc)) from exc
-    # A failing store is the server's problem: a 500, which the SDK retries.
-    storage.put(key, data, content_type)
+    used = _claim_upload(request)
+    try:
+        storage.put(key, data, content_type)
+    except Exception:
+        # A failing store is the server's problem: a 500, which the SDK retries with the same URL.
+        _release_upload(used)
+        raise
     return HttpResponse(status=200)
+
+
+def _claim_upload(request: HttpRequest) -> str:
+    """Mark this upload URL used (until it expires); 403 when it already was."""
+    used = USED_UPLOAD_PREFIX + request.GET["signature"]
+    remaining = max(1, int(request.GET["expires"]) - math.floor(timezone.now().timestamp()) + 1)
+    try:
+        claimed = redis_client().set(used, 1, nx=True, ex=remaining)
+    except redis.RedisError as exc:
+        log.warning("Upload refused: Redis is unavailable to record its URL as used (%s)", exc)
+        raise ApiError(503, "Uploads are unavailable for a moment (Redis cannot be reached); retry") from exc
+    if not claimed:
+        raise ApiError(403, "This upload URL has already been used: ask for a new one")
+    return used
+
+
+def _release_upload(used: str) -> None:
+    try:
+        redis_client().delete(used)
+    except redis.RedisError:
+        log.warning("Upload URL stays marked used after a failed store: Redis is unavailable")
 
 
 def signed_url(request: HttpRequest, key: str, method: str) -> str:
     """An absolute URL that allows `method` on the object under key until the TTL ends."""
     # Rounded up: a URL works for at least the TTL.
     expires = math.ceil(timezone.now().timestamp()) + settings.RUNYARD_PACKET_URL_TTL
-    query = urlencode({"expires": expires, "signature": _signature(method, key, expires)})
+    # Upload URLs are single-use, so each must differ from the next for the same path.
+    nonce = secrets.token_urlsafe(12) if method == "PUT" else ""
+    fields = {"expires": expires} | ({"nonce": nonce} if nonce else {})
+    query = urlencode(fields | {"signature": _signature(method, key, expires, nonce)})
     return request.build_absolute_uri(f"{reverse('api-packet-object', kwargs={'key': key})}?{query}")
 
 
@@ -133,17 +172,27 @@ def download_url(request: HttpRequest, environment_id: int, path: str) -> str:
     return signed_url(request, packets.storage_key(environment_id, path), "GET")
 
 
-def _signature(method: str, key: str, expires: int) -> str:
-    return salted_hmac(SIGNATURE_SALT, f"{method}\n{expires}\n{key}", algorithm="sha256").hexdigest()
+def _signature(method: str, key: str, expires: int, nonce: str = "", secret: str | None = None) -> str:
+    message = f"{method}\n{expires}\n{key}" + (f"\n{nonce}" if nonce else "")
+    return salted_hmac(SIGNATURE_SALT, message, secret=secret, algorithm="sha256").hexdigest()
 
 
 def _verify(request: HttpRequest, key: str) -> None:
     method = "GET" if request.method == "HEAD" else str(request.method)
     expires, signature = request.GET.get("expires", ""), request.GET.get("signature", "")
-    if not expires.isdigit() or not constant_time_compare(signature, _signature(method, key, int(expires))):
+    nonce = request.GET.get("nonce", "")
+    if not (expires.isdigit() and len(expires) <= EXPIRES_DIGITS) or not any(
+        constant_time_compare(signature, _signature(method, key, int(expires), nonce, secret))
+        for secret in [settings.SECRET_KEY, *settings.SECRET_KEY_FALLBACKS]
+    ):
         raise ApiError(403, "Invalid signature")
-    if int(expires) < timezone.now().timestamp():
+    now = timezone.now().timestamp()
+    if int(expires) < now:
         raise ApiError(403, "This URL has expired")
+    if int(expires) > math.ceil(now) + settings.RUNYARD_PACKET_URL_TTL:
+        # Signed by this server, but with a lifetime longer than it grants (a key that leaked
+        # with a longer TTL, or a clock far off): refused rather than honoured for years.
+        raise ApiError(403, "This URL expires later than RUNYARD_PACKET_URL_TTL allows")
 
 
 # --- payloads of triggers -----------------------------------------------------------------

@@ -6,4 +6,4 @@ class DashboardConfig(AppConfig):
 
     def ready(self) -> None:
         # Connects the login throttle to Django's auth signals, whichever view logs in.
-        from dashboard import login  # noqa: F401
+        from dashboard import checks, login  # noqa: F401

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
 
-from dashboard import embedded
+from dashboard import embedded, secretkey
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -86,9 +86,18 @@ def database_pool(argv: list[str]) -> dict[str, object] | None:
 
 VAR_DIR = Path(env_str("RUNYARD_VAR", str(BASE_DIR / "var"))).resolve()
 
-SECRET_KEY = env_str("SECRET_KEY") or "runyard-dev-only-secret-key-change-me-in-production"
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+# SECRET_KEY, SECRET_KEY_FILE, or on a laptop var/secret-key generated once (dashboard.secretkey).
+try:
+    _secret_key = secretkey.resolve(os.environ, VAR_DIR, DEBUG, ALLOWED_HOSTS)
+except secretkey.MissingSecretKey as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+SECRET_KEY = _secret_key.value
+RUNYARD_SECRET_KEY_SOURCE = _secret_key.source
+RUNYARD_SECRET_KEY_PATH = _secret_key.path
+# Old keys still accepted for sessions, CSRF and signed URLs while a new SECRET_KEY rolls out.
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", "")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 # TLS behind a proxy (docs/operations.md): off by default so `make run` works over plain HTTP.

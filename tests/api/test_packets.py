@@ -138,8 +138,7 @@ def test_a_stored_payload_must_be_a_path(api) -> None:
 
 
 def test_a_stored_payload_of_an_unknown_type_is_422(api, anonymous: Client) -> None:
-    url = upload(api, anonymous)["presignedUrl"]
-    anonymous.put(url, data=b"\x89PNG", content_type="image/png")
+    assert anonymous.put(upload_url(api), data=b"\x89PNG", content_type="image/png").status_code == 200
     answer = trigger_stored(api)
     assert answer.status_code == 422 and "image/png" in answer.json()["error"]
 
@@ -192,9 +191,80 @@ def test_signed_urls_expire_after_the_ttl(api, anonymous: Client, settings) -> N
     assert answer.status_code == 403 and answer.json() == {"error": "This URL has expired"}
 
 
+def upload_url(api, path: str = PATH) -> str:
+    answer = api.client.put(f"/api/v2/packets/{path}", content_type="application/json", headers=api.headers())
+    return str(answer.json()["presignedUrl"])
+
+
+def stored(path: str = PATH) -> bytes:
+    return storage.get(packets.storage_key(factories.environment("dev").pk, path))[0]
+
+
+def test_an_upload_url_works_once_and_a_second_put_leaves_the_object_unchanged(api, anonymous: Client) -> None:
+    url = upload(api, anonymous)["presignedUrl"]
+    again = anonymous.put(url, data='{"json":"evil"}', content_type="application/super+json")
+    assert again.status_code == 403
+    assert again.json() == {"error": "This upload URL has already been used: ask for a new one"}
+    assert stored() == SUPERJSON_PAYLOAD.encode()
+
+
+def test_each_upload_url_is_its_own_even_within_one_second(api, anonymous: Client) -> None:
+    with time_machine.travel(timezone.now(), tick=False):
+        first, second = upload_url(api), upload_url(api)
+        assert first != second
+        assert anonymous.put(first, data='{"json":1}', content_type="application/super+json").status_code == 200
+        assert anonymous.put(second, data='{"json":2}', content_type="application/super+json").status_code == 200
+    assert stored() == b'{"json":2}'
+
+
+def test_an_upload_that_failed_to_store_can_be_retried_with_the_same_url(
+    api, anonymous: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = upload_url(api)
+    put = storage.put
+
+    def broken(*args: Any) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(storage, "put", broken)
+    assert anonymous.put(url, data=SUPERJSON_PAYLOAD, content_type="application/super+json").status_code == 500
+    monkeypatch.setattr(storage, "put", put)
+    assert anonymous.put(url, data=SUPERJSON_PAYLOAD, content_type="application/super+json").status_code == 200
+    assert stored() == SUPERJSON_PAYLOAD.encode()
+
+
+def test_a_signed_url_expiring_beyond_the_configured_lifetime_is_refused(api, anonymous: Client, settings) -> None:
+    upload(api, anonymous)
+    settings.RUNYARD_PACKET_URL_TTL = 30 * 86400  # a URL signed while the lifetime was a month
+    url = api.get(f"/api/v1/packets/{PATH}").json()["presignedUrl"]
+    settings.RUNYARD_PACKET_URL_TTL = 3600
+    answer = anonymous.get(url)
+    assert answer.status_code == 403
+    assert answer.json() == {"error": "This URL expires later than RUNYARD_PACKET_URL_TTL allows"}
+
+
+@pytest.mark.parametrize("expires", ["9" * 13, "9" * 5000, "-1", "1e9", ""])
+def test_an_expiry_that_is_no_time_is_an_invalid_signature(api, anonymous: Client, expires: str) -> None:
+    url = with_query(upload_url(api), expires=expires)
+    answer = anonymous.put(url, data="x", content_type="text/plain")
+    assert answer.status_code == 403 and answer.json() == {"error": "Invalid signature"}
+
+
+def test_urls_signed_with_the_previous_key_work_while_it_is_a_fallback(api, anonymous: Client, settings) -> None:
+    upload(api, anonymous)
+    url = api.get(f"/api/v1/packets/{PATH}").json()["presignedUrl"]
+    old, settings.SECRET_KEY = settings.SECRET_KEY, "a-new-key-" + "n" * 50
+    assert anonymous.get(url).status_code == 403
+    settings.SECRET_KEY_FALLBACKS = [old]
+    assert anonymous.get(url).status_code == 200
+    fresh = api.get(f"/api/v1/packets/{PATH}").json()["presignedUrl"]
+    settings.SECRET_KEY_FALLBACKS = []
+    assert anonymous.get(fresh).status_code == 200  # new URLs are signed with the new key
+
+
 def test_downloads_never_run_as_a_page_of_this_site(api, anonymous: Client) -> None:
-    url = upload(api, anonymous, data="<script>alert(1)</script>")["presignedUrl"]
-    anonymous.put(url, data="<script>alert(1)</script>", content_type="text/html")
+    url = upload_url(api)
+    assert anonymous.put(url, data="<script>alert(1)</script>", content_type="text/html").status_code == 200
     answer = anonymous.get(api.get(f"/api/v1/packets/{PATH}").json()["presignedUrl"])
     assert "sandbox" in answer["Content-Security-Policy"]
 

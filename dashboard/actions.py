@@ -278,9 +278,11 @@ def bulk_preview(environment: Environment, post: QueryDict, now: Any) -> dict[st
 
 def bulk_detail(request: HtmxHttpRequest, bulk_id: str) -> HttpResponse:
     """A bulk action's progress and result; htmx polls the progress partial while it works."""
-    bulk = BulkAction.objects.select_related("environment").filter(pk=bulk_id).first()
+    # Like a run, a bulk action belongs to one environment: another's is not found here.
+    environment = current_environment(request)
+    bulk = BulkAction.objects.select_related("environment").filter(pk=bulk_id, environment=environment).first()
     if bulk is None:
-        raise Http404(f"No bulk action {bulk_id}")
+        raise Http404(f"No bulk action {bulk_id} in {environment.name}")
     shown = bulk.run_ids[:BULK_IDS_SHOWN]
     context = {"environment": bulk.environment, "shown_ids": shown, "more_ids": len(bulk.run_ids) - len(shown)}
     context |= bulk_context(bulk)

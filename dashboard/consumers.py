@@ -36,7 +36,7 @@ from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from dashboard.permissions import roles
+from dashboard.permissions import VIEW_RUN, can, roles
 from dashboard.views import (
     PAGE_SIZE,
     batch_counts_context,
@@ -218,6 +218,9 @@ def each_apart(members: list[tuple[Any, A]], work: Callable[[Any, A], list[str]]
     return results
 
 
+FORBIDDEN = 4403  # close code for a user whose groups do not grant runs.view_run
+
+
 class CoalescingConsumer(AsyncWebsocketConsumer):
     """Joins one channel group and pushes re-rendered partials for the runs that changed."""
 
@@ -235,6 +238,9 @@ class CoalescingConsumer(AsyncWebsocketConsumer):
         self.flusher: asyncio.Task[None] | None = None
         self.checked = timezone.now()
         self.perms = {}
+        if user is not None and user.is_authenticated and not await database_sync_to_async(can)(user, VIEW_RUN):
+            await self.close(code=FORBIDDEN)  # before accept: the handshake is refused
+            return
         group = await self.subscribe() if user is not None and user.is_authenticated else None
         if group is None:
             await self.close()

@@ -1,6 +1,7 @@
 """Who may do what in the dashboard, from Django groups (made by runs migration 0003).
 
-- Viewers: see runs; payloads, outputs, metadata and errors only with `runs.view_payload`,
+- Viewers: see runs (`runs.view_run`, which every page, fragment and websocket needs:
+  ViewRunMiddleware and the consumers check it); payloads, outputs, metadata and errors only with `runs.view_payload`,
   which the Viewers group has until an admin removes it from the group.
 - A logged-in user in no group is a viewer: they get exactly the Viewers group's permissions
   (RolesBackend), so removing `runs.view_payload` from Viewers hides payloads from them too.
@@ -15,14 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import render
 
+VIEW_RUN = "runs.view_run"
 VIEW_PAYLOAD = "runs.view_payload"
 OPERATE = "runs.operate_run"
 MANAGE_KEYS = "runs.add_apikey"
@@ -31,8 +33,11 @@ VIEW_AUDIT = "runs.view_auditentry"
 
 VIEWERS = "Viewers"
 
+V = TypeVar("V", bound=Callable[..., Any])
+
 # Which group grants a permission, for the 403 page ("ask to be added to ...").
 GRANTED_BY = {
+    VIEW_RUN: "Viewers",
     VIEW_PAYLOAD: "Viewers",
     OPERATE: "Operators",
     MANAGE_KEYS: "Admins",
@@ -77,6 +82,12 @@ def roles(user: Any) -> dict[str, bool]:
     }
 
 
+def forbidden(request: HttpRequest, permission: str) -> HttpResponse:
+    """The 403 page: what is missing and which group grants it."""
+    context = {"permission": permission, "group": GRANTED_BY.get(permission, "")}
+    return render(request, "403.html", context, status=403)
+
+
 def require(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """View decorator: a 403 page naming what is missing when the user lacks `permission`."""
 
@@ -84,10 +95,40 @@ def require(permission: str) -> Callable[[Callable[..., HttpResponse]], Callable
         @wraps(view)
         def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if not can(request.user, permission):
-                context = {"permission": permission, "group": GRANTED_BY.get(permission, "")}
-                return render(request, "403.html", context, status=403)
+                return forbidden(request, permission)
             return view(request, *args, **kwargs)
 
         return guarded
 
     return decorate
+
+
+def view_run_not_required(view: V) -> V:
+    """Marks a view that a logged-in user without `runs.view_run` may open (log out)."""
+    view.view_run_required = False  # type: ignore[attr-defined]
+    return view
+
+
+class ViewRunMiddleware:
+    """Every view needs `runs.view_run` unless it says otherwise, so a new page cannot forget it.
+
+    Left alone: views open to anyone (`login_not_required`: log in, the REST API, metrics),
+    views marked `view_run_not_required`, and the Django admin, which checks staff and its
+    own model permissions. Runs after LoginRequiredMiddleware, so anonymous users are sent
+    to log in first.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.get_response(request)
+
+    def process_view(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> HttpResponse | None:
+        exempt = not getattr(view, "login_required", True) or not getattr(view, "view_run_required", True)
+        match = request.resolver_match
+        if exempt or (match is not None and "admin" in match.namespaces) or can(request.user, VIEW_RUN):
+            return None
+        return forbidden(request, VIEW_RUN)

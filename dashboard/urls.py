@@ -3,11 +3,12 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from dashboard import actions, admin_views, login, metrics, ops_views, task_views, views
+from dashboard.permissions import view_run_not_required
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("accounts/login/", login.login_view, name="login"),
-    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/logout/", view_run_not_required(auth_views.LogoutView.as_view()), name="logout"),
     path("runs/", views.runs_list, name="runs"),
     path("runs/bulk/", actions.bulk_start, name="bulk_start"),
     path("runs/bulk/<str:bulk_id>/", actions.bulk_detail, name="bulk"),

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
+
+from django.contrib.auth.models import Group, Permission
 
 from runs import engine
 from runs.models import ApiKey, Environment, Run, TaskDefinition
@@ -19,6 +22,15 @@ def environment(slug: str = "dev") -> Environment:
     name, kind = ENVIRONMENTS[slug]
     env, _ = Environment.objects.get_or_create(slug=slug, defaults={"name": name, "kind": kind})
     return env
+
+
+def roles() -> None:
+    """The Viewers, Operators and Admins groups as migration 0003 makes them (for transactional tests)."""
+    migration = importlib.import_module("runs.migrations.0003_audit_bulk_roles")
+    for name, dotted in migration.ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        codenames = [perm.split(".")[1] for perm in dotted]
+        group.permissions.add(*Permission.objects.filter(content_type__app_label="runs", codename__in=codenames))
 
 
 def api_key(slug: str = "dev") -> str:

@@ -33,6 +33,7 @@ ORIGIN = (b"origin", b"http://testserver")
 @database_sync_to_async
 def make_user() -> User:
     factories.environment("dev")  # transactional tests start without the migration's rows
+    factories.roles()  # a user in no group sees runs as the Viewers group does
     return User.objects.create_user(username="ada", password="a-long-password-1")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
@@ -93,6 +93,12 @@ def make_admin() -> User:
     return User.objects.create_superuser(username="root", password="a-long-password-2")
 
 
+@database_sync_to_async
+def hide_payloads_from_viewers() -> None:
+    viewers = Group.objects.get(name="Viewers")
+    viewers.permissions.remove(Permission.objects.get(content_type__app_label="runs", codename="view_payload"))
+
+
 async def test_a_shared_render_is_never_sent_to_a_user_with_other_permissions(
     user: User, connected: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -105,6 +111,7 @@ async def test_a_shared_render_is_never_sent_to_a_user_with_other_permissions(
 
     monkeypatch.setattr(consumers, "render_to_string", marked)
     admin = await make_admin()
+    await hide_payloads_from_viewers()  # ada, in no group, has the Viewers group's permissions
     run = await make_run()
     sockets = {
         name: await connect("/ws/runs/?env=dev", who, connected) for name, who in [("ada", user), ("root", admin)]

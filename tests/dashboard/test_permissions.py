@@ -282,3 +282,116 @@ async def test_a_live_panel_push_hides_payloads_from_a_role_without_view_payload
     assert hidden.startswith('<div id="run-panel" class="run-panel" hx-swap-oob="true">')
     assert_hidden(hidden)
     assert_shown(await panel_push(run, operator))
+
+
+# --- runs.view_run: a user whose groups grant nothing sees nothing --------------------------
+
+SAMPLE_ARGS = {"run_id": "run_x", "batch_id": "batch_x", "bulk_id": "bulk_x", "task_id": "hello-world"}
+# Views anyone may open, or a user without view_run must reach.
+NOT_GUARDED = {"login", "logout"}
+
+
+def nobody_group() -> str:
+    """A custom group that grants nothing (or only what needs view_run to be of use)."""
+    group, _ = Group.objects.get_or_create(name="Nobody")
+    group.permissions.add(Permission.objects.get(content_type__app_label="runs", codename="view_payload"))
+    return group.name
+
+
+def dashboard_paths() -> list[str]:
+    """Every URL of the dashboard's own pages, with sample arguments, walked from the URLconf."""
+    from django.urls import URLPattern, get_resolver
+
+    paths = []
+    for pattern in get_resolver().url_patterns:
+        if not isinstance(pattern, URLPattern) or pattern.name in NOT_GUARDED:
+            continue
+        if not getattr(pattern.callback, "login_required", True):
+            continue  # public: login, API, metrics
+        route = str(pattern.pattern)
+        for name, value in SAMPLE_ARGS.items():
+            route = route.replace(f"<str:{name}>", value)
+        assert "<" not in route, f"no sample argument for {route}"
+        paths.append("/" + route)
+    return paths
+
+
+def test_the_walk_finds_every_dashboard_page() -> None:
+    expected = {"/runs/", "/runs/bulk/bulk_x/", "/runs/run_x/", "/batches/batch_x/", "/queues/", "/workers/"}
+    assert expected <= set(dashboard_paths())
+
+
+@pytest.mark.parametrize("path", dashboard_paths())
+@pytest.mark.parametrize("method", ["get", "post"])
+def test_every_dashboard_page_is_403_for_a_user_whose_groups_grant_no_view_run(
+    db: None, path: str, method: str
+) -> None:
+    client = client_for(make_user("nina", nobody_group()))
+    response = getattr(client, method)(path, HTTP_HX_REQUEST="true")
+    assert response.status_code == 403, path
+    html = response.content.decode()
+    assert "runs.view_run" in html and "Viewers group" in html
+    assert 'href="/runs/"' not in html.split("</header>")[1]  # no "Back to runs" it could not open
+
+
+def test_a_user_without_view_run_may_still_log_out(db: None) -> None:
+    client = client_for(make_user("nina", nobody_group()))
+    assert client.post("/accounts/logout/").status_code == 302
+    assert client.get("/runs/").status_code == 302  # logged out: sent to log in
+
+
+def test_a_user_in_no_group_keeps_viewer_rights_on_every_page(run: Run) -> None:
+    client = client_for(make_user("lou"))
+    for path in ["/runs/", f"/runs/{run.id}/", "/tasks/", "/queues/", "/workers/"]:
+        assert client.get(path).status_code == 200, path
+
+
+def test_taking_view_run_from_viewers_shuts_out_users_in_no_group(db: None) -> None:
+    Group.objects.get(name="Viewers").permissions.remove(
+        Permission.objects.get(content_type__app_label="runs", codename="view_run")
+    )
+    assert client_for(make_user("lou")).get("/runs/").status_code == 403
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("close_thread_connections")
+async def test_websockets_refuse_a_user_whose_groups_grant_no_view_run() -> None:
+    run, _, _ = await live_setup()
+    nobody = await database_sync_to_async(lambda: make_user("nina", nobody_group()))()
+    for path in ["/ws/runs/?env=dev", f"/ws/runs/{run.id}/", "/ws/batches/batch_x/"]:
+        communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
+        communicator.scope["user"] = nobody
+        assert await communicator.connect() == (False, 4403), path
+
+
+# --- a bulk action's page ---------------------------------------------------------------------
+
+
+def bulk_in(slug: str) -> str:
+    from runs.models import BulkAction
+
+    bulk = BulkAction.objects.create(
+        id=f"bulk_{slug}test",
+        environment=factories.environment(slug),
+        action="cancel",
+        username="otto",
+        reason="r",
+        created_at=timezone.now(),
+    )
+    return bulk.id
+
+
+def test_a_bulk_action_opens_in_its_own_environment_for_a_viewer(db: None) -> None:
+    bulk_id = bulk_in("prod")
+    response = client_for(make_user("vic", "Viewers")).get(f"/runs/bulk/{bulk_id}/?env=prod")
+    assert response.status_code == 200 and bulk_id in response.content.decode()
+
+
+def test_a_bulk_action_of_another_environment_is_not_found(db: None) -> None:
+    bulk_id = bulk_in("prod")
+    assert client_for(make_user("otto", "Operators")).get(f"/runs/bulk/{bulk_id}/?env=dev").status_code == 404
+
+
+def test_a_bulk_action_is_403_without_view_run(db: None) -> None:
+    bulk_id = bulk_in("prod")
+    assert client_for(make_user("nina", nobody_group())).get(f"/runs/bulk/{bulk_id}/?env=prod").status_code == 403

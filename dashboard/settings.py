@@ -296,7 +296,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {LOG_FORMAT: LOG_FORMATS[LOG_FORMAT]},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # Every line goes through SafeMessages: user input escaped, signed URLs redacted.
+    "filters": {"safe": {"()": "dashboard.logfilters.SafeMessages", "keep_lines": LOG_FORMAT == "json"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["safe"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "django.channels.server": {"level": "WARNING"},

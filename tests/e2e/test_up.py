@@ -138,7 +138,10 @@ def test_up_serves_then_ctrl_c_stops_everything_and_a_restart_reuses_the_data(va
     second = Up(var_dir, port)
     try:
         banner = second.banner()
-        assert field(banner, r"Log in as\s+admin / (\S+)") == password
+        assert (
+            field(banner, r"Log in as\s+(admin, password in \S+)") == f"admin, password in {var_dir / 'admin-password'}"
+        )
+        assert password not in second.text()  # shown once, when it was made
         assert field(banner, r"Dev API key\s+(tr_dev_[A-Za-z0-9]+)") == key  # still in the database
         started = second.started_pids(var_dir)
         assert second.ctrl_c() == 0, second.text()

@@ -133,7 +133,11 @@ def worker_registered(since: datetime) -> bool:
 
 
 def ensure_admin(var_dir: Path) -> str:
-    """Create the admin superuser on the first run; return how to log in."""
+    """Create the admin superuser on the first run; return how to log in.
+
+    The password is shown once, when it is made: later starts say where it is kept, so a
+    terminal captured into a log file holds it at most once.
+    """
     users = get_user_model().objects
     path = var_dir / "admin-password"
     user = users.filter(username=ADMIN).first()
@@ -143,10 +147,10 @@ def ensure_admin(var_dir: Path) -> str:
         password = secrets.token_urlsafe(12)
         users.create_superuser(ADMIN, email="", password=password)
         write_secret(path, password)
-        return f"{ADMIN} / {password}   (saved in {path})"
+        return f"{ADMIN} / {password}   (new; saved in {path})"
     saved = read_secret(path)
     if saved and user.check_password(saved):
-        return f"{ADMIN} / {saved}   (saved in {path})"
+        return f"{ADMIN}, password in {path}"
     return f"{ADMIN} with the password you set"
 
 

@@ -95,10 +95,11 @@ def console() -> Iterator[io.StringIO]:
     """What the configured console handler (with its filters) writes, in this process."""
     [handler] = [handler for handler in logging.getLogger().handlers if handler.name == "console"]
     assert isinstance(handler, logging.StreamHandler)
-    stream = io.StringIO()
-    previous = handler.setStream(stream)
+    # Assigned, not setStream(): that flushes the old stream, which pytest's capture may have closed.
+    stream, previous = io.StringIO(), handler.stream
+    handler.stream = stream
     yield stream
-    handler.setStream(previous)
+    handler.stream = previous
 
 
 def test_a_newline_in_a_request_path_cannot_forge_a_log_line(

@@ -113,6 +113,23 @@ if _proxy_header:
 SECURE_SSL_REDIRECT = env_bool("RUNYARD_SSL_REDIRECT", False)
 # A load balancer's health probe speaks plain HTTP and must not be redirected.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Content-Security-Policy (django-csp): our own scripts and styles only, no inline code, no
+# eval (docs/operations.md). Same-origin websockets are covered by 'self' (CSP level 3).
+# RUNYARD_CSP_EXTRA_SCRIPT_SRC adds script sources, for a proxy that injects its own scripts.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'", *env_list("RUNYARD_CSP_EXTRA_SCRIPT_SRC", "")],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 INSTALLED_APPS = [
     "daphne",
@@ -133,6 +150,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "dashboard.bodysize.BodySizeMiddleware",  # first: its process_view runs before CSRF's reads the body
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # keeps a policy a response set itself (signed downloads)
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -392,3 +392,52 @@
     countSelected();
   });
 })();
+
+/* --- what the Content-Security-Policy keeps out of the templates ------------------------- */
+/* No inline scripts, style attributes or htmx eval (docs/operations.md): their work is here. */
+(function () {
+  "use strict";
+
+  // Batch page: each part of the count bar grows with its count (data-grow). Set through the
+  // CSSOM, which style-src 'self' allows, unlike a style="" attribute.
+  function sizeCountBars(root) {
+    var parts = root.matches && root.matches("[data-grow]") ? [root] : [];
+    parts = parts.concat(Array.prototype.slice.call(root.querySelectorAll ? root.querySelectorAll("[data-grow]") : []));
+    parts.forEach(function (part) { part.style.flexGrow = part.getAttribute("data-grow"); });
+  }
+  document.addEventListener("DOMContentLoaded", function () { sizeCountBars(document); });
+  document.addEventListener("htmx:load", function (evt) { sizeCountBars(evt.detail.elt); });
+
+  // Polling tables (queues, workers) skip their poll while the tab is hidden: htmx's
+  // `[document.visibilityState === 'visible']` trigger filter would need eval.
+  document.addEventListener("htmx:beforeRequest", function (evt) {
+    if (document.visibilityState !== "visible" && evt.detail.elt.matches("[data-poll]")) evt.preventDefault();
+  });
+
+  // Copy buttons (API keys): data-copy names the element whose text is copied.
+  function select(element) {
+    var range = document.createRange();
+    range.selectNodeContents(element);
+    var selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-copy]");
+    if (!button) return;
+    var source = document.querySelector(button.getAttribute("data-copy"));
+    if (!source) return;
+    var text = source.textContent.trim();
+    var done = function () {
+      button.textContent = "Copied";
+      setTimeout(function () { button.textContent = "Copy"; }, 2000);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(done, function () { select(source); });
+    } else {
+      select(source);
+      try { if (document.execCommand("copy")) done(); } catch (e) { /* selected: the user copies by hand */ }
+    }
+  });
+})();

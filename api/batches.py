@@ -22,12 +22,13 @@ from django.utils import timezone
 from api import jwt, packets
 from api.auth import actor
 from api.errors import ApiError, error_response
-from api.http import ApiRequest, api_view, read_json_object
+from api.http import ApiRequest, api_view, check_fields, read_json_object
 from api.views import REQUEST_KEY_HEADER
 from dashboard.bodysize import BATCH_STREAM
 from runs import engine, ratelimit
 from runs.models import Batch, BatchStatus, Environment, Run
 from runs.options import OptionError, parse_task_id, parse_trigger_options
+from runs.textcheck import deep_path, too_deep
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
 MAX_ITEM_BYTES = 3 * 1024 * 1024  # one streamed item (reference 4.7)
@@ -334,10 +335,21 @@ def _decode_line(number: int, line: bytes) -> Any:
         index, where = _index_hint(number, line)
         raise ItemError(413, index, where, "larger than the limit of 3 MiB per item")
     try:
-        return json.loads(line, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+        data = json.loads(line, parse_constant=_reject_constant)
+        if isinstance(data, dict):
+            check_fields(data)
+    except RecursionError as exc:
+        index, where = _index_hint(number, line)
+        raise ItemError(
+            400, index, where, too_deep(".".join(deep_path(line.decode("utf-8", "replace")))).message
+        ) from exc
+    except ApiError as exc:
+        index, where = _index_hint(number, line)
+        raise ItemError(400, index, where, exc.message) from exc
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError too
         index, where = _index_hint(number, line)
         raise ItemError(400, index, where, f"not valid JSON: {exc}") from exc
+    return data
 
 
 def _index_hint(number: int, line: bytes) -> tuple[int, str]:

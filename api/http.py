@@ -21,6 +21,7 @@ from api.errors import ApiError, error_response
 from dashboard.bodysize import DEFAULT, BodyCap
 from runs.models import ApiKey, TaskDefinition
 from runs.packets import human_size
+from runs.textcheck import UnstorableValue, check_json, check_text, deep_path, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def api_view(
                 response["Allow"] = ", ".join(sorted(allowed))
                 return response
             try:
+                check_url(request, kwargs)
                 if authenticate:
                     task_id = kwargs["task_id"] if reads_task else None
                     cast(ApiRequest, request).api_key = authenticate_request(request, task_id)
@@ -112,8 +114,31 @@ def read_body(request: HttpRequest, limit: int | None = None, too_large: str = "
     return data
 
 
+def check_url(request: HttpRequest, kwargs: dict[str, Any]) -> None:
+    """Refuse a NUL or lone surrogate in a path parameter or the query string (ApiError 400).
+
+    No id, task id or filter value can contain one, and PostgreSQL would refuse the query
+    that looked it up: one check here spares every view and filter its own.
+    """
+    try:
+        for name, value in kwargs.items():
+            if isinstance(value, str):
+                check_text(value, _camel(name))
+        for name, values in request.GET.lists():
+            check_text(name, name)
+            for value in values:
+                check_text(value, name)
+    except UnstorableValue as exc:
+        raise ApiError(400, exc.message, exc.field) from exc
+
+
 def read_json_object(request: HttpRequest, limit: int | None = None, too_large: str = "") -> dict[str, Any]:
-    """The request body as a JSON object; an empty body is `{}`. Raises ApiError(400, 413)."""
+    """The request body as a JSON object; an empty body is `{}`. Raises ApiError(400, 413).
+
+    Every field must be storable (runs.textcheck), naming the field that is not: no lone
+    surrogate, nesting at most MAX_DEPTH levels, and no NUL except in `payload`, a JSON
+    value that is stored as escaped JSON text.
+    """
     raw = read_body(request, limit, too_large)
     if not raw:
         return {}
@@ -124,11 +149,30 @@ def read_json_object(request: HttpRequest, limit: int | None = None, too_large: 
         raise ApiError(400, f"Request body is not valid JSON: {exc.msg} at {where}") from exc
     except UnicodeDecodeError as exc:
         raise ApiError(400, "Request body is not valid UTF-8") from exc
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:
+        error = too_deep(".".join(deep_path(raw.decode("utf-8", "replace"))) or "Request body")
+        raise ApiError(400, error.message, None if error.field == "Request body" else error.field) from exc
+    except ValueError as exc:
         raise ApiError(400, f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ApiError(400, f"Request body must be a JSON object, not {_json_type(body)}")
+    check_fields(body)
     return body
+
+
+def check_fields(body: dict[str, Any]) -> None:
+    """ApiError(400) naming the first field of a JSON body that cannot be stored."""
+    try:
+        for key, value in body.items():
+            check_text(key, key)
+            check_json(value, key, nul=key != "payload")
+    except UnstorableValue as exc:
+        raise ApiError(400, exc.message, exc.field) from exc
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
 
 
 def _reject_constant(name: str) -> Any:

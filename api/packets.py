@@ -207,7 +207,7 @@ def accept_payload(payload: Any, payload_type: Any, environment: Environment) ->
         data, content_type = parse_payload(payload, payload_type)
         packets.check_size(data, settings.RUNYARD_MAX_PAYLOAD_BYTES, "Payload")
     except OptionError as exc:
-        raise ApiError(exc.status, exc.message) from exc
+        raise ApiError(exc.status, exc.message, exc.field) from exc
     except packets.PacketTooLarge as exc:
         raise ApiError(413, payload_too_large()) from exc
     path = packets.new_path("payload", content_type)

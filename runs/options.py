@@ -20,6 +20,7 @@ from django.utils import timezone
 from runs import packets, registry
 from runs.engine import TriggerOptions
 from runs.engine.triggering import Debounce
+from runs.textcheck import UnstorableValue, check_json, check_text, too_deep
 
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 128
@@ -74,18 +75,29 @@ def parse_task_id(task_id: str) -> str:
 def parse_payload(payload: Any, payload_type: Any) -> tuple[str, str]:
     """(data, content type) to store: strings verbatim after a check against their type."""
     if not isinstance(payload, str):
-        # A JSON value in the body itself (not the SDK's serialized string) is stored as JSON.
+        # A JSON value in the body itself (not the SDK's serialized string) is stored as JSON,
+        # its NULs escaped.
+        try:
+            check_json(payload, "payload", nul=False)
+        except UnstorableValue as exc:
+            raise OptionError(exc.field, exc.message) from exc
         return packets.encode(payload)
     content_type = packets.JSON if payload_type is None else payload_type
     if content_type not in PAYLOAD_TYPES:
         raise OptionError("payloadType", f"options.payloadType must be one of {', '.join(PAYLOAD_TYPES)}")
     if "\x00" in payload:
         raise OptionError("payload", "payload must not contain NUL characters")
-    if payload and content_type != packets.TEXT:
-        try:
-            packets.decode(payload, content_type)
-        except packets.PacketError as exc:
-            raise OptionError("payload", f"payload is not valid {content_type}: {exc}") from exc
+    try:
+        check_text(payload, "payload")
+        if payload and content_type != packets.TEXT:
+            # A NUL escaped inside the JSON text is stored as the escape: allowed.
+            check_json(packets.decode(payload, content_type), "payload", nul=False)
+    except packets.PacketTooDeep as exc:
+        raise OptionError("payload", too_deep("payload").message) from exc
+    except packets.PacketError as exc:
+        raise OptionError("payload", f"payload is not valid {content_type}: {exc}") from exc
+    except UnstorableValue as exc:
+        raise OptionError(exc.field, exc.message) from exc
     return payload, content_type
 
 
@@ -143,12 +155,19 @@ def parse_trigger_options(raw: Any, now: datetime | None = None) -> TriggerOptio
 
 def _check_storable(raw: dict[str, Any]) -> None:
     # Every option is kept (Run.options) for display, so it must fit in a jsonb column.
+    for key, value in raw.items():
+        try:
+            check_text(str(key), f"options.{key}")
+        except UnstorableValue as exc:
+            raise OptionError("options", exc.message) from exc
+        try:
+            check_json(value, f"options.{key}")
+        except UnstorableValue as exc:
+            raise OptionError(camel_case(str(key)) or "options", exc.message) from exc
     try:
-        text = json.dumps(raw, allow_nan=False)
+        json.dumps(raw, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise OptionError("options", "options must contain only JSON values") from exc
-    if "\\u0000" in text:
-        raise OptionError("options", "options must not contain NUL characters")
 
 
 def _queue(options: TriggerOptions, value: Any) -> None:

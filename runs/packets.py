@@ -34,6 +34,10 @@ class PacketError(ValueError):
     """A payload or output that cannot be stored or read."""
 
 
+class PacketTooDeep(PacketError):
+    """A packet nested past what json.loads can recurse through."""
+
+
 class PacketTooLarge(PacketError):
     """A packet over a size limit; the message names the size and the limit."""
 
@@ -50,6 +54,8 @@ def decode(data: str | None, content_type: str) -> Any:
         value = json.loads(data)
     except json.JSONDecodeError as exc:
         raise PacketError(f"payload of type {content_type} is not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:
+        raise PacketTooDeep(f"payload of type {content_type} is nested too deeply to read") from exc
     if content_type == SUPERJSON:
         if not isinstance(value, dict) or "json" not in value:
             raise PacketError("application/super+json payload must be an object with a 'json' member")

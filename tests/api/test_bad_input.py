@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from api import batches
-from runs import engine, ratelimit
+from runs import engine, packets, ratelimit
 from runs.models import Batch, BatchStatus, Environment, Run
 from tests import factories
 from tests.api.conftest import Api
@@ -63,7 +64,7 @@ def stream(api: Api, batch_id: str, body: bytes, content_type: str = NDJSON) -> 
         ("/api/v1/tasks/hello-world/trigger", '{"payload": ', "not valid JSON"),
         ("/api/v1/tasks/hello-world/trigger", '{"options": NaN}', "NaN is not allowed"),
         ("/api/v1/tasks/hello-world/trigger", "[1, 2]", "must be a JSON object, not an array"),
-        ("/api/v1/tasks/hello-world/trigger", "[" * 100_000, "not valid JSON"),
+        ("/api/v1/tasks/hello-world/trigger", "[" * 100_000, "Request body: nested deeper than 100 levels"),
         ("/api/v1/tasks/hello-world/trigger", b'{"payload": "\xff"}', "not valid UTF-8"),
         ("/api/v3/batches", '{"runCount": 2', "not valid JSON"),
         ("/api/v3/batches", '"runCount"', "not a string"),
@@ -215,3 +216,186 @@ def test_any_ndjson_stream_is_answered_without_a_5xx(api: Api, dev: Environment,
     response = stream(api, batch.id, lines.encode())
     assert response.status_code < 500, response.content
     assert response.status_code in {200, 400, 413, 422}
+
+
+# --- NUL characters, lone surrogates and deep nesting (#14.5) -------------------------------
+
+DEEP = 1000
+deep_list = "[" * DEEP + "]" * DEEP
+deep_object = '{"a": ' * DEEP + "1" + "}" * DEEP
+
+
+def trigger_json(api: Api, body: Any) -> Any:
+    # json.dumps escapes NUL as \u0000 and a lone surrogate as \ud800: valid JSON text.
+    return trigger_raw(api, json.dumps(body))
+
+
+def assert_refused(response: Any, field: str, problem: str) -> None:
+    assert response.status_code == 400, response.content
+    assert error_of(response).startswith(f"{field}: {problem}")
+    assert response.json()["param"] == field
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "problem"),
+    [
+        ({"tags": ["ok", "a\x00b"]}, "options.tags.1", "contains a NUL character"),
+        ({"tags": ["a\ud800"]}, "options.tags.0", "contains a lone surrogate"),
+        ({"metadata": {"a": {"b": "\x00"}}}, "options.metadata.a.b", "contains a NUL character"),
+        ({"metadata": {"a": ["\udfff"]}}, "options.metadata.a.0", "contains a lone surrogate"),
+        ({"idempotencyKey": "k\x00"}, "options.idempotencyKey", "contains a NUL character"),
+        ({"concurrencyKey": "\ud83d"}, "options.concurrencyKey", "contains a lone surrogate"),
+    ],
+)
+def test_a_nul_or_lone_surrogate_in_an_option_is_a_400_naming_its_path(
+    api: Api, options: dict[str, Any], field: str, problem: str
+) -> None:
+    response = trigger_json(api, {"payload": "{}", "options": options})
+    assert_refused(response, field, problem)
+    assert not Run.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"payload": {"text": "a\ud800b"}}, "payload.text"),
+        (
+            {"payload": json.dumps({"json": {"text": "\ud800"}}), "options": {"payloadType": "application/super+json"}},
+            "payload.text",  # the path within the value the SDK's SuperJSON string carries
+        ),
+        ({"payload": "a\udc00", "options": {"payloadType": "text/plain"}}, "payload"),
+    ],
+    ids=["json-value", "superjson-string", "text"],
+)
+def test_a_lone_surrogate_in_a_payload_is_a_400_naming_payload(api: Api, body: Any, field: str) -> None:
+    assert_refused(trigger_json(api, body), field, "contains a lone surrogate")
+    assert not Run.objects.exists()
+
+
+def test_a_nul_escaped_inside_a_json_payload_is_stored_as_the_escape(api: Api) -> None:
+    # Valid JSON data: the payload column holds the JSON text, where the NUL stays "\u0000".
+    body = {"payload": factories.superjson({"text": "a\x00b"}), "options": {"payloadType": "application/super+json"}}
+    response = trigger_json(api, body)
+    assert response.status_code == 200, response.content
+    run = Run.objects.get()
+    assert packets.decode(run.payload, run.payload_type) == {"text": "a\x00b"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ('{"payload": ' + deep_list + "}", "payload"),
+        ('{"payload": "{}", "options": {"metadata": ' + deep_object + "}}", "options.metadata"),
+        ('{"payload": "{}", "options": {"tags": ' + deep_list + "}}", "options.tags"),
+        ('{"payload": ' + json.dumps(deep_list) + "}", "payload"),  # inside the payload string
+    ],
+    ids=["payload", "metadata", "tags", "payload-string"],
+)
+def test_json_nested_1000_deep_is_a_400_naming_the_field(api: Api, raw: str, field: str) -> None:
+    response = trigger_raw(api, raw)
+    assert_refused(response, field, "nested deeper than 100 levels")
+    assert not Run.objects.exists()
+
+
+def test_json_nested_101_deep_is_refused_and_100_deep_accepted(api: Api) -> None:
+    accepted = trigger_json(api, {"payload": json.loads("[" * 100 + "]" * 100)})
+    assert accepted.status_code == 200, accepted.content
+    refused = trigger_json(api, {"payload": json.loads("[" * 101 + "]" * 101)})
+    assert_refused(refused, "payload", "nested deeper than 100 levels")
+
+
+def test_a_replay_body_with_a_lone_surrogate_in_tags_is_a_400(api: Api) -> None:
+    run = factories.run()
+    response = api.post(f"/api/v1/runs/{run.id}/replay", raw=json.dumps({"tags": ["\ud800"]}))
+    assert_refused(response, "tags.0", "contains a lone surrogate")
+    assert Run.objects.count() == 1
+
+
+def test_a_batch_item_nested_1000_deep_aborts_the_batch_naming_the_field(api: Api, dev: Environment) -> None:
+    batch = new_batch(dev)
+    line = '{"index": 0, "task": "hello-world", "payload": ' + deep_list + "}\n"
+    response = stream(api, batch.id, line.encode())
+    assert response.status_code == 400
+    assert error_of(response) == "Batch item 0: payload: nested deeper than 100 levels"
+    assert Batch.objects.get(pk=batch.id).status == BatchStatus.ABORTED and not Run.objects.exists()
+
+
+def test_a_batch_item_with_a_nul_in_its_tags_aborts_the_batch_naming_the_field(api: Api, dev: Environment) -> None:
+    batch = new_batch(dev)
+    line = json.dumps({"index": 0, "task": "hello-world", "options": {"tags": ["\x00"]}}) + "\n"
+    response = stream(api, batch.id, line.encode())
+    assert response.status_code == 400
+    assert error_of(response) == "Batch item 0: options.tags.0: contains a NUL character"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "param"),
+    [
+        ("post", "/api/v1/tasks/hello%00world/trigger", "taskId"),
+        ("get", "/api/v3/runs/run_%00", "runId"),
+        ("post", "/api/v2/runs/run_%00/cancel", "runId"),
+        ("post", "/api/v1/runs/run_%00/reschedule", "runId"),
+        ("post", "/api/v1/runs/run_%00/replay", "runId"),
+        ("get", "/api/v2/batches/batch_%00", "batchId"),
+        ("get", "/api/v1/runs/run_%00/packets/payload", "runId"),
+    ],
+)
+def test_a_nul_in_a_path_id_is_a_400_naming_the_parameter(api: Api, method: str, path: str, param: str) -> None:
+    response = getattr(api, method)(path)
+    assert_refused(response, param, "contains a NUL character")
+
+
+@pytest.mark.parametrize(
+    "name", ["filter[status]", "filter[taskIdentifier]", "filter[tag]", "filter[batch]", "filter[queue]", "page[after]"]
+)
+def test_a_nul_in_a_list_filter_is_a_400_naming_the_parameter(api: Api, name: str) -> None:
+    response = api.get(f"/api/v1/runs?{name}=a%00b")
+    assert_refused(response, name, "contains a NUL character")
+
+
+# Text with the characters storage refuses mixed in, for the generated cases below.
+hostile_text = st.lists(
+    st.one_of(st.text(max_size=5), st.sampled_from(["\x00", "\ud800", "\udfff", "\ud83d\ude00"])), max_size=4
+).map("".join)
+hostile_json = st.recursive(
+    st.one_of(st.none(), st.integers(), hostile_text),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(hostile_text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={"tags": st.lists(hostile_text, max_size=3), "metadata": st.dictionaries(hostile_text, hostile_json)},
+    ),
+    hostile_json,
+    st.integers(0, 1200),
+)
+def test_hostile_text_and_nesting_in_a_trigger_get_a_4xx_naming_the_field(
+    api: Api, trigger_options: dict[str, Any], payload: Any, depth: int
+) -> None:
+    if depth > 100:
+        payload = json.loads("[" * depth + "]" * depth) if depth < 900 else payload
+    raw = json.dumps({"payload": payload, "options": trigger_options})
+    if depth >= 900:
+        raw = '{"payload": ' + "[" * depth + "]" * depth + ', "options": ' + json.dumps(trigger_options) + "}"
+    response = trigger_raw(api, raw)
+    assert response.status_code < 500, response.content
+    if response.status_code != 200:
+        assert response.status_code in {400, 413, 422}
+        param = response.json().get("param", "")
+        assert param and param in error_of(response), response.content
+
+
+@FUZZ
+@given(
+    hostile_text.filter(lambda text: "\x00" in text),
+    st.sampled_from(["/api/v3/runs/{}", "/api/v1/runs?filter[tag]={}"]),
+)
+def test_hostile_text_in_an_id_or_filter_gets_a_400_never_a_500(api: Api, text: str, template: str) -> None:
+    # Percent-encoded lone surrogates arrive replaced (U+FFFD): only the NUL reaches the view.
+    encoded = quote(text.encode("utf-8", "surrogatepass"), safe="")
+    response = api.get(template.format(encoded))
+    assert response.status_code in {400, 404}, response.content

@@ -15,7 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.http import QueryDict
 
-from runs import packets
+from runs import packets, textcheck
 from runs.engine import TriggerOptions
 from runs.models import Run
 from runs.options import OptionError, parse_delay, parse_trigger_options
@@ -92,10 +92,17 @@ def payload_editor(run: Run) -> PayloadEditor:
     """The run's payload as editable text (JSON, or plain text), unless it is too big or unreadable."""
     try:
         value = packets.load(run.payload, run.payload_type, environment_id=run.environment_id)
+        is_text = run.payload_type == packets.TEXT
+        text = value if is_text else pretty(value)
+        text.encode("utf-8")  # a lone surrogate (from a JSON escape) cannot go into the page
     except packets.PacketError as exc:
         return PayloadEditor(note=f"The payload cannot be read ({exc}); the replay gets it as stored.")
-    is_text = run.payload_type == packets.TEXT
-    text = value if is_text else pretty(value)
+    except RecursionError:
+        return PayloadEditor(note="The payload is nested too deeply to edit here; the replay gets it as stored.")
+    except (UnicodeEncodeError, ValueError):
+        note = "The payload holds text that is not valid Unicode, so it cannot be edited here; "
+        note += "the replay gets it as stored."
+        return PayloadEditor(note=note)
     if len(text) > MAX_EDITABLE:
         note = f"The payload is {len(text):,} characters, too big to edit here; the replay gets it as it is."
         return PayloadEditor(note=note)
@@ -157,7 +164,10 @@ def _json_object(text: str, name: str, errors: dict[str, str]) -> dict[str, Any]
     if not text.strip():
         return None
     try:
-        value = json.loads(text)
+        value = textcheck.loads(text, name)
+    except textcheck.UnstorableValue as exc:
+        errors[name] = exc.message
+        return None
     except json.JSONDecodeError as exc:
         errors[name] = f"{name.capitalize()} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         return None
@@ -178,7 +188,10 @@ def _payload(run: Run, text: str, editor: PayloadEditor, errors: dict[str, str])
         data, content_type = text, packets.TEXT
     else:
         try:
-            value = json.loads(text) if text.strip() else None
+            value = textcheck.loads(text, "payload", nul=False) if text.strip() else None
+        except textcheck.UnstorableValue as exc:
+            errors["payload"] = exc.message
+            return None
         except json.JSONDecodeError as exc:
             errors["payload"] = f"Payload is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
             return None

@@ -18,7 +18,7 @@ from typing import Any
 from django.conf import settings
 from django.http import QueryDict
 
-from runs import packets, registry
+from runs import packets, registry, textcheck
 from runs.engine import TriggerOptions
 from runs.options import OptionError, parse_trigger_options
 
@@ -103,7 +103,9 @@ def raw_options(form: QueryDict, errors: dict[str, str]) -> dict[str, Any]:
     metadata_text = form.get("metadata", "").strip()
     if metadata_text:
         try:
-            raw["metadata"] = json.loads(metadata_text)
+            raw["metadata"] = textcheck.loads(metadata_text, "metadata")
+        except textcheck.UnstorableValue as exc:
+            errors["metadata"] = exc.message
         except json.JSONDecodeError as exc:
             errors["metadata"] = json_error("metadata", exc)
     return raw
@@ -154,7 +156,11 @@ def parse_payload(form: QueryDict, *, task_id: str, schema: dict[str, Any] | Non
     else:
         text = form.get("payload", "").strip()
         try:
-            payload = json.loads(text) if text else None
+            # A NUL is fine inside a payload: it is stored as the JSON escape \u0000.
+            payload = textcheck.loads(text, "payload", nul=False) if text else None
+        except textcheck.UnstorableValue as exc:
+            errors["payload"] = exc.message
+            return None
         except json.JSONDecodeError as exc:
             errors["payload"] = json_error("payload", exc)
             return None
@@ -218,7 +224,9 @@ def convert(text: str, kind: str, prop: dict[str, Any]) -> Any:
         raise ValueError(f"must be one of {', '.join(json.dumps(c) for c in prop.get('enum', []))}")
     if kind == "json":
         try:
-            return json.loads(text)
+            return textcheck.loads(text, "value", nul=False)
+        except textcheck.UnstorableValue as exc:
+            raise ValueError(exc.message.removeprefix("value: ")) from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"is not valid JSON: {exc.msg}") from None
     return text

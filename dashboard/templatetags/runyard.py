@@ -122,14 +122,37 @@ def packet_json(data: str | None, content_type: str) -> str:
     """A stored payload or output as indented JSON (or as stored, if it does not decode)."""
     try:
         value = packets.decode(data, content_type)
+    except packets.PacketTooDeep:
+        return cannot_display(RecursionError())
     except packets.PacketError:
-        return _cut(data or "")
+        return _shown(data or "")
+    except (RecursionError, ValueError) as exc:
+        return cannot_display(exc)
     return pretty_json(value)
 
 
 @register.filter
 def pretty_json(value: Any) -> str:
-    return _cut(json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str))
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False, default=str)
+    except (RecursionError, ValueError) as exc:
+        return cannot_display(exc)
+    return _shown(text)
+
+
+def cannot_display(exc: BaseException) -> str:
+    """What a page shows instead of a value it cannot render; the rest of the page renders."""
+    why = "it is nested too deeply" if isinstance(exc, RecursionError) else f"it cannot be decoded ({exc})"
+    return f"This cannot be displayed here: {why}. The API returns it as stored."
+
+
+def _shown(text: str) -> str:
+    # A JSON escape of a lone surrogate decodes to text no UTF-8 page can carry.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "This cannot be displayed here: it holds text that is not valid Unicode (a lone surrogate)."
+    return _cut(text)
 
 
 @register.filter

@@ -399,3 +399,16 @@ def test_hostile_text_in_an_id_or_filter_gets_a_400_never_a_500(api: Api, text: 
     encoded = quote(text.encode("utf-8", "surrogatepass"), safe="")
     response = api.get(template.format(encoded))
     assert response.status_code in {400, 404}, response.content
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ['{"note": "\\ud800"}', "[" * 5000 + "]" * 5000],
+    ids=["lone-surrogate", "nested-5000-deep"],
+)
+def test_a_run_stored_with_an_unreadable_payload_is_still_retrieved(api: Api, dev: Environment, stored: str) -> None:
+    run = factories.run(payload={"n": 1})
+    Run.objects.filter(pk=run.id).update(payload=stored, payload_type="application/json")
+    response = api.get(f"/api/v3/runs/{run.id}")
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == run.id

@@ -216,7 +216,11 @@ class AuditFilters:
 
     @classmethod
     def from_query(cls, query: Any) -> AuditFilters:
-        return cls(**{name: query.get(name, "").strip()[:128] for name in ("user", "action", "target")})
+        # A NUL cannot be stored, so it matches nothing: shown as U+FFFD, which PostgreSQL can compare.
+        values = {
+            name: query.get(name, "").strip()[:128].replace("\x00", "\ufffd") for name in ("user", "action", "target")
+        }
+        return cls(**values)
 
     def q(self) -> Q:
         q = Q()

@@ -1,8 +1,10 @@
-"""A NUL character in a dashboard URL, query string or form is a 400 naming where it is.
+"""A NUL character in a dashboard URL path or form is a 400 naming where it is.
 
-PostgreSQL cannot store or compare text holding a NUL, so a run id, an `env=` slug or a
-cancel reason with one would fail in the database as a 500. One check before any dashboard
-view runs covers every page, fragment and form, the admin's included. The REST API's views
+PostgreSQL cannot store or compare text holding a NUL, so a run id or a cancel reason with
+one would fail in the database as a 500. One check before any dashboard view runs covers
+every page, fragment and form, the admin's included. Query strings are the views' own: a
+filter they cannot use is shown as an error next to it, the page still a 200
+(runs.filters). The REST API's views
 (`json_errors`) answer in JSON, naming the parameter, themselves (api.http.api_view). Lone
 surrogates cannot arrive this way: Django decodes URLs and forms as UTF-8.
 """
@@ -46,7 +48,6 @@ class RefuseNulMiddleware:
         where = nul_in((name, str(value)) for name, value in kwargs.items())
         if where is None and NUL in request.path:
             where = "the URL"
-        where = where or nul_in(_items(request.GET))
         if where is None and request.method == "POST" and request.content_type != "application/json":
             where = nul_in(_items(request.POST))
         if where is None:

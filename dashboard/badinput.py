@@ -46,8 +46,6 @@ class RefuseNulMiddleware:
         if getattr(view, "json_errors", False):
             return None
         where = nul_in((name, str(value)) for name, value in kwargs.items())
-        if where is None and NUL in request.path:
-            where = "the URL"
         if where is None and request.method == "POST" and request.content_type != "application/json":
             where = nul_in(_items(request.POST))
         if where is None:

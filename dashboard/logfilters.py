@@ -44,7 +44,7 @@ class SafeMessages(logging.Filter):
             message = record.getMessage()
         except (TypeError, ValueError):  # a bad format string: the handler reports it as logging does
             return True
-        safe = redact(message) if self.keep_lines else escape(redact(message))
-        if safe != message:
-            record.msg, record.args = safe, None
+        # Formatted once here: the formatter's own getMessage() then has nothing left to do.
+        record.msg = redact(message) if self.keep_lines else escape(redact(message))
+        record.args = None
         return True

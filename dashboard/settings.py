@@ -158,7 +158,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "dashboard.permissions.ViewRunMiddleware",  # after login: runs.view_run for every page
-    "dashboard.badinput.RefuseNulMiddleware",  # a NUL in a URL, query or form: 400, not a database error
+    "dashboard.badinput.RefuseNulMiddleware",  # a NUL in a URL path or form: 400, not a database error
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",

@@ -85,8 +85,6 @@ def parse_payload(payload: Any, payload_type: Any) -> tuple[str, str]:
     content_type = packets.JSON if payload_type is None else payload_type
     if content_type not in PAYLOAD_TYPES:
         raise OptionError("payloadType", f"options.payloadType must be one of {', '.join(PAYLOAD_TYPES)}")
-    if "\x00" in payload:
-        raise OptionError("payload", "payload must not contain NUL characters")
     try:
         check_text(payload, "payload")
         if payload and content_type != packets.TEXT:

@@ -26,6 +26,7 @@ from tests import factories
 
 pytestmark = pytest.mark.django_db
 HTMX = {"HTTP_HX_REQUEST": "true"}
+DEEP_JSON = "[" * 1000 + "]" * 1000
 
 
 def make_user(username: str, *groups: str) -> User:
@@ -335,6 +336,8 @@ def test_submitting_the_same_replay_form_twice_makes_one_replay(operator: Client
         ({"tags": ",".join(f"t{n}" for n in range(11))}, "replay-tags", "at most 10"),
         ({"delay": "whenever"}, "replay-delay", "Invalid delay 'whenever'"),
         ({"queue": "q" * 300}, "replay-queue", "at most 256 characters"),
+        ({"payload": DEEP_JSON}, "replay-payload", "payload: nested deeper than 100 levels"),
+        ({"metadata": '{"a": ' + DEEP_JSON + "}"}, "replay-metadata", "metadata.a: nested deeper than 100 levels"),
     ],
 )
 def test_bad_replay_input_is_shown_next_to_its_field(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from celery import shared_task
 from pydantic import BaseModel, Field
 
 from runs.registry import Retry, task
@@ -62,3 +63,9 @@ class EmailRequest(BaseModel):
 def send_email(payload: EmailRequest) -> dict[str, Any]:
     """Pretends to send `count` copies of an email; the payload arrives as an EmailRequest."""
     return {"sent": payload.count, "to": payload.to, "subject": payload.subject, "urgent": payload.urgent}
+
+
+@shared_task(name="example.add")
+def add(a: float, b: float) -> float:
+    """A plain Celery task, unchanged: `add.apply_async((2, 3), countdown=60)` is a Delayed run."""
+    return a + b

@@ -232,6 +232,10 @@ CELERY_DB_REUSE_MAX = 1000
 
 # Modules holding @task definitions; workers import them at start.
 RUNYARD_TASK_MODULES = env_list("RUNYARD_TASK_MODULES", "example_tasks")
+# Plain Celery tasks that are runs when published (runs.celery_adoption): "*" for all, or a
+# comma-separated list of names (shell-style wildcards); empty for none.
+RUNYARD_CELERY_TASKS = env_list("RUNYARD_CELERY_TASKS", "*")
+RUNYARD_CELERY_ENVIRONMENT = env_str("RUNYARD_CELERY_ENVIRONMENT", "dev")
 # Django's tasks framework (the django-tasks package): @task functions run as Runyard runs.
 TASKS = {"default": {"BACKEND": "runs.django_tasks.RunyardBackend"}}
 # Regions with workers of their own (`celery ... -Q` from runs.registry.worker_queues(region)).

@@ -45,6 +45,8 @@ class TaskInfo:
     machine: str
     module: str = ""
     payload_schema: dict[str, Any] | None = None
+    signature: str = ""  # a plain Celery task's, e.g. add(a, b)
+    celery_queue: str = ""  # a plain Celery task's queue
     recorded: bool = True  # a worker recorded it; False: registered in this process only
     workers: list[dict[str, Any]] = field(default_factory=list)  # {"hostname", "online"}
     last_run: Run | None = None
@@ -241,6 +243,8 @@ def from_definition(definition: TaskDefinition) -> TaskInfo:
         machine=definition.machine,
         module=definition.module,
         payload_schema=definition.payload_schema,
+        signature=definition.signature,
+        celery_queue=definition.celery_queue,
     )
 
 
@@ -254,6 +258,8 @@ def from_spec(spec: registry.TaskSpec) -> TaskInfo:
         machine=spec.machine,
         module=spec.module,
         payload_schema=spec.payload_schema,
+        signature=spec.signature,
+        celery_queue=spec.celery_queue,
         recorded=False,
     )
 

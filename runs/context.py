@@ -29,6 +29,7 @@ class TaskContext:
     attempt: int
     environment_id: int
     waits: int = 0
+    celery_id: str = ""  # the Celery task id its publisher got, for a plain Celery task
 
     def next_wait(self) -> int:
         """The number of the next wait call in this execution of the task's code."""

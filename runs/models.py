@@ -110,6 +110,9 @@ class TaskDefinition(models.Model):
     machine = models.CharField(max_length=16)
     module = models.CharField(max_length=256, blank=True)
     payload_schema = models.JSONField(null=True, blank=True)
+    # How the task is called, as its worker read it: "add(a, b)" for a plain Celery task.
+    signature = models.CharField(max_length=512, blank=True)
+    celery_queue = models.CharField(max_length=255, blank=True)  # where its worker takes a plain Celery task
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -231,6 +234,10 @@ class Run(models.Model):
     )
     is_test = models.BooleanField(default=False)
     trigger_source = models.CharField(max_length=16, default="api")
+    # A plain Celery task published as a run (runs.celery_adoption): the id its caller got
+    # (AsyncResult, revoke) and the Celery queue its router chose, where its worker listens.
+    celery_id = models.CharField(max_length=255, blank=True)
+    celery_queue = models.CharField(max_length=255, blank=True)
 
     objects = RunQuerySet.as_manager()
 
@@ -285,6 +292,7 @@ class Run(models.Model):
             models.Index(fields=["root"], name="run_root", condition=Q(root__isnull=False)),
             models.Index(fields=["batch"], name="run_batch", condition=Q(batch__isnull=False)),
             models.Index(fields=["replayed_from"], name="run_replayed_from", condition=Q(replayed_from__isnull=False)),
+            models.Index(fields=["celery_id"], name="run_celery_id", condition=~Q(celery_id="")),
         ]
         constraints = [
             models.CheckConstraint(name="run_status_valid", condition=Q(status__in=[s.value for s in RunStatus])),

@@ -45,6 +45,15 @@ class Retry:
         return float(min(self.min_timeout * self.factor ** (attempt - 1), self.max_timeout))
 
 
+class RetryLater(Exception):
+    """Raised by a task's call to have its run attempted again in `seconds`, whatever its retry
+    policy (a plain Celery task's self.retry() decided it); `cause` is the attempt's error."""
+
+    def __init__(self, seconds: float, cause: BaseException) -> None:
+        super().__init__(f"retry in {seconds:g}s")
+        self.seconds, self.cause = seconds, cause
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     id: str
@@ -57,10 +66,13 @@ class TaskSpec:
     # The declared type of the payload (the first parameter's annotation) and its JSON schema.
     payload_type: Any = field(default=None, repr=False, compare=False)
     payload_schema: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    signature: str = ""  # how callers call it, when the payload is not its one argument
+    module_path: str = ""  # where it is defined, when fn is a wrapper
+    celery_queue: str = ""  # a plain Celery task's queue (its router's choice): its workers listen there
 
     @property
     def module(self) -> str:
-        return f"{self.fn.__module__}.{self.fn.__qualname__}"
+        return self.module_path or f"{self.fn.__module__}.{self.fn.__qualname__}"
 
     def call(self, payload: Any) -> Any:
         """Call the function with the payload (functions with no parameter get none).
@@ -146,6 +158,8 @@ def definition_fields(spec: TaskSpec) -> dict[str, Any]:
         "machine": spec.machine,
         "module": spec.module,
         "payload_schema": spec.payload_schema,
+        "signature": spec.signature,
+        "celery_queue": spec.celery_queue,
     }
 
 

@@ -12,11 +12,12 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from celery import current_app
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
 
-from runs import context, engine, packets, registry
+from runs import celery_serving, context, engine, packets, registry
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
             error=_error(f"task {run.task_identifier!r} is not served by worker {hostname}"),
         )
         return
-    task_context = context.TaskContext(run_id=run_id, attempt=number, environment_id=run.environment_id)
+    task_context = context.TaskContext(
+        run_id=run_id, attempt=number, environment_id=run.environment_id, celery_id=run.celery_id
+    )
     beat = Heartbeat(run_id, number)
     try:
         with context.running(task_context):
@@ -54,6 +57,11 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
     except context.Suspend:
         beat.stop()
         engine.suspend_run(run_id=run_id, attempt=number)
+        return
+    except registry.RetryLater as later:
+        beat.stop()
+        error = error_from(later.cause)
+        engine.fail_attempt(run_id=run_id, attempt=number, error=error, retry=None, retry_in=later.seconds)
         return
     except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
         beat.stop()
@@ -237,9 +245,11 @@ _alive = threading.Event()
 
 
 @worker_init.connect
-def load_tasks(**_: object) -> None:
-    """Import task modules in the main process, before the pool forks."""
+def load_tasks(sender: Any = None, **_: object) -> None:
+    """Import task modules in the main process, before the pool forks; the plain Celery tasks
+    RUNYARD_CELERY_TASKS adopts become Runyard tasks too."""
     registry.load_task_modules()
+    celery_serving.serve(sender.app if sender is not None else current_app)
 
 
 @worker_ready.connect

@@ -235,6 +235,7 @@ def replay_run(
         "max_duration": original.max_duration,
         "priority": original.priority_ms / 1000,
         "is_test": original.is_test,
+        "celery_queue": original.celery_queue,
     }
     merged = replace(options, **{name: value for name, value in kept.items() if name not in overridden})
     data, content_type = payload or (original.payload, original.payload_type)

@@ -27,7 +27,16 @@ assert RunStatus.COMPLETED in FINAL_STATUSES
 
 # The columns of the run the worker reads (the others are loaded if asked for): returning the
 # whole row cost a no-op run about as much CPU in Django and psycopg as the rest of its work.
-STARTED_FIELDS = ("id", "environment_id", "task_identifier", "status", "payload", "payload_type", "attempt_count")
+STARTED_FIELDS = (
+    "id",
+    "environment_id",
+    "task_identifier",
+    "status",
+    "payload",
+    "payload_type",
+    "attempt_count",
+    "celery_id",
+)
 DONE_FIELDS = ("id", "environment_id", "status", "output", "output_type", "attempt_count", "queue", "worker")
 
 # A run resuming after its children continues its attempt rather than starting a new one: the
@@ -183,10 +192,14 @@ def fail_attempt(
     final_status: str = RunStatus.FAILED,
     actor: str | None = None,
     now: datetime | None = None,
+    retry_in: float | None = None,
 ) -> Run | None:
     """End a failed attempt: requeue after backoff while attempts remain, else final_status.
 
-    final_status is FAILED for the task's own errors and CRASHED for a lost worker.
+    final_status is FAILED for the task's own errors and CRASHED for a lost worker. retry_in:
+    the task's code asked for another attempt in that many seconds (a Celery task's
+    self.retry(), which checked its own max_retries): requeued then, whatever max_attempts
+    says, which grows to count the new attempt.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -194,14 +207,22 @@ def fail_attempt(
         if run is None or run.status != RunStatus.EXECUTING or run.attempt_count != attempt:
             return None
         actor = actor or f"worker:{run.worker}"
-        if attempt < run.max_attempts:
-            wait = (retry or registry.Retry()).backoff(attempt)
+        if retry_in is not None or attempt < run.max_attempts:
+            wait = max(retry_in, 0.0) if retry_in is not None else (retry or registry.Retry()).backoff(attempt)
+
+            def requeue(r: Run) -> list[str]:
+                fields = mark_queued(r, now + timedelta(seconds=wait))
+                if r.max_attempts <= attempt:
+                    r.max_attempts = attempt + 1
+                    fields.append("max_attempts")
+                return fields
+
             updated = transition(
                 run_id,
                 RunStatus.QUEUED,
                 actor=actor,
                 now=now,
-                changes=lambda r: mark_queued(r, now + timedelta(seconds=wait)),
+                changes=requeue,
                 reason=f"attempt {attempt} failed: {error['message'][:200]}; retrying in {wait:g}s",
                 data={"error": error},
             )

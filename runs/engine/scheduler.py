@@ -158,7 +158,8 @@ def promote_delayed(*, now: datetime) -> int:
 # just locked): a join on id was planned as a nested loop over the whole index while the
 # table's statistics still counted few delayed runs, quadratic in the due runs (a minute for
 # 10,000). In an UPDATE every column reads its value from before the update, as mark_queued
-# does; NULLIF: a ttl of 0 means none.
+# does; NULLIF: a ttl of 0 means none. A delayed run that already has an expiry keeps it (a
+# Celery task's `expires` counts from its publishing, and may pass before its delay ends).
 _PROMOTE_SQL = """
 WITH due AS (
     SELECT ctid, id FROM runs_run
@@ -173,7 +174,8 @@ WITH due AS (
         available_at = run.delay_until - run.priority_ms * interval '1 millisecond',
         queued_at = coalesce(run.queued_at, run.delay_until),
         expires_at = CASE
-            WHEN run.queued_at IS NULL THEN run.delay_until + nullif(run.ttl, 0) * interval '1 second'
+            WHEN run.queued_at IS NULL
+            THEN coalesce(run.expires_at, run.delay_until + nullif(run.ttl, 0) * interval '1 second')
             ELSE run.expires_at
         END
     FROM due
@@ -236,9 +238,12 @@ def requeue_lost(*, now: datetime) -> int:
     """
     cutoff = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
     candidates = Run.objects.filter(status=RunStatus.DEQUEUED, updated_at__lt=cutoff).values_list(
-        "id", "machine", "region"
+        "id", "machine", "region", "celery_queue"
     )[:BATCH]
-    queues = {run_id: registry.celery_queue(machine, region) for run_id, machine, region in candidates}
+    queues = {
+        run_id: celery_queue or registry.celery_queue(machine, region)
+        for run_id, machine, region, celery_queue in candidates
+    }
     waiting = celery_backlog(set(queues.values()))
     ids = [run_id for run_id, queue in queues.items() if not waiting.get(queue)]
     if not ids:
@@ -353,18 +358,18 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
         # Read the clock after counting the slots: a slot this count found free was freed (and
         # stamped, by the worker's clock before its commit) earlier, so the admission's stamp
         # must not come before it in anyone's timeline.
-        now = max(now, timezone.now())
+        ticked, now = now, max(now, timezone.now())
         admitted = 0
         for key in keys:
             free = ADMIT_BATCH - admitted
             if locked.concurrency_limit is not None:
                 free = min(free, locked.concurrency_limit - active.get(key, 0))
             if free > 0:
-                admitted += _admit_key(environment_id, name, key, free, now)
+                admitted += _admit_key(environment_id, name, key, free, now, ticked)
         return admitted
 
 
-def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetime) -> int:
+def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetime, ticked: datetime) -> int:
     """QUEUED -> DEQUEUED for up to `free` runs of one concurrency key, in queue order, handed to
     Celery after commit.
 
@@ -383,6 +388,7 @@ def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetim
                 "queued": RunStatus.QUEUED,
                 "dequeued": RunStatus.DEQUEUED,
                 "now": now,
+                "ticked": ticked,  # the tick's clock: what expired by then is expire_runs' to end
                 "free": free,
                 "actor": ENGINE,
                 "reason": "admitted to a worker",
@@ -393,19 +399,22 @@ def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetim
         return 0
     events.publish_runs_changed(environment_id=environment_id, run_ids=[run_id for run_id, *_ in admitted])
     sends = [
-        (run_id, dispatch, registry.celery_queue(machine, region)) for run_id, dispatch, machine, region in admitted
+        (run_id, dispatch, celery_queue or registry.celery_queue(machine, region))
+        for run_id, dispatch, machine, region, celery_queue in admitted
     ]
     transaction.on_commit(lambda: _send_to_celery(sends))
     return len(admitted)
 
 
 # The run's dispatch number names its Celery task (celery_task_id): RETURNING gives the row as
-# updated, so the new number. Sent in queue order.
+# updated, so the new number. Sent in queue order. A run whose TTL ran out is left to
+# expire_runs, though the tick that finds it expired has not come yet.
 _ADMIT_SQL = """
 WITH picked AS (
     SELECT ctid, id, available_at, created_at FROM runs_run
     WHERE environment_id = %(environment)s AND queue = %(queue)s AND concurrency_key = %(key)s
       AND status = %(queued)s AND available_at <= %(now)s
+      AND (expires_at IS NULL OR expires_at > %(ticked)s OR started_at IS NOT NULL)
     ORDER BY available_at, created_at, id
     LIMIT %(free)s
     FOR UPDATE SKIP LOCKED
@@ -414,12 +423,13 @@ WITH picked AS (
         status = %(dequeued)s, updated_at = %(now)s, dispatch_count = run.dispatch_count + 1
     FROM picked
     WHERE run.ctid = picked.ctid AND run.id = picked.id AND run.status = %(queued)s
-    RETURNING run.id, run.dispatch_count, run.machine, run.region, picked.available_at, picked.created_at
+    RETURNING run.id, run.dispatch_count, run.machine, run.region, run.celery_queue,
+        picked.available_at, picked.created_at
 ), logged AS (
     INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
     SELECT id, %(now)s, %(queued)s, %(dequeued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM admitted
 )
-SELECT id, dispatch_count, machine, region FROM admitted ORDER BY available_at, created_at, id
+SELECT id, dispatch_count, machine, region, celery_queue FROM admitted ORDER BY available_at, created_at, id
 """
 
 

@@ -59,6 +59,11 @@ class TriggerOptions:
     trigger_function: str = "trigger"
     is_test: bool = False
     raw: dict[str, Any] = field(default_factory=dict)  # every option as given, for display
+    # A plain Celery task's publish (runs.celery_adoption): its task id, its Celery queue, and
+    # the moment it expires (Celery's `expires` counts from publishing, a TTL from queuing).
+    celery_id: str = ""
+    celery_queue: str = ""
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -401,8 +406,12 @@ def _set_initial_status(run: Run, req: TriggerRequest, definition: TaskDefinitio
         delay_until = req.now + timedelta(seconds=req.options.debounce.delay)
     if delay_until is not None and delay_until > req.now:
         run.status, run.delay_until = RunStatus.DELAYED, delay_until
+        # Kept when the delay ends (promote_delayed): it may come before then.
+        run.expires_at = req.options.expires_at
         return "triggered with a delay"
     mark_queued(run, req.now)
+    if req.options.expires_at is not None:
+        run.expires_at = req.options.expires_at
     if definition is None:
         run.status = RunStatus.PENDING_VERSION
         return "triggered; no worker serves this task yet"
@@ -449,6 +458,8 @@ def _new_run(req: TriggerRequest, definition: TaskDefinition | None, parent: Run
         idempotency_key_expires_at=_key_expiry(req.options, req.now),
         debounce_key=req.options.debounce.key if req.options.debounce else "",
         debounce=asdict(req.options.debounce) if req.options.debounce else None,
+        celery_id=req.options.celery_id,
+        celery_queue=req.options.celery_queue or (definition.celery_queue if definition else ""),
     )
 
 

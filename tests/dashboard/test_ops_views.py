@@ -254,7 +254,7 @@ def test_workers_page_lists_online_workers_with_queues_and_active_runs(
     register("celery@alive", now - timedelta(seconds=5), queues=["runyard.micro", "runyard.small-1x"])
     Worker.objects.filter(hostname="celery@alive").update(tasks=["hello-world", "sleep"])
     here, there, done = trigger(0), trigger(0, env="prod"), trigger(0)
-    engine.admit(now=timezone.now())
+    engine.admit(now=at(1))  # before their TTL ran out
     start(here, "celery@alive")
     start(there, "celery@alive")
     complete(done)  # on celery@w1: finished runs are nobody's active runs

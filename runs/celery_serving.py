@@ -98,7 +98,7 @@ def spec_of(app: Celery, celery_task: Task) -> registry.TaskSpec:
 
 def _own_options(celery_task: Task) -> dict[str, Any]:
     """The options the task declares (queue=...), as apply_async merges them."""
-    return {key: value for key, value in celery_task._get_exec_options().items() if value is not None}
+    return {key: value for key, value in getattr(celery_task, "_get_exec_options")().items() if value is not None}  # noqa: B009 - not in the stubs
 
 
 def signature(celery_task: Task) -> str:

@@ -30,3 +30,15 @@ def plain_noop() -> None:
 
         _redis = redis.Redis.from_url(settings.REDIS_URL)
     _redis.incr(PLAIN_DONE_KEY)
+
+
+@shared_task(name="bench.adopted_noop", ignore_result=True)
+def adopted_noop(n: int) -> None:
+    """A plain Celery task RUNYARD_CELERY_TASKS adopts (bench/settings.py): its .delay() is a run."""
+    return None
+
+
+@shared_task(name="bench.plain_publish_noop", ignore_result=True)
+def plain_publish_noop(n: int) -> None:
+    """The same task, not adopted: its .delay() is a plain Celery message."""
+    return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ class RunNotFound(EngineError):
     pass
 
 
-def prepared_row(sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+def prepared_row(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> dict[str, Any] | None:
     """The first row of `sql` (or None), run as a prepared statement on Django's connection.
 
     For the statements run for every run by the worker: Django binds parameters into the

@@ -14,7 +14,7 @@ from django.db.models import AutoField, Field, JSONField, Model
 from django.utils import timezone
 
 from runs import events, registry
-from runs.engine.core import ENGINE, Actor, ensure_queue, mark_queued, record
+from runs.engine.core import ENGINE, Actor, ensure_queue, mark_queued, prepared_row, record
 from runs.models import Environment, Queue, RequestIdempotency, Run, RunEvent, TaskDefinition
 from runs.states import KEY_RELEASING_STATUSES, RunStatus
 
@@ -283,8 +283,8 @@ def _write_new_run(run: Run, event: RunEvent, *, create_queue: bool, declared_li
     params: list[Any] = [insert_rows([run]), insert_rows([event])]
     if create_queue:
         params += [run.environment_id, run.queue, declared_limit, run.created_at, run.environment_id, run.queue]
-    with connection.cursor() as cursor:
-        cursor.execute(_new_runs_statement(create_queue), [*params, events.ENGINE_CHANNEL])
+    # Prepared: planning three INSERTs was a good part of the statement's time on the server.
+    prepared_row(_new_runs_statement(create_queue), [*params, events.ENGINE_CHANNEL])
 
 
 @cache

@@ -38,6 +38,16 @@ and status every 50 ms), and the round fails if any ended otherwise than COMPLET
 sends bench-noop runs), a `@shared_task` that INCRs a Redis key; the time runs until the key
 reaches the count. Rounds alternate.
 """,
+    "celery": """
+One Django process of the benchmark's settings on a fresh database and an empty Redis, no worker
+and no engine running (only the publishing is measured). Adopted: `.delay(n)` of
+`bench.adopted_noop`, a `@shared_task` that RUNYARD_CELERY_TASKS adopts (bench/settings.py) and
+a worker is recorded as serving (engine.register_worker), so each call is the run's one INSERT
+statement (run, timeline event, queue, NOTIFY), committed on its own as in a web request outside
+a transaction. Plain: `.delay(n)` of `bench.plain_publish_noop`, the same task not adopted: one
+message pushed to the Redis list of its Celery queue. One call after another, rounds
+alternating; the benchmark checks that every call made its run or its message.
+""",
     "time": """
 Default settings: one engine. It wakes on PostgreSQL NOTIFY (at most one tick per 50 ms) or at
 the earliest next end of a delay, TTL or maxDuration (`next_due`, read after each tick), and

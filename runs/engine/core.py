@@ -49,6 +49,9 @@ def prepared_row(sql: str, params: Mapping[str, Any] | Sequence[Any]) -> dict[st
     try:
         with wrapped:
             wrapped.execute(sql, params)
+            if connection.queries_logged and connection.queries_log and connection.queries_log[-1]["sql"] is None:
+                # Django reads the text back from psycopg, which keeps none for a prepared statement.
+                connection.queries_log[-1]["sql"] = sql
             row = wrapped.fetchone()
             if row is None:
                 return None

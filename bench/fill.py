@@ -40,7 +40,7 @@ COLUMNS = (
     " queue, concurrency_key, machine, region, priority_ms, max_attempts, ttl, options, idempotency_key_user,"
     " debounce_key, created_at, updated_at, delay_until, queued_at, started_at, finished_at, attempt_count,"
     " dispatch_count, worker, depth, trigger_function, resume_parent_on_completion, resuming, is_test,"
-    " trigger_source"
+    " trigger_source, celery_id, celery_queue"
 )
 
 
@@ -97,6 +97,8 @@ def fill(conn: psycopg.Connection[Any], count: int, *, environments: dict[str, i
                     False,
                     False,
                     "api",
+                    "",
+                    "",
                 )
             )
     with (

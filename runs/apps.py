@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class RunsConfig(AppConfig):
     name = "runs"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # A project that installs Runyard defines none of its settings; the code reads them
+        # as plain attributes of django.conf.settings, so they must exist from here on.
+        from django.conf import settings
+
+        from runs import conf
+
+        conf.apply_defaults(settings)

@@ -82,3 +82,15 @@ def test_the_project_publishes_its_own_celery_tasks_on_its_own_broker(adopting_p
         "the worker to run proj.add",
         timeout=20,
     )
+
+
+@pytest.mark.e2e
+def test_the_live_runs_list_connects_its_websocket_under_the_prefix(adopting_project: Project) -> None:
+    from websockets.sync.client import connect
+
+    project = adopting_project
+    browser = project.login()
+    cookie = f"sessionid={browser.cookies['sessionid']}"
+    url = project.base_url.replace("http://", "ws://") + "/runyard/ws/runs/?env=dev"
+    with connect(url, origin=project.base_url, additional_headers={"Cookie": cookie}, open_timeout=10) as ws:
+        ws.ping().wait(timeout=10)  # the consumer accepted: a refused handshake raises in connect()

@@ -35,3 +35,90 @@ def check_secret_key(app_configs: Any = None, **kwargs: Any) -> list[Error | War
             )
         ]
     return []
+
+
+# What Runyard's pages cannot do without, in a project that installs it (docs/adopting.md).
+REQUIRED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "runs",
+    "api",
+    "dashboard",
+]
+# In this order relative to each other; other middleware may sit in between.
+REQUIRED_MIDDLEWARE = [
+    "dashboard.bodysize.BodySizeMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "dashboard.permissions.ViewRunMiddleware",
+    "dashboard.badinput.RefuseNulMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+REQUIRED_CONTEXT_PROCESSORS = [
+    "django.template.context_processors.request",
+    "django.contrib.auth.context_processors.auth",
+    "django.contrib.messages.context_processors.messages",
+]
+
+
+@register()
+def check_installation(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """Name every app, middleware and context processor Runyard needs that the project lacks."""
+    return [*missing_apps(), *missing_middleware(), *missing_context_processors(), *missing_channel_layer()]
+
+
+def missing_apps() -> list[Error]:
+    installed = [app.removesuffix(".apps." + app.rsplit(".", 1)[-1]) for app in settings.INSTALLED_APPS]
+    return [
+        Error(f"Runyard needs the app {name!r}.", hint=f"Add {name!r} to INSTALLED_APPS.", id="runyard.E002")
+        for name in REQUIRED_APPS
+        if name not in installed
+    ]
+
+
+def missing_middleware() -> list[Error]:
+    middleware = list(settings.MIDDLEWARE)
+    errors = [
+        Error(f"Runyard needs the middleware {name!r}.", hint=f"Add {name!r} to MIDDLEWARE.", id="runyard.E003")
+        for name in REQUIRED_MIDDLEWARE
+        if name not in middleware
+    ]
+    present = [name for name in REQUIRED_MIDDLEWARE if name in middleware]
+    if present != sorted(present, key=middleware.index):
+        errors.append(
+            Error(
+                "Runyard's middleware is out of order.",
+                hint="Keep this order in MIDDLEWARE: " + ", ".join(REQUIRED_MIDDLEWARE) + ".",
+                id="runyard.E004",
+            )
+        )
+    return errors
+
+
+def missing_context_processors() -> list[Error]:
+    engines: list[dict[str, Any]] = list(settings.TEMPLATES)
+    options = [engine.get("OPTIONS", {}) for engine in engines]
+    configured = [name for option in options for name in option.get("context_processors", [])]
+    return [
+        Error(
+            f"Runyard's templates need the context processor {name!r}.",
+            hint=f"Add {name!r} to OPTIONS['context_processors'] of the DjangoTemplates backend in TEMPLATES.",
+            id="runyard.E005",
+        )
+        for name in REQUIRED_CONTEXT_PROCESSORS
+        if name not in configured
+    ]
+
+
+def missing_channel_layer() -> list[Error]:
+    if getattr(settings, "CHANNEL_LAYERS", None):
+        return []
+    hint = "Set CHANNEL_LAYERS to a channels_redis.core.RedisChannelLayer on your Redis (docs/adopting.md)."
+    return [Error("Runyard's live pages need a channel layer.", hint=hint, id="runyard.E006")]

@@ -18,11 +18,13 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
+from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
 from django.contrib.auth.models import Permission
+from django.contrib.auth.views import redirect_to_login
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.shortcuts import render
+from django.shortcuts import render, resolve_url
 
 VIEW_RUN = "runs.view_run"
 VIEW_PAYLOAD = "runs.view_payload"
@@ -129,6 +131,16 @@ class ViewRunMiddleware:
     ) -> HttpResponse | None:
         exempt = not getattr(view, "login_required", True) or not getattr(view, "view_run_required", True)
         match = request.resolver_match
-        if exempt or (match is not None and "admin" in match.namespaces) or can(request.user, VIEW_RUN):
+        if exempt or not is_ours(view) or (match is not None and "admin" in match.namespaces):
             return None
-        return forbidden(request, VIEW_RUN)
+        if not request.user.is_authenticated:
+            # A project that installs Runyard need not have LoginRequiredMiddleware (it would
+            # close the project's own pages too), so Runyard's pages send strangers to log in.
+            return redirect_to_login(request.get_full_path(), resolve_url(settings.LOGIN_URL))
+        return None if can(request.user, VIEW_RUN) else forbidden(request, VIEW_RUN)
+
+
+def is_ours(view: Callable[..., Any]) -> bool:
+    """Whether a view is Runyard's: the project that installs Runyard keeps its own rules."""
+    module = getattr(view, "__module__", "") or ""
+    return module.split(".")[0] in {"dashboard", "api"}

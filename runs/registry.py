@@ -26,6 +26,8 @@ from typing import Any
 import pydantic
 from django.conf import settings
 
+from runs import conf
+
 MACHINES = ["micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x"]
 DEFAULT_MACHINE = "small-1x"
 TASK_ID_RE = re.compile(r"^[a-zA-Z0-9_\-./:]{1,128}$")
@@ -170,7 +172,8 @@ def celery_queue(machine: str, region: str = "") -> str:
     `runyard.<machine>.<region>`); any other region is recorded on the run but runs on the
     shared machine queue, so a run never waits for a worker that does not exist.
     """
-    if region and region in settings.RUNYARD_REGIONS:
+    # conf.get: a project's celery.py asks for the queues before the apps are ready.
+    if region and region in conf.get("RUNYARD_REGIONS"):
         return f"runyard.{machine}.{region}"
     return f"runyard.{machine}"
 

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 from django.conf import settings
@@ -83,8 +84,9 @@ class Processes:
     stop the children in order; killing the group also takes a Celery worker's pool.
     """
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path | None = None) -> None:
         self.env = env
+        self.cwd = cwd or settings.BASE_DIR  # another project's directory, for a Runyard installed there
         self.running: dict[str, subprocess.Popen[str]] = {}
         self.pumps: list[threading.Thread] = []
 
@@ -93,7 +95,7 @@ class Processes:
         stdout: IO[str] | int = subprocess.PIPE if callable(output) else output
         proc = subprocess.Popen(
             argv,
-            cwd=settings.BASE_DIR,
+            cwd=self.cwd,
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=stdout,

@@ -74,14 +74,42 @@ def test_an_api_key_triggers_a_project_task_that_completes(adopting_project: Pro
 @pytest.mark.e2e
 def test_the_project_publishes_its_own_celery_tasks_on_its_own_broker(adopting_project: Project) -> None:
     project = adopting_project
-    out = project.publish("from proj.tasks import add; print(add.app.conf.broker_url); add.apply_async((2, 3))")
+    out = project.publish("from proj.tasks import mul; print(mul.app.conf.broker_url); mul.apply_async((2, 3))")
     assert f"virtual_host={REDIS_DB}" in out
     poll(
         lambda: tail(project.logs["worker"], 200),
-        lambda log: re.search(r"Task proj\.add\[[^]]+\] succeeded in [^:]+: 5$", log, re.M) is not None,
-        "the worker to run proj.add",
+        lambda log: re.search(r"Task proj\.mul\[[^]]+\] succeeded in [^:]+: 6$", log, re.M) is not None,
+        "the worker to run proj.mul",
         timeout=20,
     )
+
+
+PUBLISH_ADD = """
+import json
+from proj.tasks import add
+from runs.models import Run
+published = [add.apply_async((2, 3), countdown=60), add.delay(2, 3)]
+print(json.dumps([Run.objects.get(celery_id=result.id).id for result in published]))
+"""
+
+
+@pytest.mark.e2e
+def test_the_projects_unchanged_celery_task_is_a_run_delayed_then_completed(adopting_project: Project) -> None:
+    project = adopting_project
+    delayed_id, added_id = json.loads(project.publish(PUBLISH_ADD).strip().splitlines()[-1])
+    delayed = project.api("GET", f"/api/v3/runs/{delayed_id}").json()
+    assert (delayed["status"], delayed["taskIdentifier"]) == ("DELAYED", "proj.add")
+    assert delayed["payload"] == {"args": [2, 3], "kwargs": {}}
+    # Sent to the project's own Celery queue ("celery", its app's default), where its worker listens.
+    added = poll(
+        lambda: project.api("GET", f"/api/v3/runs/{added_id}").json(),
+        lambda run: run["status"] in {"COMPLETED", "FAILED", "CRASHED", "SYSTEM_FAILURE"},
+        f"run {added_id} to finish",
+        timeout=30,
+    )
+    assert (added["status"], added["output"]) == ("COMPLETED", 5), added
+    page = project.login().get(f"{project.base_url}/runyard/tasks/").text
+    assert "add(a: int, b: int)" in page
 
 
 @pytest.mark.e2e

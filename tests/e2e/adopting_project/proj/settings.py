@@ -86,6 +86,8 @@ CHANNEL_LAYERS = {
 }
 
 RUNYARD_TASK_MODULES = ["proj.tasks"]
+# The project's plain Celery task that is a run when published (docs/celery-tasks.md).
+RUNYARD_CELERY_TASKS = ["proj.add"]
 RUNYARD_ENGINE_POLL_INTERVAL = 0.2
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "runs"

@@ -13,3 +13,9 @@ def hello(payload: Any) -> dict[str, str]:
 @shared_task(name="proj.add")
 def add(a: int, b: int) -> int:
     return a + b
+
+
+@shared_task(name="proj.mul")
+def mul(a: int, b: int) -> int:
+    """Not in RUNYARD_CELERY_TASKS: a plain Celery task as before."""
+    return a * b

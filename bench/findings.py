@@ -97,6 +97,22 @@ is the one near its limit: 0.47x to 0.63x for single pairs of rounds, 0.51x to 0
 medians of whole `python -m bench --only e2e` runs in session 5, 0.50x to 0.60x for single pairs
 in session 6 (below, "Why end to end is at the edge").
 
+### Session 10 (2026-12-07): publishing a plain Celery task
+
+- *The first measurement of `.delay()` of an adopted task* was 2.34x plain `.delay()` (1,089 µs
+  against 466 µs, `--quick`). Timing the parts in one process: 120 µs was Python (options,
+  the run's row as JSON), the rest the one statement on the server. That statement was sent
+  with its parameters inlined, so PostgreSQL parsed and planned three INSERTs every time.
+  Preparing it once per connection (`prepared_row`, as the worker's statements already are)
+  took a publish from 1,350 µs to 770 µs. The API's trigger path writes the same statement and
+  gains the same.
+- *At full size, on a quiet machine,* that still came out at 2.01x (798 µs against 397 µs).
+  Of the 800 µs, about 200 µs was the commit waiting for the WAL flush. A plain Celery message
+  waits for no disk at all (Redis does not fsync each push by default). An adopted publish
+  outside the caller's transaction now commits without waiting (`synchronous_commit = off` for
+  that statement only, as the worker's start already does): 1.49x. Inside a transaction, the
+  caller's durability is kept (docs/celery-tasks.md).
+
 ### Session 6 (2026-11-29): the tag filter's baseline; the worker and Redis restarts
 
 - *The tag filter* failed once, 2.13x (60.4 ms with 1,000,000 runs against 28.3 ms with

@@ -144,6 +144,7 @@ def options_of(
         parent_run_id=ctx.run_id if ctx else None,
         celery_id=str(options["task_id"]),
         celery_queue=queue,
+        async_commit=True,
         raw={**raw, "celeryTaskId": str(options["task_id"])},
     )
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 import example_tasks
 from dashboard.celery import app
 from runs import celery_adoption, celery_serving, engine, registry, worker
+from runs.engine import triggering
 from runs.models import Environment, Run, TaskDefinition
 from runs.options import OptionError
 from runs.states import RunStatus
@@ -269,3 +270,12 @@ def test_the_worker_records_the_tasks_signature_and_a_payload_of_args_and_kwargs
     assert definition.module == "example_tasks.add"
     assert definition.payload_schema == celery_serving.ARGS_SCHEMA
     assert TaskDefinition.objects.get(task_id="tests.celery.flaky").signature == "flaky(succeed_on: int)"
+
+
+def test_a_publish_inside_the_callers_transaction_keeps_its_durability(django_assert_max_num_queries: Any) -> None:
+    example_tasks.add.delay(0, 0)
+    with django_assert_max_num_queries(1) as queries:
+        example_tasks.add.delay(1, 2)  # a test runs inside a transaction, as a view in ATOMIC_REQUESTS
+    assert "synchronous_commit" not in queries.captured_queries[0]["sql"]
+    # Outside one, the publish's own statement commits without waiting for the WAL flush.
+    assert "set_config('synchronous_commit', 'off', true)" in triggering._new_runs_statement(True, True)

@@ -41,7 +41,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from runs import context, engine
-from runs.celery_serving import adopts, executing, routed_queue
+from runs.celery_serving import adopts, routed_queue
 from runs.models import Environment, Run, TaskDefinition
 from runs.options import parse_trigger_options
 from runs.states import FINAL_STATUSES
@@ -66,7 +66,7 @@ class Unadoptable(Exception):
 def install() -> None:
     """Route publishes of adopted tasks to runs (idempotent); a no-op unless the setting is on."""
     global _original_send_task, _original_revoke
-    if _original_send_task is not None or not getattr(settings, "RUNYARD_CELERY_TASKS", None):
+    if _original_send_task is not None or not settings.RUNYARD_CELERY_TASKS:
         return
     _original_send_task, _original_revoke = Celery.send_task, Control.revoke
     setattr(Celery, "send_task", send_task)  # noqa: B010 - typed stubs refuse the assignment
@@ -79,7 +79,8 @@ def send_task(app: Celery, name: str, args: Any = None, kwargs: Any = None, *res
     if rest or not adopts(name):
         return _original_send_task(app, name, args, kwargs, *rest, **options)
     task_id = options.get("task_id") or uuid()
-    if task_id == executing.get():
+    running = context.current()
+    if running is not None and task_id == running.request_id:
         # self.retry() sending the executing task again: its run is attempted again instead
         # (runs.celery_serving), with the countdown the Retry it raises carries.
         return _result(app, task_id, options)
@@ -175,7 +176,7 @@ def _shown(value: Any) -> Any:
 
 def environment() -> Environment:
     """RUNYARD_CELERY_ENVIRONMENT's environment, read once per process."""
-    slug = getattr(settings, "RUNYARD_CELERY_ENVIRONMENT", "dev")
+    slug = settings.RUNYARD_CELERY_ENVIRONMENT
     found = _environments.get(slug)
     if found is None:
         found = Environment.objects.filter(slug=slug).first()
@@ -212,4 +213,4 @@ def revoke(control: Control, task_id: Any, *rest: Any, **kw: Any) -> Any:
     rest_ids = [i for i in ids if i not in runs]
     if not rest_ids:
         return None
-    return _original_revoke(control, rest_ids if len(rest_ids) > 1 else rest_ids[0], *rest, **kw)
+    return _original_revoke(control, rest_ids, *rest, **kw)

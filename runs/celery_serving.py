@@ -18,7 +18,6 @@ import fnmatch
 import inspect
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -43,14 +42,10 @@ ARGS_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-# The Celery id of the adopted task this thread executes: its self.retry() republishes it under
-# that id, which the publisher must not turn into a new run.
-executing: ContextVar[str | None] = ContextVar("runyard_celery_executing", default=None)
-
 
 def patterns() -> tuple[str, ...]:
     """RUNYARD_CELERY_TASKS as patterns: "*" for every task, or names (shell-style wildcards)."""
-    value = getattr(settings, "RUNYARD_CELERY_TASKS", ())
+    value = settings.RUNYARD_CELERY_TASKS
     if isinstance(value, str):
         value = [part for part in (p.strip() for p in value.split(",")) if part]
     return tuple(value)
@@ -130,10 +125,8 @@ class CeleryCall:
 
     def __call__(self, payload: Any) -> Any:
         args, kwargs = split(payload)
-        ctx = context.current()
-        celery_id = (ctx.celery_id or ctx.run_id) if ctx else ""
-        attempt = ctx.attempt if ctx else 1
-        with in_request(self.task, celery_id, attempt, args, kwargs):
+        ctx = context.require("run")  # the executor calls it inside the run's context
+        with in_request(self.task, ctx.request_id, ctx.attempt, args, kwargs):
             try:
                 return self.task.run(*args, **kwargs)
             except Retry as retry:
@@ -171,7 +164,6 @@ def in_request(
         "is_eager": False,
         "delivery_info": {"routing_key": celery_task.name},
     }
-    token = executing.set(celery_id)
     _task_stack.push(celery_task)
     celery_task.push_request(**request)
     try:
@@ -179,7 +171,6 @@ def in_request(
     finally:
         celery_task.pop_request()
         _task_stack.pop()
-        executing.reset(token)
 
 
 def retry_delay(celery_task: Task, retry: Retry) -> float:

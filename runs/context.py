@@ -31,6 +31,12 @@ class TaskContext:
     waits: int = 0
     celery_id: str = ""  # the Celery task id its publisher got, for a plain Celery task
 
+    @property
+    def request_id(self) -> str:
+        """What a plain Celery task's code sees as self.request.id: its Celery id, else the run's
+        (a run started from the dashboard or the API has no Celery id of its own)."""
+        return self.celery_id or self.run_id
+
     def next_wait(self) -> int:
         """The number of the next wait call in this execution of the task's code."""
         self.waits += 1

@@ -15,8 +15,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,11 @@ import requests
 from django.conf import settings
 
 from dashboard.management import launcher
-from tests.live import create_database, drop_database, tail
+from tests.live import create_database, drop_database, tail, wait_for
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 PROJECT = CHECKOUT / "tests" / "e2e" / "adopting_project"
 REDIS_DB = 7  # the project's own database number on the test Redis
-START_TIMEOUT = 60.0
 USERNAME, PASSWORD = "shop-admin", secrets.token_urlsafe(16)
 
 
@@ -149,22 +147,12 @@ def start(project: Project) -> launcher.Processes:
             project.logs[name] = project.root / f"{name}.log"
             with project.logs[name].open("w") as log:
                 processes.start(name, argv, log)
-        wait_until(lambda: launcher.http_answers(f"{project.base_url}/runyard/healthz"), "web", processes, project)
-        wait_until(lambda: "ready." in tail(project.logs["worker"], 200), "the worker", processes, project)
+        wait_for(lambda: launcher.http_answers(f"{project.base_url}/runyard/healthz"), "web", processes, project)
+        wait_for(lambda: "ready." in tail(project.logs["worker"], 200), "the worker", processes, project)
     except BaseException:
         processes.stop()
         raise
     return processes
-
-
-def wait_until(condition: Callable[[], bool], what: str, processes: launcher.Processes, project: Project) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while not condition():
-        if exited := processes.exited():
-            pytest.fail(f"{exited[0]} exited with code {exited[1]}\n{project.log_tails()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}\n{project.log_tails()}")
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

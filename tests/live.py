@@ -238,13 +238,15 @@ def start(stack: LiveStack, append: bool = False) -> launcher.Processes:
     return processes
 
 
-def wait_for(condition: Callable[[], bool], what: str, processes: launcher.Processes, stack: LiveStack) -> None:
+def wait_for(condition: Callable[[], bool], what: str, processes: launcher.Processes, stack: Any) -> None:
+    """Until condition() holds; fails with `stack.log_tails()` (a LiveStack, or any set of
+    processes with logs) if one of the processes exits or START_TIMEOUT passes."""
     deadline = time.monotonic() + START_TIMEOUT
     while not condition():
         if exited := processes.exited():
-            pytest.fail(f"live stack: {exited[0]} exited with code {exited[1]}\n{stack.log_tails()}")
+            pytest.fail(f"{exited[0]} exited with code {exited[1]}\n{stack.log_tails()}")
         if time.monotonic() > deadline:
-            pytest.fail(f"live stack: timed out waiting for {what}\n{stack.log_tails()}")
+            pytest.fail(f"timed out waiting for {what}\n{stack.log_tails()}")
         time.sleep(0.1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -10,11 +11,17 @@ from pydantic import BaseModel, Field
 
 from runs.registry import Retry, task
 
+log = logging.getLogger(__name__)
+
 
 @task(id="hello-world")
 def hello_world(payload: Any) -> dict[str, str]:
-    """Greets whoever the payload names: {"name": "Ada"} -> {"message": "Hello, Ada!"}."""
+    """Greets whoever the payload names: {"name": "Ada"} -> {"message": "Hello, Ada!"}.
+
+    Its run's Logs show what it logs and prints: no setup, any logger, print included."""
     name = payload.get("name", "world") if isinstance(payload, dict) else (payload or "world")
+    log.info("Greeting %s", name)
+    print("hello-world done")
     return {"message": f"Hello, {name}!"}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.conf import settings
@@ -71,7 +72,13 @@ REQUIRED_CONTEXT_PROCESSORS = [
 @register()
 def check_installation(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     """Name every app, middleware and context processor Runyard needs that the project lacks."""
-    return [*missing_apps(), *missing_middleware(), *missing_context_processors(), *missing_channel_layer()]
+    return [
+        *missing_apps(),
+        *missing_middleware(),
+        *missing_context_processors(),
+        *missing_channel_layer(),
+        *bad_log_settings(),
+    ]
 
 
 def missing_apps() -> list[Error]:
@@ -122,3 +129,24 @@ def missing_channel_layer() -> list[Error]:
         return []
     hint = "Set CHANNEL_LAYERS to a channels_redis.core.RedisChannelLayer on your Redis (docs/adopting.md)."
     return [Error("Runyard's live pages need a channel layer.", hint=hint, id="runyard.E006")]
+
+
+def bad_log_settings() -> list[Error]:
+    """RUNYARD_LOG_REDACT's patterns must compile; the limits must be positive."""
+    errors = []
+    for pattern in getattr(settings, "RUNYARD_LOG_REDACT", []):
+        try:
+            re.compile(pattern)
+        except (re.error, TypeError) as error:
+            errors.append(
+                Error(
+                    f"RUNYARD_LOG_REDACT has a pattern that is not a regular expression: {pattern!r} ({error}).",
+                    hint="Fix or remove the pattern; each is a Python regular expression.",
+                    id="runyard.E007",
+                )
+            )
+    for name in ("RUNYARD_LOG_MAX_LINES", "RUNYARD_LOG_MAX_BYTES"):
+        value = getattr(settings, name, 1)
+        if not isinstance(value, int) or value < 1:
+            errors.append(Error(f"{name} must be a positive whole number, not {value!r}.", id="runyard.E008"))
+    return errors

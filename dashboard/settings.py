@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,20 @@ def env_int(name: str, default: int) -> int:
 
 def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+
+
+def env_json_list(name: str) -> list[str]:
+    """A JSON list of strings, e.g. RUNYARD_LOG_REDACT='["sk_live_[0-9a-zA-Z]+"]'; empty if unset."""
+    value = env_str(name).strip()
+    if not value:
+        return []
+    try:
+        items = json.loads(value)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be a JSON list of strings: {error}") from None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ImproperlyConfigured(f'{name} must be a JSON list of strings, like ["pattern"]')
+    return items
 
 
 def database_from_url(url: str, pool: dict[str, object] | None = None) -> dict[str, object]:
@@ -286,6 +301,14 @@ RUNYARD_LOGIN_ADDRESS_MAX_FAILURES = env_int("RUNYARD_LOGIN_ADDRESS_MAX_FAILURES
 RUNYARD_LOGIN_GLOBAL_MAX_FAILURES = env_int("RUNYARD_LOGIN_GLOBAL_MAX_FAILURES", 1000)
 # Addresses or networks of our reverse proxies: X-Forwarded-For is believed only from them.
 RUNYARD_TRUSTED_PROXIES = env_list("RUNYARD_TRUSTED_PROXIES", "")
+
+# Run logs: what a task logs and prints, captured per attempt (docs/logs.md).
+RUNYARD_LOG_LEVEL = env_str("RUNYARD_LOG_LEVEL", "INFO")
+RUNYARD_LOG_MAX_LINES = env_int("RUNYARD_LOG_MAX_LINES", 10_000)
+RUNYARD_LOG_MAX_BYTES = env_int("RUNYARD_LOG_MAX_BYTES", 5_000_000)
+RUNYARD_LOG_FLUSH_INTERVAL = float(env_str("RUNYARD_LOG_FLUSH_INTERVAL", "0.5"))
+# Extra patterns to redact, as a JSON list of regular expressions, after the built-in ones.
+RUNYARD_LOG_REDACT = env_json_list("RUNYARD_LOG_REDACT")
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "runs"
 LOGOUT_REDIRECT_URL = "login"

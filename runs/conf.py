@@ -11,6 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# Secrets that log lines must not keep: API keys, bearer tokens, password=... and the like,
+# and the password of a URL. Projects add their own with RUNYARD_LOG_REDACT.
+LOG_REDACT_DEFAULTS = [
+    r"\btr_(?:dev|stg|prod)_[A-Za-z0-9]{8,}",
+    r"(?i:bearer)\s+([A-Za-z0-9._~+/=-]{8,})",
+    r"(?i:password|passwd|secret|token|api[_-]?key)[\"']?\s*[=:]\s*[\"']?([^\s\"',;&]+)",
+    r"://[^/\s:@]+:([^/\s@]+)@",
+]
+
 DEFAULTS: dict[str, Any] = {
     # Modules holding @task definitions; workers import them at start.
     "RUNYARD_TASK_MODULES": [],
@@ -37,6 +46,14 @@ DEFAULTS: dict[str, Any] = {
     "RUNYARD_LOGIN_ADDRESS_MAX_FAILURES": 50,
     "RUNYARD_LOGIN_GLOBAL_MAX_FAILURES": 1000,
     "RUNYARD_TRUSTED_PROXIES": [],
+    # Run logs (runs.logcapture): captured from this level, per attempt at most this many
+    # lines and bytes, written every this many seconds while a run executes.
+    "RUNYARD_LOG_LEVEL": "INFO",
+    "RUNYARD_LOG_MAX_LINES": 10_000,
+    "RUNYARD_LOG_MAX_BYTES": 5_000_000,
+    "RUNYARD_LOG_FLUSH_INTERVAL": 0.5,
+    # Replaced by [REDACTED] in captured lines; a pattern with a group replaces only the group.
+    "RUNYARD_LOG_REDACT": [],
 }
 # Derived from the project (its BASE_DIR, its Celery broker) rather than fixed values.
 DERIVED = ("VAR_DIR", "RUNYARD_OBJECTS_DIR", "REDIS_URL")

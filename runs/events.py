@@ -1,4 +1,5 @@
-"""Channel groups and publish-after-commit. Called only by the engine.
+"""Channel groups and publish-after-commit. Called only by the engine (and, for new log lines,
+by the worker's log capture).
 
 Messages carry ids only; consumers render from current database state, so duplicates
 and reordering are harmless.
@@ -39,16 +40,19 @@ class Change:
     environment_id: int
     run_ids: list[str]
     created: bool
+    logs: bool = False  # new log lines of these runs, not a change of the runs
 
     def message(self) -> dict[str, object]:
         run_ids = list(dict.fromkeys(self.run_ids))  # a run that changed twice is named once
+        if self.logs:
+            return {"type": "run.logs", "run_ids": run_ids}
         if len(run_ids) == 1:
             return {"type": "run.changed", "run_id": run_ids[0], "created": self.created}
         return {"type": "runs.changed", "run_ids": run_ids, "created": self.created}
 
     def absorb(self, other: Change) -> bool:
         """Take `other`'s runs into this message if it is for the same audience and fits."""
-        if (other.environment_id, other.created) != (self.environment_id, self.created):
+        if (other.environment_id, other.created, other.logs) != (self.environment_id, self.created, self.logs):
             return False
         if len(self.run_ids) + len(other.run_ids) > RUNS_PER_MESSAGE:
             return False
@@ -139,6 +143,14 @@ def publish_runs_changed(*, environment_id: int, run_ids: list[str], created: bo
     message per RUNS_PER_MESSAGE of them)."""
     for start in range(0, len(run_ids), RUNS_PER_MESSAGE):
         change = Change(environment_id, run_ids[start : start + RUNS_PER_MESSAGE], created)
+        transaction.on_commit(partial(_send, change))
+
+
+def publish_run_logs(*, environment_id: int, run_ids: list[str]) -> None:
+    """After the current transaction commits, tell subscribers that these runs have new log lines
+    (written by a worker's log capture, which changes no run state)."""
+    for start in range(0, len(run_ids), RUNS_PER_MESSAGE):
+        change = Change(environment_id, run_ids[start : start + RUNS_PER_MESSAGE], created=False, logs=True)
         transaction.on_commit(partial(_send, change))
 
 

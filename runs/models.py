@@ -12,6 +12,7 @@ import string
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Q
 
@@ -350,6 +351,40 @@ class RunAttempt(models.Model):
         ordering = ["number"]
         # Also the index of the run's attempts.
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_unique_number")]
+
+
+class RunLog(models.Model):
+    """One line a run's code logged (Python logging) or printed, in one attempt, in write order."""
+
+    pk = models.CompositePrimaryKey("run_id", "attempt", "seq")  # also the index of a run's lines
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="logs", db_index=False)
+    attempt = models.PositiveIntegerField()
+    seq = models.PositiveIntegerField()  # order of the line within its attempt, from 1
+    at = models.DateTimeField()
+    level = models.PositiveSmallIntegerField()  # logging's numbers: 10 DEBUG ... 50 CRITICAL
+    logger = models.CharField(max_length=200)  # the logger's name, or "stdout" / "stderr"
+    message = models.TextField()  # with the exception's traceback, if one was logged
+    extra = models.JSONField(null=True, blank=True)  # the record's `extra` fields
+
+
+class RunLogSummary(models.Model):
+    """What an attempt's logs hold, kept by the worker as it writes them: found across runs fast."""
+
+    pk = models.CompositePrimaryKey("run_id", "attempt")
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="log_summaries", db_index=False)
+    attempt = models.PositiveIntegerField()
+    lines = models.PositiveIntegerField(default=0)  # lines written
+    bytes = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)  # lines at ERROR or above
+    dropped = models.PositiveIntegerField(default=0)  # lines past the attempt's limit, not written
+    # The lines' words (runs.logsearch.words), without positions: "runs whose logs contain".
+    words = SearchVectorField(null=True)
+
+    class Meta:
+        indexes = [
+            GinIndex(fields=["words"], name="runlogsummary_words"),
+            models.Index(fields=["run"], name="runlogsummary_errors", condition=Q(errors__gt=0)),
+        ]
 
 
 class BatchStatus(models.TextChoices):

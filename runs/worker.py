@@ -17,7 +17,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from django.conf import settings
 from django.db import close_old_connections, connection, connections
 
-from runs import celery_serving, context, engine, packets, registry
+from runs import celery_serving, context, engine, logcapture, packets, registry
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,9 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
         run_id=run_id, attempt=number, environment_id=run.environment_id, celery_id=run.celery_id
     )
     beat = Heartbeat(run_id, number)
+    logs = logcapture.capturing(run_id=run_id, attempt=number, environment_id=run.environment_id)
     try:
-        with context.running(task_context):
+        with logs as capture, context.running(task_context):
             payload = packets.load(run.payload, run.payload_type, environment_id=run.environment_id)
             output, output_type = packets.encode(spec.call(payload))
             # Over the output limit fails like any task error, retries included: the output
@@ -56,34 +57,53 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
             )
     except context.Suspend:
         beat.stop()
+        write_logs(capture)
         engine.suspend_run(run_id=run_id, attempt=number)
         return
     except registry.RetryLater as later:
         beat.stop()
+        write_logs(capture)
         error = error_from(later.cause)
         engine.fail_attempt(run_id=run_id, attempt=number, error=error, retry=None, retry_in=later.seconds)
         return
     except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
         beat.stop()
+        write_logs(capture)
         engine.fail_attempt(run_id=run_id, attempt=number, error=error_from(exc), retry=spec.retry)
         return
     except BaseException:
         beat.stop()
         raise
-    completion = Completion(run_id, number, output, output_type, run.environment_id, beat)
+    completion = Completion(run_id, number, output, output_type, run.environment_id, beat, capture)
     if finish_in_background:
         FINISHER.submit(completion)
     else:
         completion()
 
 
+def write_logs(capture: logcapture.Capture) -> None:
+    """Write the attempt's last log lines, before its outcome: a failed write loses only them."""
+    try:
+        logcapture.finish(capture)
+    except Exception:
+        log.warning("could not write the last log lines of run %s", capture.run_id, exc_info=True)
+        close_old_connections()
+
+
 class Completion:
     """Writes a successful attempt's completion, then stops its heartbeat."""
 
     def __init__(
-        self, run_id: str, attempt: int, output: str, output_type: str, environment_id: int, beat: Heartbeat
+        self,
+        run_id: str,
+        attempt: int,
+        output: str,
+        output_type: str,
+        environment_id: int,
+        beat: Heartbeat,
+        logs: logcapture.Capture,
     ) -> None:
-        self.run_id, self.attempt, self.beat = run_id, attempt, beat
+        self.run_id, self.attempt, self.beat, self.logs = run_id, attempt, beat, logs
         self.output, self.output_type, self.environment_id = output, output_type, environment_id
 
     def __str__(self) -> str:
@@ -91,6 +111,7 @@ class Completion:
 
     def __call__(self) -> None:
         try:
+            write_logs(self.logs)
             done = engine.complete_attempt(
                 run_id=self.run_id, attempt=self.attempt, output=self.output, output_type=self.output_type
             )

@@ -1,0 +1,223 @@
+"""Run logs captured from a task's code: what it logs and prints, per run and attempt, with
+limits and redaction (the executor called directly, the engine and PostgreSQL for real)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+from django.utils import timezone
+
+import example_tasks  # noqa: F401 - registers hello-world
+from runs import engine, logcapture, logs, registry, worker
+from runs.models import Environment, Run, RunLog, RunLogSummary
+from runs.states import RunStatus
+from tests import factories
+
+pytestmark = pytest.mark.django_db
+log = logging.getLogger("tests.logging_task")
+
+
+@registry.task(id="test-logs-everything")
+def logs_everything(payload: Any) -> None:
+    log.info("starting %s", payload["name"], extra={"order": 7, "customer": {"id": "c-1"}})
+    logging.getLogger("some.library").warning("a library speaks")
+    log.debug("not captured below INFO")
+    print("printed", "line")
+    print("to stderr", file=sys.stderr)
+    sys.stdout.write("two ")
+    sys.stdout.write("parts\nand a tail")
+    try:
+        raise ValueError("bad value")
+    except ValueError:
+        log.exception("it went wrong")
+
+
+@registry.task(id="test-logs-many")
+def logs_many(payload: Any) -> None:
+    for n in range(payload["n"]):
+        log.info("line %d", n)
+
+
+@registry.task(id="test-logs-then-fails", retry=registry.Retry(max_attempts=2, min_timeout=1))
+def logs_then_fails(payload: Any) -> None:
+    log.error("about to fail")
+    raise RuntimeError("failed after logging")
+
+
+@registry.task(id="test-logs-secret")
+def logs_secret(payload: Any) -> None:
+    log.info("calling with key %s", "tr_prod_" + "a" * 32)
+    log.info("Authorization: Bearer abcdefgh12345678")
+    log.info("connecting to postgresql://app:hunter2@db:5432/app password=s3cret!")
+    log.info("card 4111-1111-1111-1111", extra={"token": "abc123456789", "ref": "tok_123456789"})
+
+
+def executed(task_id: str, payload: Any = None, **options: Any) -> Run:
+    run = factories.run(task_id, payload=payload, **options)
+    engine.admit(now=run.created_at)
+    worker.execute(run_id=run.id, hostname="w1")
+    run.refresh_from_db()
+    return run
+
+
+def messages(run: Run, attempt: int | None = None) -> list[str]:
+    return [line.message for line in logs.lines(run.id, logs.LineFilter(attempt=attempt), limit=100_000)]
+
+
+def test_records_of_any_logger_and_printed_lines_are_the_runs_lines_in_order(dev: Environment) -> None:
+    run = executed("test-logs-everything", {"name": "Ada"})
+    assert run.status == RunStatus.COMPLETED
+    lines = logs.lines(run.id)
+    assert [(line.level, line.logger) for line in lines] == [
+        (20, "tests.logging_task"),
+        (30, "some.library"),
+        (20, "stdout"),
+        (40, "stderr"),
+        (20, "stdout"),
+        (40, "tests.logging_task"),
+        (20, "stdout"),
+    ]
+    assert [line.message for line in lines][:5] == [
+        "starting Ada",
+        "a library speaks",
+        "printed line",
+        "to stderr",
+        "two parts",
+    ]
+    assert lines[0].extra == {"order": 7, "customer": {"id": "c-1"}}
+    assert lines[5].message.startswith("it went wrong\nTraceback (most recent call last):")
+    assert "ValueError: bad value" in lines[5].message
+    assert lines[6].message == "and a tail"  # printed without a newline, kept at the end
+    assert [line.seq for line in lines] == list(range(1, 8))
+    assert all(line.attempt == 1 for line in lines)
+
+
+def test_the_summary_counts_lines_and_errors_and_holds_their_words(dev: Environment) -> None:
+    run = executed("test-logs-everything", {"name": "Ada"})
+    summary = RunLogSummary.objects.get(run=run)
+    assert (summary.attempt, summary.lines, summary.errors, summary.dropped) == (1, 7, 2, 0)
+    assert Run.objects.filter(logs.runs_matching("starting ada")).get() == run
+    assert Run.objects.filter(logs.runs_matching("start LIBR")).get() == run  # word prefixes, any case
+    assert not Run.objects.filter(logs.runs_matching("tarting")).exists()
+    assert Run.objects.filter(logs.runs_matching(errors=True)).get() == run
+
+
+def test_each_attempt_keeps_its_own_lines(dev: Environment) -> None:
+    run = executed("test-logs-then-fails", max_attempts=2)
+    assert run.status == RunStatus.QUEUED  # the attempt failed and is retried after its backoff
+    engine.tick(now=timezone.now() + timedelta(seconds=30))
+    worker.execute(run_id=run.id, hostname="w1")
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.attempt_count == 2
+    assert messages(run, attempt=1) == ["about to fail"] == messages(run, attempt=2)
+    assert [(s.attempt, s.errors) for s in logs.summaries(run.id)] == [(1, 1), (2, 1)]
+
+
+def test_lines_are_written_in_one_batch_not_a_commit_per_line(dev: Environment, monkeypatch: Any) -> None:
+    writes: list[int] = []
+    real = logcapture._write
+    monkeypatch.setattr(logcapture, "_write", lambda taken: (writes.append(len(taken[0].lines)), real(taken)))
+    run = executed("test-logs-many", {"n": 100})
+    assert writes == [100]
+    assert messages(run) == [f"line {n}" for n in range(100)]
+
+
+@override_settings(RUNYARD_LOG_MAX_LINES=5)
+def test_past_the_line_limit_lines_are_counted_and_dropped_after_a_marker(dev: Environment) -> None:
+    run = executed("test-logs-many", {"n": 50})
+    kept = messages(run)
+    assert kept[:5] == [f"line {n}" for n in range(5)]
+    assert len(kept) == 6 and kept[5].startswith("Log limit reached: this attempt keeps at most 5 lines")
+    summary = RunLogSummary.objects.get(run=run)
+    assert (summary.lines, summary.dropped) == (6, 45)
+
+
+@override_settings(RUNYARD_LOG_MAX_BYTES=20)
+def test_past_the_byte_limit_lines_are_dropped(dev: Environment) -> None:
+    run = executed("test-logs-many", {"n": 10})
+    kept = messages(run)
+    assert kept[:3] == ["line 0", "line 1", "line 2"]  # 18 bytes; a fourth would pass 20
+    assert "Log limit reached" in kept[3] and len(kept) == 4
+    assert RunLogSummary.objects.get(run=run).dropped == 7
+
+
+def test_secrets_are_redacted_by_the_built_in_patterns(dev: Environment) -> None:
+    run = executed("test-logs-secret")
+    kept = logs.lines(run.id)
+    assert kept[0].message == "calling with key [REDACTED]"
+    assert kept[1].message == "Authorization: Bearer [REDACTED]"
+    assert kept[2].message == "connecting to postgresql://app:[REDACTED]@db:5432/app password=[REDACTED]"
+    assert kept[3].extra == {"token": "[REDACTED]", "ref": "tok_123456789"}  # a field named like a secret
+
+
+@override_settings(RUNYARD_LOG_REDACT=[r"\d{4}-\d{4}-\d{4}-\d{4}", r"tok_\w+"])
+def test_patterns_of_the_setting_are_redacted_too(dev: Environment) -> None:
+    run = executed("test-logs-secret")
+    kept = logs.lines(run.id)
+    assert kept[3].message == "card [REDACTED]"
+    assert kept[3].extra == {"token": "[REDACTED]", "ref": "[REDACTED]"}
+    assert kept[0].message == "calling with key [REDACTED]"  # the built-in ones still apply
+
+
+def test_hello_world_logs_a_greeting_and_prints_that_it_is_done(dev: Environment) -> None:
+    run = executed("hello-world", {"name": "Ada"})
+    assert [(line.level, line.logger, line.message) for line in logs.lines(run.id)] == [
+        (20, "example_tasks", "Greeting Ada"),
+        (20, "stdout", "hello-world done"),
+    ]
+
+
+def test_nothing_is_captured_outside_an_attempt(dev: Environment) -> None:
+    log.warning("outside any run")
+    print("outside any run")
+    assert not RunLog.objects.exists()
+
+
+def test_prune_deletes_the_logs_with_their_runs(dev: Environment) -> None:
+    run = executed("hello-world", {"name": "Ada"})
+    kept = executed("hello-world", {"name": "Bob"})
+    Run.objects.filter(pk=run.pk).update(
+        created_at=run.created_at - timedelta(days=40), finished_at=run.created_at - timedelta(days=40)
+    )
+    call_command("prune", "--older-than", "30d", stdout=open("/dev/null", "w"))  # noqa: SIM115
+    assert not RunLog.objects.filter(run_id=run.id).exists()
+    assert not RunLogSummary.objects.filter(run_id=run.id).exists()
+    assert RunLog.objects.filter(run_id=kept.id).count() == 2
+
+
+@pytest.fixture
+def slow_flushes() -> Iterator[None]:
+    with override_settings(RUNYARD_LOG_FLUSH_INTERVAL=3600):
+        yield
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_runs_in_threads_keep_their_own_lines(dev: Environment, slow_flushes: None) -> None:
+    barrier = threading.Barrier(2)
+
+    @registry.task(id="test-logs-interleaved")
+    def interleaved(payload: Any) -> None:
+        for n in range(20):
+            barrier.wait(timeout=10)
+            log.info("%s %d", payload["who"], n)
+            print(payload["who"], "printed", n)
+
+    runs = [factories.run("test-logs-interleaved", payload={"who": who}) for who in ("ada", "bob")]
+    engine.admit(now=runs[-1].created_at)
+    threads = [threading.Thread(target=worker.execute, kwargs={"run_id": r.id, "hostname": "w1"}) for r in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for run, who in zip(runs, ("ada", "bob"), strict=True):
+        kept = messages(run)
+        assert len(kept) == 40
+        assert all(message.startswith(who) for message in kept), kept

@@ -74,5 +74,22 @@ def send_email(payload: EmailRequest) -> dict[str, Any]:
 
 @shared_task(name="example.add")
 def add(a: float, b: float) -> float:
-    """A plain Celery task, unchanged: `add.apply_async((2, 3), countdown=60)` is a Delayed run."""
+    """A plain Celery task, unchanged: `add.apply_async((2, 3), countdown=60)` is a Delayed run.
+    What it logs is its run's log, as for any task."""
+    log.info("adding %s and %s", a, b)
     return a + b
+
+
+@task(id="log-lines", max_duration=3600)
+def log_lines(payload: Any) -> dict[str, int]:
+    """Logs payload["lines"] lines (10), one every payload["interval"] seconds (0.2): a run whose
+    Logs panel tails as it executes. payload["fail"] ends it with an ERROR line and an exception."""
+    options = payload if isinstance(payload, dict) else {}
+    lines, interval = int(options.get("lines", 10)), float(options.get("interval", 0.2))
+    for number in range(1, lines + 1):
+        log.info("line %d of %d", number, lines, extra={"line": number})
+        time.sleep(interval)
+    if options.get("fail"):
+        log.error("giving up after %d lines", lines)
+        raise RuntimeError("log-lines was asked to fail")
+    return {"lines": lines}

@@ -52,7 +52,7 @@ MAX_WORDS_BYTES = 900_000
 PENDING_WAKE = 1000  # lines waiting in one attempt that wake the writer before its interval
 
 _current: ContextVar[Capture | None] = ContextVar("runyard_log_capture", default=None)
-_forwarding = threading.local()  # set while a proxy hands a write to the stream it replaced
+_here = threading.local()  # .active while a proxy hands a write on; .record: the last record taken
 
 
 class Redactor:
@@ -260,10 +260,11 @@ class CaptureHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: a Capture has its own, and most records are outside any attempt.
         capture = _current.get()
-        if capture is None or getattr(_forwarding, "active", False):
+        if capture is None or getattr(_here, "active", False):
             return False
-        if record.levelno < self.level:
-            return False
+        if record.levelno < self.level or getattr(_here, "record", None) is record:
+            return False  # below the level, or met already on a logger further down
+        _here.record = record
         self.emit_to(capture, record)
         return True
 
@@ -296,13 +297,13 @@ class StreamProxy:
 
     def write(self, text: str) -> int:
         capture = _current.get()
-        if capture is not None and text and not getattr(_forwarding, "active", False):
+        if capture is not None and text and not getattr(_here, "active", False):
             capture.write_stream(self._name, self._level, text)
-        _forwarding.active = True  # a stream that logs what it is given (Celery's) is not captured twice
+        _here.active = True  # a stream that logs what it is given (Celery's) is not captured twice
         try:
             return self._stream.write(text)
         finally:
-            _forwarding.active = False
+            _here.active = False
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -325,6 +326,9 @@ def install() -> None:
     if _installed_pid != os.getpid() or HANDLER not in root.handlers:
         _installed_pid = os.getpid()
         _install_handler(root)
+    celery_tasks = logging.getLogger("celery.task")
+    if not celery_tasks.propagate and HANDLER not in celery_tasks.handlers:
+        celery_tasks.addHandler(HANDLER)  # Celery sets it up when the worker starts
     if not isinstance(sys.stdout, StreamProxy):
         sys.stdout = StreamProxy(sys.stdout, "stdout", logging.INFO)
     if not isinstance(sys.stderr, StreamProxy):
@@ -343,6 +347,11 @@ def _install_handler(root: logging.Logger) -> None:
         root.setLevel(level)
     if HANDLER not in root.handlers:
         root.addHandler(HANDLER)
+    # Records of a logger that does not propagate never reach the root logger: Celery's
+    # `celery.task`, parent of every get_task_logger() logger, is one.
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and not logger.propagate and HANDLER not in logger.handlers:
+            logger.addHandler(HANDLER)
 
 
 # --- writing ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from celery.utils.log import get_task_logger
 from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
@@ -38,6 +39,11 @@ def logs_everything(payload: Any) -> None:
         raise ValueError("bad value")
     except ValueError:
         log.exception("it went wrong")
+
+
+@registry.task(id="test-logs-celery-logger")
+def logs_to_celerys_task_logger(payload: Any) -> None:
+    get_task_logger("tests.celery_style").info("through Celery's task logger")
 
 
 @registry.task(id="test-logs-many")
@@ -173,6 +179,19 @@ def test_hello_world_logs_a_greeting_and_prints_that_it_is_done(dev: Environment
         (20, "example_tasks", "Greeting Ada"),
         (20, "stdout", "hello-world done"),
     ]
+
+
+def test_records_of_celerys_task_loggers_are_captured_though_they_do_not_propagate(dev: Environment) -> None:
+    task_logger = logging.getLogger("celery.task")
+    was, task_logger.propagate = task_logger.propagate, False  # as a Celery worker sets it up
+    try:
+        run = executed("test-logs-celery-logger")
+    finally:
+        task_logger.propagate = was
+    assert messages(run) == ["through Celery's task logger"]
+    run = executed("test-logs-celery-logger")  # propagating again, and the handler on both
+    task_logger.removeHandler(logcapture.HANDLER)
+    assert messages(run) == ["through Celery's task logger"]
 
 
 def test_nothing_is_captured_outside_an_attempt(dev: Environment) -> None:

@@ -60,15 +60,30 @@ class Redactor:
 
     def __init__(self, patterns: list[re.Pattern[str]]) -> None:
         self.patterns = patterns
+        self.any = _combined(patterns)
 
     @classmethod
     def from_settings(cls) -> Redactor:
         return cls([re.compile(p) for p in [*conf.LOG_REDACT_DEFAULTS, *settings.RUNYARD_LOG_REDACT] if p])
 
     def __call__(self, text: str) -> str:
+        if self.any is not None and self.any.search(text) is None:
+            return text
         for pattern in self.patterns:
             text = pattern.sub(_redact_match, text)
         return text
+
+
+def _combined(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One pattern matching where any of them does: most lines hold no secret, and one search
+    costs a line a quarter of what a substitution per pattern did. None (every pattern is
+    tried) when combining could change what one matches: a back-reference counts groups."""
+    if not patterns or any(re.search(r"\\\d|\(\?P=", p.pattern) for p in patterns):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{p.pattern})" for p in patterns))
+    except re.error:  # the same group name in two patterns
+        return None
 
 
 def _redact_match(match: re.Match[str]) -> str:
@@ -284,8 +299,10 @@ class CaptureHandler(logging.Handler):
             message = f"{message}\n{record.exc_text}"
         if record.stack_info:
             message = f"{message}\n{record.stack_info}"
-        extra = {key: value for key, value in vars(record).items() if key not in STANDARD_ATTRIBUTES}
-        capture.add(record.created, record.levelno, record.name, message, extra or None)
+        fields = vars(record)
+        names = fields.keys() - STANDARD_ATTRIBUTES  # a set operation: most records have none
+        extra = {name: fields[name] for name in names} if names else None
+        capture.add(record.created, record.levelno, record.name, message, extra)
 
 
 class StreamProxy:

@@ -240,3 +240,9 @@ def test_concurrent_runs_in_threads_keep_their_own_lines(dev: Environment, slow_
         kept = messages(run)
         assert len(kept) == 40
         assert all(message.startswith(who) for message in kept), kept
+
+
+@override_settings(RUNYARD_LOG_REDACT=[r"(?i)CARD (\d{4})-"])
+def test_a_pattern_that_cannot_be_combined_with_the_others_still_redacts(dev: Environment) -> None:
+    run = executed("test-logs-secret")  # a global flag: each pattern is tried on its own
+    assert logs.lines(run.id)[3].message == "card [REDACTED]-1111-1111-1111"

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 
 from dashboard import secretkey
+from runs import conf
 
 NEW_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(50))"'
 
@@ -148,5 +149,8 @@ def bad_log_settings() -> list[Error]:
     for name in ("RUNYARD_LOG_MAX_LINES", "RUNYARD_LOG_MAX_BYTES"):
         value = getattr(settings, name, 1)
         if not isinstance(value, int) or value < 1:
-            errors.append(Error(f"{name} must be a positive whole number, not {value!r}.", id="runyard.E008"))
+            default = conf.DEFAULTS[name]
+            hint = f"Set it to a number of {name.rsplit('_', 1)[-1].lower()} per attempt, e.g. {default}."
+            message = f"{name} must be a positive whole number, not {value!r}."
+            errors.append(Error(message, hint=hint, id="runyard.E008"))
     return errors

@@ -1,4 +1,5 @@
-"""`manage.py check` names what a project that installs Runyard still has to add (runyard.E002-E006)."""
+"""`manage.py check` names what a project that installs Runyard still has to add (runyard.E002-E006)
+and log settings that cannot work (runyard.E007, E008)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,20 @@ def test_missing_apps_context_processors_and_channel_layer_are_named(settings: A
     assert errors["runyard.E002"] == ["Runyard needs the app 'django_htmx'. Add 'django_htmx' to INSTALLED_APPS."]
     assert len(errors["runyard.E005"]) == 3
     assert "CHANNEL_LAYERS" in errors["runyard.E006"][0]
+
+
+def test_a_redaction_pattern_that_does_not_compile_is_named(settings: Any) -> None:
+    settings.RUNYARD_LOG_REDACT = [r"sk_live_\w+", r"card=(\d+"]
+    [message] = runyard_errors()["runyard.E007"]
+    assert message.startswith("RUNYARD_LOG_REDACT has a pattern that is not a regular expression: 'card=(\\\\d+'")
+
+
+def test_log_limits_must_be_positive_whole_numbers(settings: Any) -> None:
+    settings.RUNYARD_LOG_MAX_LINES = 0
+    settings.RUNYARD_LOG_MAX_BYTES = "5MB"
+    assert runyard_errors()["runyard.E008"] == [
+        "RUNYARD_LOG_MAX_LINES must be a positive whole number, not 0. Set it to a number of lines per attempt,"
+        " e.g. 10000.",
+        "RUNYARD_LOG_MAX_BYTES must be a positive whole number, not '5MB'. Set it to a number of bytes per attempt,"
+        " e.g. 5000000.",
+    ]

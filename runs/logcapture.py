@@ -126,6 +126,7 @@ class Written:
     size: int = 0
     errors: int = 0
     dropped: int = 0
+    base: int = 0  # lines the attempt had before this execution of its code (a resumed run)
 
 
 @dataclass
@@ -143,6 +144,7 @@ class Capture:
     unwritten: Written | None = field(default=None, repr=False)
     partial: dict[str, str] = field(default_factory=dict, repr=False)  # stream -> text after its last newline
     limit_marked: bool = False  # the line saying the limit was reached is kept
+    base: int | None = None  # the attempt's last seq before this execution, read at the first write
 
     def add(self, at: float, level: int, logger: str, message: str, extra: dict[str, Any] | None = None) -> None:
         """Keep one line, or count it as dropped past the attempt's limits."""
@@ -400,6 +402,9 @@ def write(captures: list[Capture]) -> int:
     taken = [written for _, written in pairs]
     try:
         with transaction.atomic():
+            _continue_numbering([capture for capture, _ in pairs if capture.base is None])
+            for capture, written in pairs:
+                written.base = capture.base or 0
             _write(taken)
     except Exception:
         for capture, written in pairs:
@@ -408,14 +413,30 @@ def write(captures: list[Capture]) -> int:
     return sum(len(written.lines) for written in taken)
 
 
+def _continue_numbering(captures: list[Capture]) -> None:
+    """Number the captures' lines after the lines their attempts already have, before their
+    first write: a run resuming after its children goes on with the same attempt."""
+    if not captures:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT (SELECT max(seq) FROM runs_runlog l WHERE l.run_id = k.run_id AND l.attempt = k.attempt)"
+            " FROM unnest(%s::varchar[], %s::int[]) WITH ORDINALITY AS k(run_id, attempt, n) ORDER BY n",
+            [[c.run_id for c in captures], [c.attempt for c in captures]],
+        )
+        for capture, (last,) in zip(captures, cursor.fetchall(), strict=True):
+            capture.base = last or 0
+
+
 def _write(taken: list[Written]) -> None:
     with connection.cursor() as cursor:
         if any(written.lines for written in taken):
             with cursor.cursor.copy(COPY) as copy:
                 for written in taken:
+                    run_id, attempt, base = written.run_id, written.attempt, written.base
                     for seq, at, level, logger, message, extra in written.lines:
                         stamp = datetime.fromtimestamp(at, UTC)
-                        copy.write_row((written.run_id, written.attempt, seq, stamp, level, logger, message, extra))
+                        copy.write_row((run_id, attempt, base + seq, stamp, level, logger, message, extra))
         cursor.executemany(
             SUMMARY,
             [

@@ -246,3 +246,33 @@ def test_concurrent_runs_in_threads_keep_their_own_lines(dev: Environment, slow_
 def test_a_pattern_that_cannot_be_combined_with_the_others_still_redacts(dev: Environment) -> None:
     run = executed("test-logs-secret")  # a global flag: each pattern is tried on its own
     assert logs.lines(run.id)[3].message == "card [REDACTED]-1111-1111-1111"
+
+
+@registry.task(id="test-logs-around-a-wait")
+def logs_around_a_wait(payload: Any) -> Any:
+    from runs.sdk import tasks
+
+    log.info("before the wait")
+    child = tasks.trigger_and_wait("hello-world", {"name": "child"}).unwrap()
+    log.info("after the wait")
+    return child
+
+
+def test_a_run_resuming_after_its_child_goes_on_numbering_the_lines_of_its_attempt(dev: Environment) -> None:
+    factories.task_definition("hello-world")
+    parent = executed("test-logs-around-a-wait")
+    assert parent.status == RunStatus.WAITING
+    for _ in range(5):  # the child, then the parent again
+        engine.admit(now=timezone.now())
+        for run_id in Run.objects.filter(status=RunStatus.DEQUEUED).values_list("id", flat=True):
+            worker.execute(run_id=run_id, hostname="w1")
+    parent.refresh_from_db()
+    assert parent.status == RunStatus.COMPLETED and parent.attempt_count == 1
+    lines = logs.lines(parent.id)
+    # The code before the wait runs again on resuming (memoized waits): its line is logged twice.
+    assert [(line.seq, line.message) for line in lines] == [
+        (1, "before the wait"),
+        (2, "before the wait"),
+        (3, "after the wait"),
+    ]
+    assert RunLogSummary.objects.get(run=parent).lines == 3

@@ -148,7 +148,8 @@ class Capture:
 
     def add(self, at: float, level: int, logger: str, message: str, extra: dict[str, Any] | None = None) -> None:
         """Keep one line, or count it as dropped past the attempt's limits."""
-        message = self.limits.redact(message)
+        message = self.limits.redact(_storable(message))
+        logger = _storable(logger)
         size = len(message) if message.isascii() else len(message.encode())
         encoded = _extra_json(extra, self.limits.redact) if extra else None
         with self.lock:
@@ -224,11 +225,20 @@ class Capture:
         )
 
 
+def _storable(text: str) -> str:
+    """`text` as PostgreSQL can store it: no NUL character, no lone surrogate (text a task
+    decoded with errors="surrogateescape"); either would fail the write of every line with it."""
+    if not text.isascii():
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _extra_json(extra: dict[str, Any], redact: Redactor) -> str | None:
     try:
         text = json.dumps(extra, default=str, ensure_ascii=False)
     except (TypeError, ValueError):  # keys that are not strings, a circular value
         text = json.dumps({str(k): repr(v) for k, v in extra.items()}, ensure_ascii=False)
+    text = _storable(text).replace("\\u0000", "\\ufffd")  # jsonb refuses NUL too
     redacted = redact(text)
     if redacted != text:
         try:
@@ -347,7 +357,7 @@ def install() -> None:
         _install_handler(root)
     celery_tasks = logging.getLogger("celery.task")
     if not celery_tasks.propagate and HANDLER not in celery_tasks.handlers:
-        celery_tasks.addHandler(HANDLER)  # Celery sets it up when the worker starts
+        _first(celery_tasks)  # Celery sets it up when the worker starts
     if not isinstance(sys.stdout, StreamProxy):
         sys.stdout = StreamProxy(sys.stdout, "stdout", logging.INFO)
     if not isinstance(sys.stderr, StreamProxy):
@@ -365,12 +375,19 @@ def _install_handler(root: logging.Logger) -> None:
                 handler.setLevel(root.getEffectiveLevel())
         root.setLevel(level)
     if HANDLER not in root.handlers:
-        root.addHandler(HANDLER)
+        _first(root)
     # Records of a logger that does not propagate never reach the root logger: Celery's
     # `celery.task`, parent of every get_task_logger() logger, is one.
     for logger in list(logging.Logger.manager.loggerDict.values()):
         if isinstance(logger, logging.Logger) and not logger.propagate and HANDLER not in logger.handlers:
-            logger.addHandler(HANDLER)
+            _first(logger)
+
+
+def _first(logger: logging.Logger) -> None:
+    """The handler first among the logger's: a handler's filter may rewrite the record for its
+    own output (dashboard.logfilters escapes newlines), and the run's log keeps the original."""
+    with logging._lock:  # type: ignore[attr-defined]
+        logger.handlers.insert(0, HANDLER)
 
 
 # --- writing ----------------------------------------------------------------------------------

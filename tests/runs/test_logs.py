@@ -276,3 +276,27 @@ def test_a_run_resuming_after_its_child_goes_on_numbering_the_lines_of_its_attem
         (3, "after the wait"),
     ]
     assert RunLogSummary.objects.get(run=parent).lines == 3
+
+
+@registry.task(id="test-logs-unstorable")
+def logs_unstorable(payload: Any) -> None:
+    log.info("nul \x00 here", extra={"raw": "a\x00b"})
+    print(b"bad \xff bytes".decode("utf-8", "surrogateescape"))
+    log.info("still written")
+
+
+def test_text_postgresql_cannot_store_is_replaced_and_the_other_lines_are_kept(dev: Environment) -> None:
+    run = executed("test-logs-unstorable")
+    kept = logs.lines(run.id)
+    assert [line.message for line in kept] == ["nul \ufffd here", "bad ? bytes", "still written"]
+    assert kept[0].extra == {"raw": "a\ufffdb"}
+
+
+@registry.task(id="test-logs-multiline")
+def logs_multiline(payload: Any) -> None:
+    log.info("first line\nsecond line\tindented")
+
+
+def test_a_message_keeps_its_newlines_though_the_console_escapes_them(dev: Environment) -> None:
+    run = executed("test-logs-multiline")  # dashboard.logfilters rewrites records for the console
+    assert messages(run) == ["first line\nsecond line\tindented"]

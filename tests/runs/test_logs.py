@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from celery.utils.log import get_task_logger
 from django.core.management import call_command
+from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -231,7 +232,14 @@ def test_concurrent_runs_in_threads_keep_their_own_lines(dev: Environment, slow_
 
     runs = [factories.run("test-logs-interleaved", payload={"who": who}) for who in ("ada", "bob")]
     engine.admit(now=runs[-1].created_at)
-    threads = [threading.Thread(target=worker.execute, kwargs={"run_id": r.id, "hostname": "w1"}) for r in runs]
+
+    def execute(run_id: str) -> None:
+        try:
+            worker.execute(run_id=run_id, hostname="w1")
+        finally:
+            connection.close()  # the thread's own: the test database is dropped after
+
+    threads = [threading.Thread(target=execute, args=(r.id,)) for r in runs]
     for thread in threads:
         thread.start()
     for thread in threads:

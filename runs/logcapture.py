@@ -138,7 +138,6 @@ class Capture:
     environment_id: int
     limits: Limits
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    pending: list[LINE] = field(default_factory=list, repr=False)
     kept: int = 0  # lines kept so far (the last one's seq)
     size: int = 0  # bytes of messages kept so far
     unwritten: Written | None = field(default=None, repr=False)

@@ -260,3 +260,14 @@ def test_a_user_who_may_not_view_runs_is_refused(client: Client, dev: Environmen
     response = client.get(f"/runs/{run.id}/{path}")
     assert response.status_code == 403
     assert b"starting order" not in response.content
+
+
+def test_the_tail_of_a_run_that_ended_silent_says_it_logged_nothing(browser: Client) -> None:
+    run = factories.run("test-panel-silent")
+    assert "No log lines yet." in panel(browser, run)
+    engine.admit(now=run.created_at)
+    worker.execute(run_id=run.id, hostname="w1")
+    response = browser.get(f"/runs/{run.id}/logs/tail/", {"after": ""}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert '<div id="run-logs-summary" class="log-summary" hx-swap-oob="true">' in html
+    assert "This run logged nothing." in html

@@ -644,7 +644,8 @@ class RunConsumer(CoalescingConsumer):
         signal = render_to_string("dashboard/partials/run_logs_signal.html", {"run_id": first.run_id})
         results: list[list[str] | Exception] = []
         for _, batch in members:
-            frame = signal if LOGS in batch else ""
+            # Lines are for users who may see payloads (dashboard.log_views): no panel, no signal.
+            frame = signal if LOGS in batch and first.perms.get("perms_payload") else ""
             if not touched.isdisjoint(batch):
                 panel = first.render_panel() if panel is None else panel
                 frame = panel + frame  # one frame: the ws extension swaps each out-of-band root
@@ -666,7 +667,7 @@ class RunConsumer(CoalescingConsumer):
 
     def render_since(self, since: datetime) -> list[str]:
         frame = self.render_panel() if self.related().filter(updated_at__gte=since).exists() else ""
-        if logs.written_since(self.run_id, since):
+        if self.perms.get("perms_payload") and logs.written_since(self.run_id, since):
             frame += render_to_string("dashboard/partials/run_logs_signal.html", {"run_id": self.run_id})
         return [frame]
 

@@ -10,17 +10,22 @@ push never resets what the user chose. Lines are read through runs.logs only.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.http import Http404, HttpResponse, QueryDict, StreamingHttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import Http404, HttpResponse, HttpResponseBase, QueryDict, StreamingHttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from dashboard import views
+from dashboard.permissions import VIEW_PAYLOAD, can, forbidden
 from runs import logs, logsearch
 from runs.models import Run, RunEvent, RunLog
 from runs.states import is_final
@@ -89,6 +94,20 @@ def parse_time(value: str | None, name: str) -> datetime | None:
     return at
 
 
+def logs_view(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """GET only; and what a run logs often holds its payload (hello-world greets the name it is
+    given), so its lines are shown only to users who may see payloads: a 403 naming that otherwise."""
+
+    @require_safe
+    @wraps(view)
+    def guarded(request: views.HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        if not can(request.user, VIEW_PAYLOAD):
+            return forbidden(request, VIEW_PAYLOAD)
+        return view(request, *args, **kwargs)
+
+    return guarded
+
+
 def find_run(request: views.HtmxHttpRequest, run_id: str) -> Run:
     """The run of the current environment (as the run page finds it); a 404 otherwise."""
     environment = views.current_environment(request)
@@ -98,6 +117,11 @@ def find_run(request: views.HtmxHttpRequest, run_id: str) -> Run:
     return run
 
 
+def show(request: views.HtmxHttpRequest, template: str, context: dict[str, Any]) -> HttpResponse:
+    # Only users who may see payloads get here (logs_view): failure reasons of events are shown.
+    return render(request, f"dashboard/partials/{template}.html", {**context, "perms_payload": True})
+
+
 def bad(request: views.HtmxHttpRequest, error: BadQuery) -> HttpResponse:
     return render(request, "400.html", {"message": str(error)}, status=400)
 
@@ -105,6 +129,7 @@ def bad(request: views.HtmxHttpRequest, error: BadQuery) -> HttpResponse:
 # --- views -------------------------------------------------------------------------------
 
 
+@logs_view
 def run_logs(request: views.HtmxHttpRequest, run_id: str) -> HttpResponse:
     """The panel for the controls' values; with `before`, only the page of lines above it."""
     run = find_run(request, run_id)
@@ -115,11 +140,12 @@ def run_logs(request: views.HtmxHttpRequest, run_id: str) -> HttpResponse:
     except BadQuery as error:
         return bad(request, error)
     if before is None:
-        return render(request, "dashboard/partials/run_logs.html", panel_context(run, query))
+        return show(request, "run_logs", panel_context(run, query))
     page = page_context(run, query, before=before, until=until)
-    return render(request, "dashboard/partials/run_log_rows.html", page)
+    return show(request, "run_log_rows", page)
 
 
+@logs_view
 def run_logs_tail(request: views.HtmxHttpRequest, run_id: str) -> HttpResponse:
     """The lines after `after` (and timeline events after `shown`), to append at the end."""
     run = find_run(request, run_id)
@@ -133,12 +159,13 @@ def run_logs_tail(request: views.HtmxHttpRequest, run_id: str) -> HttpResponse:
         return HttpResponse(status=204)  # htmx swaps nothing: the user reads where they are
     if query.attempt == LATEST and 0 < after[0] < run.attempt_count:
         # A new attempt began: its lines belong in a panel of their own.
-        response = render(request, "dashboard/partials/run_logs.html", panel_context(run, query))
+        response = show(request, "run_logs", panel_context(run, query))
         return retarget(response, "#run-logs", "outerHTML")
     context = tail_context(run, query, after=after, shown=shown)
-    return render(request, "dashboard/partials/run_logs_tail.html", context)
+    return show(request, "run_logs_tail", context)
 
 
+@logs_view
 def run_logs_download(request: views.HtmxHttpRequest, run_id: str, kind: str) -> HttpResponse | StreamingHttpResponse:
     """The lines the controls select (all of them, not a page), as a .log or JSON lines file."""
     run = find_run(request, run_id)
@@ -146,16 +173,31 @@ def run_logs_download(request: views.HtmxHttpRequest, run_id: str, kind: str) ->
         which = LogQuery.parse(request.GET).line_filter(run)
     except BadQuery as error:
         return bad(request, error)
-    body: Iterator[str]
-    if kind == "log":
-        body, content_type = (logs.as_text(line) + "\n" for line in logs.every_line(run.id, which)), "text/plain"
-    else:
-        body = (json.dumps(logs.as_json(line)) + "\n" for line in logs.every_line(run.id, which))
-        content_type = "application/x-ndjson"
+    render, content_type = (logs.as_text, "text/plain") if kind == "log" else (as_json_line, "application/x-ndjson")
+    chunks = rendered(run.id, which, render)
+    # Daphne would read a plain iterator to its end before sending a byte (Django's ASGI handler
+    # lists it): it gets the pages one by one from the database thread instead.
+    body = in_thread(chunks) if isinstance(request, ASGIRequest) else chunks
     response = StreamingHttpResponse(body, content_type=f"{content_type}; charset=utf-8")
     name = f"{run.id}-attempt-{which.attempt}" if which.attempt is not None else run.id
     response["Content-Disposition"] = f'attachment; filename="{name}.{"log" if kind == "log" else "jsonl"}"'
     return response
+
+
+def as_json_line(line: RunLog) -> str:
+    return json.dumps(logs.as_json(line), ensure_ascii=False)
+
+
+def rendered(run_id: str, which: logs.LineFilter, render: Callable[[RunLog], str]) -> Iterator[str]:
+    """The file, a page of lines per chunk."""
+    for page in logs.pages(run_id, which):
+        yield "".join(render(line) + "\n" for line in page)
+
+
+async def in_thread(chunks: Iterator[str]) -> AsyncIterator[str]:
+    following = sync_to_async(lambda: next(chunks, None))
+    while (chunk := await following()) is not None:
+        yield chunk
 
 
 def retarget(response: HttpResponse, target: str, swap: str) -> HttpResponse:

@@ -134,7 +134,7 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     now = timezone.now()
     live = urlencode({"since": to_micros(now)})
     context = {"environment": environment, "live_query": live, **run_panel_context(run, now), **roles(request.user)}
-    if not request.htmx:
+    if not request.htmx and context["perms_payload"]:
         context |= log_views.panel_context(run)
     return render(request, template, context)
 

@@ -67,12 +67,12 @@ def newest_lines(
     return list(found.order_by("-attempt", "-seq")[:limit])[::-1]
 
 
-def every_line(run_id: str, which: LineFilter = LineFilter(), *, page: int = PAGE_SIZE) -> Iterator[RunLog]:
-    """All of the run's lines that `which` selects, in order, read a page at a time (downloads)."""
+def pages(run_id: str, which: LineFilter = LineFilter(), *, size: int = PAGE_SIZE) -> Iterator[list[RunLog]]:
+    """All of the run's lines that `which` selects, in order, a page at a time (downloads)."""
     after: tuple[int, int] | None = None
-    while batch := lines(run_id, which, after=after, limit=page):
-        yield from batch
-        after = (batch[-1].attempt, batch[-1].seq)
+    while page := lines(run_id, which, after=after, limit=size):
+        yield page
+        after = (page[-1].attempt, page[-1].seq)
 
 
 def written_since(run_id: str, since: datetime) -> bool:

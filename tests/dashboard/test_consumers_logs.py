@@ -8,8 +8,9 @@ import math
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, Permission, User
 
 from dashboard.consumers import FLUSH_INTERVAL
 from runs import events
@@ -64,3 +65,20 @@ async def test_a_burst_of_writes_reaches_the_browser_as_a_few_frames(user: User,
     assert 1 <= len(messages) <= min(limit, 3)
     assert all(message.startswith(SIGNAL) for message in messages)
     assert await communicator.receive_nothing(timeout=0.3)
+
+
+@database_sync_to_async
+def support_user() -> User:
+    """May see runs, not their payloads (nor so their logs)."""
+    group, _ = Group.objects.get_or_create(name="Support")
+    group.permissions.add(Permission.objects.get(content_type__app_label="runs", codename="view_run"))
+    user = User.objects.create_user(username="sam", password=None)
+    user.groups.add(group)
+    return user
+
+
+async def test_a_user_who_may_not_see_payloads_gets_no_signal(user: User, connected: list) -> None:
+    run = await make_run()
+    communicator = await connect(f"/ws/runs/{run.id}/", await support_user(), connected)
+    await send(run, wrote_lines(run))
+    assert await communicator.receive_nothing(timeout=0.5)

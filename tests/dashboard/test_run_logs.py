@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.test import Client, override_settings
 from django.utils import timezone
 
+import example_tasks  # noqa: F401 - registers hello-world
 from runs import engine, logs, registry, worker
 from runs.models import Environment, Run
 from runs.states import RunStatus
@@ -271,3 +272,26 @@ def test_the_tail_of_a_run_that_ended_silent_says_it_logged_nothing(browser: Cli
     html = response.content.decode()
     assert '<div id="run-logs-summary" class="log-summary" hx-swap-oob="true">' in html
     assert "This run logged nothing." in html
+
+
+@pytest.mark.parametrize("path", ["logs/", "logs/tail/", "logs/download.log", "logs/download.jsonl"])
+def test_a_user_who_may_not_see_payloads_sees_no_lines(client: Client, dev: Environment, path: str) -> None:
+    # What a task logs often holds its payload: hello-world greets the name it was given.
+    run = executed("hello-world", {"name": "secret-name"})
+    group, _ = Group.objects.get_or_create(name="Support")
+    group.permissions.add(Permission.objects.get(content_type__app_label="runs", codename="view_run"))
+    user = User.objects.create_user(username="sam", password=None)
+    user.groups.add(group)
+    client.force_login(user)
+    page = client.get(f"/runs/{run.id}/").content.decode()
+    assert "secret-name" not in page
+    assert "Hidden: your role cannot see payloads." in page[page.index('id="run-logs"') :]
+    response = client.get(f"/runs/{run.id}/{path}")
+    assert response.status_code == 403
+    assert b"runs.view_payload" in response.content and b"secret-name" not in response.content
+
+
+@pytest.mark.parametrize("path", ["logs/", "logs/tail/", "logs/download.log"])
+def test_the_logs_answer_only_reads(browser: Client, path: str) -> None:
+    run = executed("test-panel-mixed")
+    assert browser.post(f"/runs/{run.id}/{path}").status_code == 405

@@ -46,6 +46,7 @@ from dashboard.views import (
     run_panel_context,
     with_relations,
 )
+from runs import logs
 from runs.events import env_group
 from runs.filters import RunFilters
 from runs.models import Batch, Environment, Run
@@ -218,6 +219,9 @@ def each_apart(members: list[tuple[Any, A]], work: Callable[[Any, A], list[str]]
     return results
 
 
+# The key under which a run page's pending changes note "its Logs panel may be behind"; no run
+# id looks like it.
+LOGS = "logs"
 FORBIDDEN = 4403  # close code for a user whose groups do not grant runs.view_run
 
 
@@ -615,23 +619,37 @@ class RunConsumer(CoalescingConsumer):
     def share_key(self) -> Hashable:
         return (type(self), self.run_id, tuple(sorted(self.perms.items())))
 
+    def take(self, message: dict[str, Any]) -> None:
+        """Also `run.logs`: the worker wrote lines of runs. This run's lines, and any change of
+        the run itself (its counts, its empty state), are pending like a change, under LOGS."""
+        if message.get("type") == "run.logs":
+            if self.run_id in message["run_ids"]:
+                self.note(LOGS)
+            return
+        super().take(message)
+        if message.get("run_id") == self.run_id or self.run_id in message.get("run_ids", ()):
+            self.note(LOGS)
+
     @classmethod
     def render_group(cls, members: list[tuple[Any, dict[str, bool]]]) -> list[list[str] | Exception]:
-        """The sockets of one run page (same permissions): one look for relatives, one panel."""
+        """The sockets of one run page (same permissions): one look for relatives, one panel, one
+        signal for the Logs panel to fetch its tail (each browser knows what it shows)."""
         first: RunConsumer = members[0][0]
-        ids = {run_id for _, batch in members for run_id in batch}
+        ids = {run_id for _, batch in members for run_id in batch} - {LOGS}
         touched = ids & first.relatives
         if ids - touched:
             descendants = Run.objects.filter(first.descendants(), pk__in=list(ids - touched))
             touched |= set(descendants.values_list("id", flat=True))
         panel: str | None = None
+        signal = render_to_string("dashboard/partials/run_logs_signal.html", {"run_id": first.run_id})
         results: list[list[str] | Exception] = []
         for _, batch in members:
-            if touched.isdisjoint(batch):
-                results.append([])
-                continue
-            panel = first.render_panel() if panel is None else panel
-            results.append([panel])
+            # Lines are for users who may see payloads (dashboard.log_views): no panel, no signal.
+            frame = signal if LOGS in batch and first.perms.get("perms_payload") else ""
+            if not touched.isdisjoint(batch):
+                panel = first.render_panel() if panel is None else panel
+                frame = panel + frame  # one frame: the ws extension swaps each out-of-band root
+            results.append([frame])
         return results
 
     def related(self) -> QuerySet[Run]:
@@ -648,7 +666,10 @@ class RunConsumer(CoalescingConsumer):
         return frames
 
     def render_since(self, since: datetime) -> list[str]:
-        return [self.render_panel()] if self.related().filter(updated_at__gte=since).exists() else []
+        frame = self.render_panel() if self.related().filter(updated_at__gte=since).exists() else ""
+        if self.perms.get("perms_payload") and logs.written_since(self.run_id, since):
+            frame += render_to_string("dashboard/partials/run_logs_signal.html", {"run_id": self.run_id})
+        return [frame]
 
     def changed_since(self, since: datetime) -> list[str]:
         return list(self.related().filter(updated_at__gte=since).values_list("id", flat=True)[:PAGE_SIZE])

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import actions, admin_views, login, metrics, ops_views, task_views, views
+from dashboard import actions, admin_views, log_views, login, metrics, ops_views, task_views, views
 from dashboard.permissions import view_run_not_required
 
 urlpatterns = [
@@ -13,6 +13,10 @@ urlpatterns = [
     path("runs/bulk/", actions.bulk_start, name="bulk_start"),
     path("runs/bulk/<str:bulk_id>/", actions.bulk_detail, name="bulk"),
     path("runs/<str:run_id>/", views.run_detail, name="run"),
+    path("runs/<str:run_id>/logs/", log_views.run_logs, name="run_logs"),
+    path("runs/<str:run_id>/logs/tail/", log_views.run_logs_tail, name="run_logs_tail"),
+    path("runs/<str:run_id>/logs/download.log", log_views.run_logs_download, {"kind": "log"}, name="run_logs_log"),
+    path("runs/<str:run_id>/logs/download.jsonl", log_views.run_logs_download, {"kind": "json"}, name="run_logs_jsonl"),
     path("runs/<str:run_id>/cancel/", actions.run_cancel, name="run_cancel"),
     path("runs/<str:run_id>/reschedule/", actions.run_reschedule, name="run_reschedule"),
     path("runs/<str:run_id>/replay/", actions.run_replay, name="run_replay"),

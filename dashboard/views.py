@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django_htmx.middleware import HtmxDetails
 
+from dashboard import log_views
 from dashboard.permissions import roles
 from runs import registry
 from runs.engine.waiting import open_children
@@ -133,6 +134,8 @@ def run_detail(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     now = timezone.now()
     live = urlencode({"since": to_micros(now)})
     context = {"environment": environment, "live_query": live, **run_panel_context(run, now), **roles(request.user)}
+    if not request.htmx and context["perms_payload"]:
+        context |= log_views.panel_context(run)
     return render(request, template, context)
 
 

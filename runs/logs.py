@@ -3,8 +3,9 @@ whose logs hold a text or ERROR lines. Written only by the worker's capture (run
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import BooleanField, Exists, OuterRef, Q, QuerySet
@@ -41,6 +42,42 @@ def lines(
         attempt, seq = after
         found = found.filter(Q(attempt__gt=attempt) | Q(attempt=attempt, seq__gt=seq))
     return list(found.order_by("attempt", "seq")[:limit])
+
+
+def _filtered(run_id: str, which: LineFilter) -> QuerySet[RunLog]:
+    found = RunLog.objects.filter(run_id=run_id)
+    if which.attempt is not None:
+        found = found.filter(attempt=which.attempt)
+    if which.min_level is not None:
+        found = found.filter(level__gte=which.min_level)
+    if which.search:
+        found = found.filter(message__icontains=which.search)
+    return found
+
+
+def newest_lines(
+    run_id: str, which: LineFilter = LineFilter(), *, before: tuple[int, int] | None = None, limit: int = PAGE_SIZE
+) -> list[RunLog]:
+    """The run's last `limit` lines before the (attempt, seq) cursor `before` (or the last of
+    all), in order: the page a run page shows first, and each "earlier" page above it."""
+    found = _filtered(run_id, which)
+    if before is not None:
+        attempt, seq = before
+        found = found.filter(Q(attempt__lt=attempt) | Q(attempt=attempt, seq__lt=seq))
+    return list(found.order_by("-attempt", "-seq")[:limit])[::-1]
+
+
+def pages(run_id: str, which: LineFilter = LineFilter(), *, size: int = PAGE_SIZE) -> Iterator[list[RunLog]]:
+    """All of the run's lines that `which` selects, in order, a page at a time (downloads)."""
+    after: tuple[int, int] | None = None
+    while page := lines(run_id, which, after=after, limit=size):
+        yield page
+        after = (page[-1].attempt, page[-1].seq)
+
+
+def written_since(run_id: str, since: datetime) -> bool:
+    """Whether the run has lines stamped at or after `since` (a page rendered then lacks them)."""
+    return RunLog.objects.filter(run_id=run_id, at__gte=since).exists()
 
 
 def summaries(run_id: str) -> list[RunLogSummary]:

@@ -414,6 +414,30 @@
     if (document.visibilityState !== "visible" && evt.detail.elt.matches("[data-poll]")) evt.preventDefault();
   });
 
+
+  // The Logs panel opens on its newest lines: while following, its list stays scrolled to the
+  // end (the tail's own swaps scroll it with htmx's scroll:bottom). Scrolling up to read stops
+  // following; coming back to the end resumes it.
+  function followLogs(root) {
+    var lines = document.getElementById("run-logs-lines");
+    var follow = document.getElementById("run-logs-follow");
+    if (!lines || !follow || !(root === document || root.contains(lines))) return;
+    if (follow.checked) lines.scrollTop = lines.scrollHeight;
+    if (lines.dataset.watched) return;
+    lines.dataset.watched = "1";
+    lines.addEventListener("scroll", function () {
+      var atEnd = lines.scrollHeight - lines.scrollTop - lines.clientHeight < 24;
+      var box = document.getElementById("run-logs-follow");
+      if (box && box.checked !== atEnd && lines.scrollHeight > lines.clientHeight) {
+        box.checked = atEnd;
+        // Sent like a click on the box: the panel is redrawn, following again from the newest lines.
+        if (atEnd) box.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+    }, { passive: true });
+  }
+  document.addEventListener("DOMContentLoaded", function () { followLogs(document); });
+  document.addEventListener("htmx:load", function (evt) { followLogs(evt.detail.elt); });
+
   // Copy buttons (API keys): data-copy names the element whose text is copied.
   function select(element) {
     var range = document.createRange();

@@ -1,7 +1,12 @@
 """What a person sees of a run's logs: lines tail in while it executes, the level filter keeps the
-lines they ask for, and the .log download holds the lines."""
+lines they ask for, and the .log download holds the lines.
+
+Set RUNYARD_SCREENSHOTS to a directory (e.g. docs/screenshots) to also save run-logs.png."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -27,6 +32,8 @@ def test_lines_appear_live_while_the_run_executes(logged_in: Page, live_stack: L
     messages = lines.locator(".log-line .log-message").all_inner_texts()
     assert messages == [f"line {n} of 15" for n in range(1, 16)]  # each once, in order
     expect(page.locator("#run-logs-summary")).to_contain_text("Attempt 1: 15 lines")
+    if shots := os.environ.get("RUNYARD_SCREENSHOTS"):
+        page.locator("#run-logs").screenshot(path=str(Path(shots) / "run-logs.png"))
 
 
 def test_the_level_filter_shows_only_error_lines_and_the_download_holds_the_log(

@@ -93,6 +93,8 @@ def test_the_run_page_shows_each_line_with_its_time_level_logger_and_extra_field
     assert html.index('id="run-panel"') < html.index('id="run-logs"')  # below the panel, not in it
     first = logs.lines(run.id)[0]
     assert f'<time datetime="{first.at.isoformat()}"' in logs_panel
+    shown = timezone.localtime(first.at)
+    assert f">{shown:%H:%M:%S}.{shown.microsecond // 1000:03d}</time>" in logs_panel  # to the millisecond
     assert '<span class="badge badge-grey log-level">INFO</span>' in logs_panel
     assert '<span class="badge badge-amber log-level">WARNING</span>' in logs_panel
     assert '<span class="badge badge-red log-level">ERROR</span>' in logs_panel

@@ -153,6 +153,8 @@ TRIGGER_OPTIONS: dict[str, Any] = {
     },
 }
 
+LOG_COUNTS = ("attempt", "lines", "errors", "dropped")
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -219,6 +221,40 @@ SCHEMAS: dict[str, Any] = {
             "pagination": {"type": "object", "properties": {"next": STRING, "previous": STRING}},
         },
         "required": ["data", "pagination"],
+    },
+    "RunLogLine": {
+        "type": "object",
+        "properties": {
+            "attempt": {"type": "integer", "minimum": 1},
+            "seq": {"type": "integer", "minimum": 1},
+            "timestamp": DATE,
+            "level": {"type": "string", "description": "DEBUG ... CRITICAL, or LEVEL n for a custom level"},
+            "logger": {"type": "string", "description": "The logger's name, or stdout / stderr for printed lines"},
+            "message": {"type": "string", "description": "With the traceback of a logged exception"},
+            "extra": {"type": "object", "description": "The record's extra fields"},
+        },
+        "required": ["attempt", "seq", "timestamp", "level", "logger", "message", "extra"],
+    },
+    "RunLogsResponse": {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": _ref("RunLogLine")},
+            "pagination": {
+                "type": "object",
+                # Runyard's own endpoint, not the SDK's: null says there is no next page yet.
+                "properties": {"next": {"type": ["string", "null"]}},
+                "required": ["next"],
+            },
+            "attempts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {name: {"type": "integer", "minimum": 0} for name in LOG_COUNTS},
+                    "required": list(LOG_COUNTS),
+                },
+            },
+        },
+        "required": ["data", "pagination", "attempts"],
     },
     "TriggerTaskRequest": {
         "type": "object",
@@ -381,6 +417,18 @@ SIGNED = [
     _query("signature", "HMAC of method, expiry and key"),
 ]
 
+LOG_PARAMETERS = [
+    RUN_ID,
+    _query("attempt", "Only this attempt's lines", {"type": "integer", "minimum": 1}),
+    _query(
+        "level",
+        "Only lines at this level or above: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)",
+    ),
+    _query("search", "Only lines containing this text (any case)", {"type": "string", "maxLength": 200}),
+    _query("limit", "Lines per page (default 500)", {"type": "integer", "minimum": 1, "maximum": 1000}),
+    _query("cursor", "pagination.next of the previous page"),
+]
+
 PATHS: dict[str, Any] = {
     "/healthz": {
         "get": {
@@ -470,6 +518,14 @@ PATHS: dict[str, Any] = {
                 "200": _ok("The whole run", _ref("Run")),
                 **_errors(400, 401, 404),
             },
+        }
+    },
+    "/api/v1/runs/{runId}/logs": {
+        "get": {
+            "operationId": "runLogs",
+            "summary": "A run's log lines, oldest first (attempt, then order written), and per-attempt counts",
+            "parameters": LOG_PARAMETERS,
+            "responses": {"200": _ok("A page of lines", _ref("RunLogsResponse")), **_errors(400, 401, 404)},
         }
     },
     "/api/v1/runs/{runId}/replay": {

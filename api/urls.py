@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v3/runs/<str:run_id>", views.retrieve_run, name="api-retrieve-run"),
     path("api/v2/runs/<str:run_id>/cancel", views.cancel_run, name="api-cancel-run"),
     path("api/v1/runs/<str:run_id>/reschedule", views.reschedule_run, name="api-reschedule-run"),
+    path("api/v1/runs/<str:run_id>/logs", views.run_logs, name="api-run-logs"),
     path("api/v1/runs/<str:run_id>/replay", views.replay_run, name="api-replay-run"),
     # Batches (reference 3.2, 3.3, 3.10)
     path("api/v3/batches", batches.create_batch, name="api-create-batch"),

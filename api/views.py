@@ -15,7 +15,7 @@ from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
 from dashboard.audit import audit_api
 from dashboard.bodysize import PAYLOAD
-from runs import engine
+from runs import engine, logs
 from runs.engine.actions import try_cancel_run
 from runs.models import Run
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
@@ -105,6 +105,24 @@ def reschedule_run(request: ApiRequest, run_id: str) -> JsonResponse:
 def list_runs(request: ApiRequest) -> JsonResponse:
     """runs.list (reference 3.5): the environment's runs, newest first, a page at a time."""
     return JsonResponse(runs_list.list_runs(request.api_key.environment, request.GET, timezone.now()))
+
+
+@api_view("GET")
+def run_logs(request: ApiRequest, run_id: str) -> JsonResponse:
+    """A page of the run's log lines, oldest first, and what each attempt's logs hold."""
+    run = _run_of(request, run_id)
+    try:
+        query = logs.parse_query(request.GET)
+    except OptionError as exc:
+        raise ApiError(400, exc.message, exc.field) from exc
+    page = logs.page(run.id, query)
+    return JsonResponse(
+        {
+            "data": [logs.as_json(line) for line in page.lines],
+            "pagination": {"next": page.next},
+            "attempts": logs.attempts_json(run.id),
+        }
+    )
 
 
 # ReplayRunRequestBody is strict: any other key is refused. Wire key -> TriggerOptions field

@@ -3,7 +3,9 @@ whose logs hold a text or ERROR lines. Written only by the worker's capture (run
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import base64
+import binascii
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,9 +15,12 @@ from django.db.models.expressions import RawSQL
 
 from runs import logsearch
 from runs.models import RunLog, RunLogSummary
+from runs.options import OptionError
 
 PAGE_SIZE = 500  # lines per page of the API and of the run page's panel
 MAX_PAGE_SIZE = 10_000
+MAX_API_PAGE_SIZE = 1000
+MAX_SEARCH_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,90 @@ def pages(run_id: str, which: LineFilter = LineFilter(), *, size: int = PAGE_SIZ
 def written_since(run_id: str, since: datetime) -> bool:
     """Whether the run has lines stamped at or after `since` (a page rendered then lacks them)."""
     return RunLog.objects.filter(run_id=run_id, at__gte=since).exists()
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """A page of a run's lines as the API and the SDK ask for it."""
+
+    which: LineFilter = LineFilter()
+    after: tuple[int, int] | None = None
+    limit: int = PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class Page:
+    lines: list[RunLog]
+    next: str | None  # the cursor of the following page; None after the last line so far
+
+
+def page(run_id: str, query: PageQuery) -> Page:
+    """One page of the run's lines; `next` is set only when more lines follow."""
+    # One line more than asked says whether a next page exists without a COUNT.
+    found = lines(run_id, query.which, after=query.after, limit=query.limit + 1)
+    shown = found[: query.limit]
+    more = len(found) > query.limit
+    return Page(lines=shown, next=encode_cursor(shown[-1].attempt, shown[-1].seq) if more else None)
+
+
+def parse_query(params: Mapping[str, str]) -> PageQuery:
+    """attempt, level, search, limit and cursor as the API takes them. Raises OptionError
+    naming the parameter and the rule."""
+    attempt = _positive(params, "attempt")
+    level = params.get("level")
+    min_level = None
+    if level is not None:
+        min_level = logsearch.parse_level(level)
+        if min_level is None:
+            names = ", ".join(logsearch.LEVELS)
+            raise OptionError("level", f"level must be one of {names} (any case), not {level[:40]!r}")
+    search = params.get("search") or ""
+    if len(search) > MAX_SEARCH_LENGTH:
+        raise OptionError("search", f"search must be at most {MAX_SEARCH_LENGTH} characters, not {len(search)}")
+    limit = _positive(params, "limit")
+    if limit is not None and limit > MAX_API_PAGE_SIZE:
+        raise OptionError("limit", f"limit must be an integer from 1 to {MAX_API_PAGE_SIZE}, not {limit}")
+    cursor = params.get("cursor")
+    return PageQuery(
+        which=LineFilter(attempt=attempt, min_level=min_level, search=search),
+        after=decode_cursor(cursor) if cursor else None,
+        limit=limit or PAGE_SIZE,
+    )
+
+
+def _positive(params: Mapping[str, str], name: str) -> int | None:
+    text = params.get(name)
+    if text is None:
+        return None
+    # isdigit alone accepts digits of other scripts that int() reads; ASCII only.
+    if not (text.isascii() and text.isdigit()) or int(text) < 1 or len(text) > 9:
+        bound = f" from 1 to {MAX_API_PAGE_SIZE}" if name == "limit" else " of at least 1"
+        raise OptionError(name, f"{name} must be an integer{bound}, not {text[:40]!r}")
+    return int(text)
+
+
+def encode_cursor(attempt: int, seq: int) -> str:
+    """An opaque cursor for the line after (attempt, seq)."""
+    return base64.urlsafe_b64encode(f"{attempt}:{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[int, int]:
+    """The (attempt, seq) of a cursor from `page`. Raises OptionError for any other text."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+        attempt, seq = (int(part) for part in text.split(":"))
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise OptionError("cursor", "cursor must be a pagination.next value of an earlier page") from exc
+    if not (0 <= attempt < 2**31 and 0 <= seq < 2**31):  # integer columns
+        raise OptionError("cursor", "cursor must be a pagination.next value of an earlier page")
+    return attempt, seq
+
+
+def attempts_json(run_id: str) -> list[dict[str, int]]:
+    """Per attempt with lines: its number and how many lines, ERROR lines and dropped lines."""
+    return [
+        {"attempt": s.attempt, "lines": s.lines, "errors": s.errors, "dropped": s.dropped} for s in summaries(run_id)
+    ]
 
 
 def summaries(run_id: str) -> list[RunLogSummary]:

@@ -32,7 +32,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, listing, packets, ratelimit
+from runs import context, engine, listing, logs, packets, ratelimit
 from runs.models import Batch, Environment, Run, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.sdk_remote import REPLAY_KEYS, Client
@@ -43,6 +43,7 @@ from runs.sdk_types import (
     BatchHandle,
     BatchItems,
     BatchTriggerError,
+    LogLines,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -61,6 +62,7 @@ from runs.sdk_types import (
     hash_idempotency_key,
     iterate,
     list_params,
+    log_params,
     run_error,
 )
 from runs.states import RunStatus, api_flags
@@ -71,6 +73,7 @@ __all__ = [
     "BatchHandle",
     "BatchTriggerError",
     "Client",
+    "LogLines",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -236,6 +239,32 @@ class Runs:
         if (client := _remote(env)) is not None:
             return client.runs.list(**filters)
         return RunList(lambda page_params: _page(_environment(env or "dev"), page_params), params)
+
+    def logs(
+        self,
+        run_id: str,
+        *,
+        attempt: int | None = None,
+        level: str | None = None,
+        search: str | None = None,
+        env: str | None = None,
+    ) -> LogLines:
+        """Every line the run logged or printed, oldest first, as dicts (attempt, seq, timestamp,
+        level, logger, message, extra): of one attempt, from a level up (DEBUG ... CRITICAL),
+        containing a text. Raises NotFoundError, ValidationError (on the first line asked for)."""
+        if (client := _remote(env)) is not None:
+            return client.runs.logs(run_id, attempt=attempt, level=level, search=search)
+
+        def fetch(params: dict[str, str]) -> tuple[list[dict[str, Any]], str | None]:
+            run = _run_of(run_id, env)
+            try:
+                query = logs.parse_query(params)
+            except OptionError as exc:
+                raise ValidationError(exc.field, exc.message) from exc
+            page = logs.page(run.id, query)
+            return [logs.as_json(line) for line in page.lines], page.next
+
+        return LogLines(fetch, log_params(attempt=attempt, level=level, search=search))
 
     def cancel(self, run_id: str, *, env: str | None = None) -> RunInfo:
         """Cancel a run that has not finished (a finished run is left as it is)."""

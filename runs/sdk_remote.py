@@ -32,6 +32,7 @@ from runs.sdk_types import (
     BatchHandle,
     BatchItems,
     BatchTriggerError,
+    LogLines,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -47,6 +48,7 @@ from runs.sdk_types import (
     hash_idempotency_key,
     iterate,
     list_params,
+    log_params,
 )
 
 SUPERJSON = "application/super+json"
@@ -210,6 +212,18 @@ class RemoteRuns:
         pagination = answer.get("pagination", {})
         runs = [run_summary(item) for item in answer["data"]]
         return RunPage(runs=runs, next=pagination.get("next"), previous=pagination.get("previous"))
+
+    def logs(
+        self, run_id: str, *, attempt: int | None = None, level: str | None = None, search: str | None = None
+    ) -> LogLines:
+        """Every line of GET /api/v1/runs/{id}/logs matching the filters, page after page."""
+        path = f"/api/v1/runs/{quote(run_id, safe='')}/logs"
+
+        def fetch(params: dict[str, str]) -> tuple[list[dict[str, Any]], str | None]:
+            answer = self.client.request("GET", path, params=params).json()
+            return answer["data"], answer["pagination"]["next"]
+
+        return LogLines(fetch, log_params(attempt=attempt, level=level, search=search))
 
     def cancel(self, run_id: str) -> RunInfo:
         self.client.post_json(f"/api/v2/runs/{quote(run_id, safe='')}/cancel")

@@ -258,6 +258,32 @@ class RunList:
         return next(self.pages())
 
 
+class LogLines:
+    """runs.logs's result: iterating yields every matching line (a dict: attempt, seq,
+    timestamp, level, logger, message, extra), fetching a page at a time by its cursor.
+    Each iteration starts again from the first line; lines written meanwhile are included."""
+
+    def __init__(
+        self, fetch: Callable[[dict[str, str]], tuple[list[dict[str, Any]], str | None]], params: dict[str, str]
+    ) -> None:
+        self._fetch, self.params = fetch, params
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        params = dict(self.params)
+        while True:
+            lines, cursor = self._fetch(params)
+            yield from lines
+            if cursor is None:
+                return
+            params["cursor"] = cursor
+
+
+def log_params(*, attempt: int | None = None, level: str | None = None, search: str | None = None) -> dict[str, str]:
+    """runs.logs's keywords as the API's query parameters (checked by the server's rules)."""
+    given = {"attempt": attempt, "level": level, "search": search}
+    return {name: str(value) for name, value in given.items() if value is not None}
+
+
 UNSET: Any = object()  # an override left out (None is a value: a null payload)
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.http import QueryDict
 from django.utils import timezone
 
-from runs import engine, logsearch, registry, worker
+from runs import engine, logs, logsearch, registry, worker
 from runs.filters import (
     PERIODS,
     RunFilters,
@@ -287,3 +287,13 @@ def test_logs_and_log_errors_select_runs_by_their_logs_and_combine_with_other_fi
     assert matching(parse(f"logs=order&id={order.id}"), env) == {order.id}
     assert matching(parse("logs=order&status=QUEUED"), env) == set()
     assert quiet.id in matching(parse("logs=--"), env)  # a rejected text filters nothing
+
+
+def test_a_logs_text_on_many_runs_selects_the_same_runs_by_a_subquery(db: None, monkeypatch: Any) -> None:
+    monkeypatch.setattr(logs, "FEW", 1)  # more attempts match than the list of ids holds
+    both = {said("order 1 shipped").id, said("order 2 shipped").id}
+    said("heartbeat")
+    env = factories.environment()
+    assert matching(parse("logs=shipped"), env) == both
+    assert "EXISTS" in str(Run.objects.filter(parse("logs=shipped").q()).query)
+    assert "EXISTS" not in str(Run.objects.filter(parse("logs=heartbeat").q()).query)

@@ -3,6 +3,7 @@
 python -m bench                 the full run (15 to 30 minutes on 2 cores)
 python -m bench --quick         small sizes, to check the benchmarks themselves
 python -m bench --only trigger,batch
+python -m bench --only logs --size medium    quick, medium or full sizes (bench/context.py)
 python -m bench --render        the last run's figures again, with bench/findings.py as it is now
 """
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; does not write docs/performance.md")
     parser.add_argument("--only", default="", help="comma-separated keys; does not write docs/performance.md")
+    parser.add_argument("--size", choices=["quick", "medium", "full"], help="sizes (default full; --quick: quick)")
     parser.add_argument("--out", type=Path, help="write the report here (default: docs/performance.md on a full run)")
     parser.add_argument("--memory", type=int, help="runs and requests of the memory benchmark (default 10,000)")
     parser.add_argument(
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     from bench import runner
-    from bench.context import FULL, QUICK
+    from bench.context import FULL, MEDIUM, QUICK
 
     keys = [key.strip() for key in args.only.split(",") if key.strip()] or list(runner.BENCHMARKS)
     unknown = sorted(set(keys) - set(runner.BENCHMARKS))
@@ -53,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     started = time.monotonic()
     try:
-        sizes = QUICK if args.quick else FULL
+        sizes = {"quick": QUICK, "medium": MEDIUM, "full": FULL}[args.size or ("quick" if args.quick else "full")]
+        command += f" --size {args.size}" if args.size else ""
         if args.memory:
             sizes = dataclasses.replace(sizes, memory_runs=args.memory, memory_requests=args.memory)
             command += f" --memory {args.memory}"

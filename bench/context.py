@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,9 @@ QUICK = Sizes(
     memory_requests=800,
     memory_warmup=100,
 )
+
+# Between the two: the scale benchmarks at a tenth of their full size (minutes, not an hour).
+MEDIUM = dataclasses.replace(FULL, dashboard_large=100_000, e2e_runs=500, e2e_rounds=3)
 
 # The smoke test: every code path, nothing measured worth reading.
 TINY = Sizes(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench import stack
@@ -19,15 +20,16 @@ KEY = "e2e"
 TASK = "bench-noop"
 CHUNK = 1000  # runs per trigger_batch: the engine's bulk insert path
 POLL = 0.05
+Round = Callable[[stack.Stack, int, float], float]  # seconds of one round of `count` runs
 
 
-def trigger_runs(count: int, options: engine.TriggerOptions | None = None) -> None:
-    """Trigger `count` bench-noop runs in-process, a batch of up to 1,000 at a time."""
+def trigger_runs(count: int, options: engine.TriggerOptions | None = None, task: str = TASK) -> None:
+    """Trigger `count` runs of `task` (bench-noop) in-process, a batch of up to 1,000 at a time."""
     environment = Environment.objects.get(slug="dev")
     options = options or engine.TriggerOptions()
     for start in range(0, count, CHUNK):
         entries = [
-            engine.BatchEntry(TASK, '{"n":1}', "application/json", options) for _ in range(min(CHUNK, count - start))
+            engine.BatchEntry(task, '{"n":1}', "application/json", options) for _ in range(min(CHUNK, count - start))
         ]
         engine.trigger_batch(environment=environment, entries=entries, actor="bench")
 
@@ -55,11 +57,11 @@ def dev_environment_id(conn: Any) -> int:
     return int(row[0])
 
 
-def runyard_round(bench: stack.Stack, count: int, timeout: float) -> float:
+def runyard_round(bench: stack.Stack, count: int, timeout: float, task: str = TASK) -> float:
     """Seconds from the first trigger until no run of the dev environment is unfinished (the
     `count` runs triggered are then COMPLETED, or the round fails)."""
     began = time.perf_counter()
-    trigger_runs(count)
+    trigger_runs(count, task=task)
     deadline = began + timeout
     with bench.db() as conn:
         dev = dev_environment_id(conn)
@@ -73,7 +75,7 @@ def runyard_round(bench: stack.Stack, count: int, timeout: float) -> float:
             time.sleep(POLL)
         seconds = time.perf_counter() - began
         if failed := count_in(conn, dev, FAILED):
-            raise stack.BenchError(f"{failed} bench-noop runs did not complete; see {bench.log_dir}")
+            raise stack.BenchError(f"{failed} {task} runs did not complete; see {bench.log_dir}")
     return seconds
 
 
@@ -107,7 +109,7 @@ def run(ctx: Context) -> list[Figure]:
         plains: list[float] = []
         runyards: list[float] = []
         for i in range(sizes.e2e_rounds):
-            steps = [(plain_round, plains), (runyard_round, runyards)]
+            steps: list[tuple[Round, list[float]]] = [(plain_round, plains), (runyard_round, runyards)]
             for measure, results in steps if i % 2 == 0 else steps[::-1]:
                 results.append(measure(bench, count, timeout))
     base = count / statistics.median(plains)

@@ -87,6 +87,29 @@ filters are the runs list's query parameters (runs/filters.py): `?status=FAILED`
 runs) and `?tag=customer-7` (1%: a full first page at both sizes). The run page is that of the
 newest completed run.
 """,
+    "logs": """
+The dashboard benchmark's database and fills (bench/fill.py, then VACUUM ANALYZE), and for
+every run 50 log lines of one attempt and its RunLogSummary, made in the server by one
+`INSERT ... SELECT` over the new runs and `generate_series(1, 50)`: words on every run
+("processing order <n> for customer-<k>"), customer-<k> on one run in 1,000, order numbers
+unique to a line, a request token (md5 of the run id) unique to a run, three ERROR lines
+closing each FAILED run, and the word "chargeback" on 5 runs of the first fill only (a handful at
+both sizes). The summary is what the worker writes: lines, bytes, errors and
+`strip(to_tsvector('simple', <the lines' words>))`. The lines go in with runs_runlog's primary
+key and the summary's GIN index dropped and foreign-key triggers off
+(`session_replication_role = replica`), the key and the index built after. Pages are the runs
+list with `logs=processing` (every run), `logs=chargeback`, `logs=xylophone` (no run) and
+`log_errors=1` (8% of runs), rendered like the dashboard's, against the same page at the small
+fill.
+""",
+    "logcost": """
+The end-to-end benchmark's stack (one worker, `--concurrency=2` prefork, one engine, a fresh
+database). Rounds alternate between `bench-noop` runs and `bench-log100` runs, a task that logs
+100 INFO lines (`log.info("step %d done", n)`) and returns; each round triggers the same count in
+batches of 1,000 and ends when none of the dev environment's runs is unfinished. The figure is
+the median round time per run. After the rounds the benchmark checks that every bench-log100
+run has a summary of exactly 100 lines and that runs_runlog holds exactly those lines.
+""",
 }
 
 FINDINGS = """
@@ -96,6 +119,33 @@ measured in alternating rounds of the same run. Every target is met in this run.
 is the one near its limit: 0.47x to 0.63x for single pairs of rounds, 0.51x to 0.61x for the
 medians of whole `python -m bench --only e2e` runs in session 5, 0.50x to 0.60x for single pairs
 in session 6 (below, "Why end to end is at the edge").
+
+### Session 11 (2026-12-07): run logs across runs, and what logging costs
+
+- *Runs whose logs contain a rare word* took 98.5 ms with 50,000 runs against 8.3 ms with 2,000
+  (11.9x, `--quick`), and a word no run has 13.9x. EXPLAIN ANALYZE: PostgreSQL estimates a
+  prefix search (`'word':*`) to match about 2% of the summaries whatever the word, so it walks
+  run_env_created newest first and probes each run's summary, hoping to fill a page soon; for a
+  word on 5 runs it reads all 45,000 of the environment. The GIN index is not wrong, the
+  estimate is. `runs.logs.runs_matching` now asks the GIN index first for up to 1,000 matching
+  attempts: fewer than that, the list filters by those run ids (an index lookup and a primary
+  key probe each); more, it keeps the EXISTS walk, which then finds a page within the first
+  rows. At full size (1,000,000 runs, 50,000,000 lines) the rare word is 0.57x, the absent
+  word 0.60x and ERROR lines 0.51x the 10,000-run figure. The common word is 1.83x (126.8 ms
+  against 69.4 ms; 0.81x with 100,000 runs): within the target but the closest to it, and not
+  yet explained (EXPLAIN ANALYZE at full size is the next step). No index was added.
+- *Filling 50 lines a run in the server* took 660 s for 49,500,000 lines on this machine
+  (about 13 s per 1,000,000): 18% inserting the lines, 10% building the primary key after, 71%
+  the summaries (string_agg and to_tsvector of 50 lines a run), 1% VACUUM ANALYZE.
+- *Logging 100 lines* costs 1.82x a no-op run end to end (`--size medium`: 9.2 ms against 5.0 ms
+  a run), over the 1.2x target. cProfile of the executor in-process: the capture's handler is
+  about 13 µs a record (1.3 ms a run, of which redaction 0.25 ms and the `extra` scan 0.2 ms);
+  the attempt's last write, a transaction of its own with a COPY, the summary's upsert with
+  to_tsvector and the websocket publish, about 3.8 ms a run, the larger part. Python's logging
+  itself (the worker's own handler writing each line to its log) is the rest. Committing that
+  write without waiting for the WAL flush moved nothing beyond the noise (2.25x, then 2.40x at
+  `--quick`) and was left out. What would: writing an attempt's
+  last lines in the transaction that records its outcome (runs/worker.py), not changed yet.
 
 ### Session 10 (2026-12-07): publishing a plain Celery task
 

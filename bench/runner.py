@@ -25,6 +25,8 @@ BENCHMARKS = {
     "realtime": "bench.realtime",
     "memory": "bench.memory",
     "dashboard": "bench.dashboard",
+    "logs": "bench.logs_scale",
+    "logcost": "bench.log_cost",
 }
 
 

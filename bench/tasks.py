@@ -5,6 +5,7 @@ Workers load this module with RUNYARD_TASK_MODULES=example_tasks,bench.tasks.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import shared_task
@@ -13,12 +14,21 @@ from django.conf import settings
 from runs.registry import task
 
 PLAIN_DONE_KEY = "bench:plain-noop:done"
+LOGGED_LINES = 100
+log = logging.getLogger("bench.tasks")
 _redis: Any = None
 
 
 @task(id="bench-noop")
 def bench_noop(payload: Any) -> None:
     return None
+
+
+@task(id="bench-log100")
+def bench_log100(payload: Any) -> None:
+    """The no-op, logging LOGGED_LINES short INFO lines through `logging` first."""
+    for n in range(LOGGED_LINES):
+        log.info("step %d done", n)
 
 
 @shared_task(name="bench.plain_noop", acks_late=True, ignore_result=True)

@@ -95,9 +95,21 @@ def filter_choices(environment: Environment, filters: RunFilters) -> dict[str, A
         "task_summary": summary(list(filters.task), "Any task", "tasks"),
         "period_choices": period_choices(filters.period),
         "tag_chips": chips,
+        "log_chips": log_chips(env, filters),
         "single_fields": more_fields(environment, filters),
         "more_open": bool(filters.more_active) or any(name in filters.errors for name in ("tag", *SINGLE)),
     }
+
+
+def log_chips(env: str, filters: RunFilters) -> list[dict[str, str]]:
+    """The active log filters as chips, each with the link that removes it."""
+    shown = [("logs", f"Logs contain {filters.logs}", bool(filters.logs))]
+    shown.append(("log_errors", "Has ERROR logs", filters.log_errors))
+    return [
+        {"name": name, "label": label, "without": f"{env}&{filters.query_string_without(name)}"}
+        for name, label, active in shown
+        if active
+    ]
 
 
 def more_fields(environment: Environment, filters: RunFilters) -> list[dict[str, Any]]:

@@ -11,6 +11,9 @@ Query parameters (repeat a multi-valued one: `?status=QUEUED&status=EXECUTING`):
                                             or any duration like "90m"
   batch, queue, machine, region, idempotency, id   one value each
   root=1                                    root runs only (no parent)
+  logs                                      runs whose logs have words starting with each word
+                                            given (runs.logsearch), at most 200 characters
+  log_errors=1                              runs with a log line at ERROR or above
 
 A value that makes no sense is reported in `errors` (field -> message) and ignored.
 
@@ -33,7 +36,7 @@ from django.db.models import Q
 from django.http import QueryDict
 from django.utils.dateparse import parse_date, parse_datetime
 
-from runs import registry
+from runs import logs, logsearch, registry
 from runs.models import Queue, Run, TaskDefinition
 from runs.options import parse_duration
 from runs.states import COLOURS, DESCRIPTIONS, LABELS, RunStatus
@@ -44,6 +47,7 @@ SINGLE = ("batch", "queue", "machine", "region", "idempotency", "id")
 MAX_VALUE_LENGTH = 256
 MAX_VALUES = 50
 MAX_TASK_CHOICES = 200  # distinct task ids offered by the task filter
+MAX_LOGS_LENGTH = 200  # a phrase a person types; longer is a paste, not a search
 PREFIXES = {"id": ("run_", "Run ids start with run_"), "batch": ("batch_", "Batch ids start with batch_")}
 
 
@@ -62,6 +66,8 @@ class RunFilters:
     idempotency: str = ""
     id: str = ""
     root: bool = False
+    logs: str = ""
+    log_errors: bool = False
     # Text of from/to as given, to refill the form.
     raw_from: str = ""
     raw_to: str = ""
@@ -91,6 +97,8 @@ class RunFilters:
             errors["machine"] = f"Unknown machine {values['machine']!r}: one of {', '.join(registry.MACHINES)}"
             values["machine"] = ""
         values["root"] = _value(query, "root", errors) in ("1", "true", "on")
+        values["logs"] = _logs_text(_value(query, "logs", errors), errors)
+        values["log_errors"] = _value(query, "log_errors", errors) in ("1", "true", "on")
         values.update(_created_range(query, errors))
         values["period"] = _period(_value(query, "period", errors), now, errors)
         return cls(errors=errors, **values)
@@ -125,6 +133,8 @@ class RunFilters:
             q &= Q(pk=self.id)
         if self.root:
             q &= Q(parent__isnull=True)
+        if self.logs or self.log_errors:
+            q &= logs.runs_matching(self.logs, errors=self.log_errors)
         return q
 
     def matches_status(self, status: str) -> bool:
@@ -142,6 +152,10 @@ class RunFilters:
         items += [(name, getattr(self, name)) for name in SINGLE if getattr(self, name)]
         if self.root:
             items.append(("root", "1"))
+        if self.logs:
+            items.append(("logs", self.logs))
+        if self.log_errors:
+            items.append(("log_errors", "1"))
         return items
 
     def as_dict(self) -> dict[str, list[str]]:
@@ -183,6 +197,16 @@ def _created_range(query: QueryDict | Mapping[str, Any], errors: dict[str, str])
         errors["to"] = "Must be later than From"
         values["created_to"] = None
     return values
+
+
+def _logs_text(text: str, errors: dict[str, str]) -> str:
+    if len(text) > MAX_LOGS_LENGTH:
+        errors["logs"] = f"At most {MAX_LOGS_LENGTH} characters: this text has {len(text)}"
+    elif text and logsearch.tsquery(text) is None:
+        errors["logs"] = f"{text!r} has no word to search for: give letters or digits"
+    else:
+        return text
+    return ""
 
 
 def _period(text: str, now: datetime, errors: dict[str, str]) -> str:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from django.http import QueryDict
 from django.utils import timezone
 
-from runs import engine
+from runs import engine, logs, logsearch, registry, worker
 from runs.filters import (
     PERIODS,
     RunFilters,
@@ -69,6 +71,9 @@ def test_unknown_status_is_an_error_naming_it_and_is_dropped() -> None:
         ("batch=run_abc", "batch", "Batch ids start with batch_: 'run_abc' is not one"),
         ("queue=a%00b", "queue", "Must not contain NUL characters"),
         ("tag=a%00", "tag", "Must not contain NUL characters"),
+        ("logs=" + "a" * 201, "logs", "At most 200 characters: this text has 201"),
+        ("logs=--%20:%20!", "logs", "'-- : !' has no word to search for: give letters or digits"),
+        ("logs=a%00", "logs", "Must not contain NUL characters"),
     ],
 )
 def test_a_bad_value_is_an_error_for_its_field_and_is_ignored(query: str, field: str, message: str) -> None:
@@ -95,13 +100,22 @@ def test_round_trip_through_the_url_and_through_storage() -> None:
     query = (
         "status=EXECUTING&status=FAILED&task=hello-world&tag=a&tag=b c&from=2026-11-01&to=2026-11-28 14:30"
         "&period=7d&batch=batch_1&queue=emails&machine=large-1x&region=eu&idempotency=order-42&id=run_1&root=1"
+        "&logs=order 42&log_errors=1"
     )
     filters = parse(query)
     assert filters.errors == {}
     assert RunFilters.from_query(filters.as_dict(), NOW) == filters
     assert parse(filters.query_string()) == filters
     assert filters.as_dict()["status"] == ["EXECUTING", "FAILED"] and filters.as_dict()["root"] == ["1"]
+    assert (filters.logs, filters.log_errors, filters.as_dict()["log_errors"]) == ("order 42", True, ["1"])
     assert parse(filters.query_string(), NOW + timedelta(days=1)) == filters  # the period is kept, not its start
+
+
+def test_a_logs_text_of_200_characters_with_one_word_is_kept() -> None:
+    text = "-" * 199 + "x"
+    filters = parse(f"logs={text}&log_errors=0")
+    assert (filters.errors, filters.logs, filters.log_errors) == ({}, text, False)
+    assert dict(filters.params()) == {"logs": text}
 
 
 def test_a_value_can_be_dropped_from_the_query_string() -> None:
@@ -240,3 +254,46 @@ def test_seen_tasks_is_a_loose_index_scan_not_a_distinct_over_every_run(db: None
         seen_tasks(dev.id)
     sql = queries.captured_queries[0]["sql"].upper()
     assert "WITH RECURSIVE" in sql and "DISTINCT" not in sql and "LIMIT 1" in sql
+
+
+# --- the runs the log filters select ----------------------------------------------------------
+
+log = logging.getLogger("tests.filters")
+
+
+@registry.task(id="test-filters-says")
+def says(payload: Any) -> None:
+    log.log(logsearch.parse_level(payload.get("level", "INFO")) or logging.INFO, payload["text"])
+
+
+def said(text: str, level: str = "INFO") -> Run:
+    """A run executed by the worker's code (its capture writes the logs) that logged `text`."""
+    run = factories.run("test-filters-says", payload={"text": text, "level": level})
+    engine.admit(now=run.created_at)
+    worker.execute(run_id=run.id, hostname="w1")
+    return Run.objects.get(pk=run.pk)
+
+
+def test_logs_and_log_errors_select_runs_by_their_logs_and_combine_with_other_filters(db: None) -> None:
+    order = said("processing order 4217 for customer-9")
+    failed = said("payment declined for order 4218", level="ERROR")
+    quiet = factories.run("hello-world")  # never executed: no logs at all
+    env = factories.environment()
+    assert matching(parse("logs=order"), env) == {order.id, failed.id}
+    assert matching(parse("logs=ORD 4217"), env) == {order.id}  # prefixes of every word, any case
+    assert matching(parse("logs=4217 declined"), env) == set()
+    assert matching(parse("log_errors=1"), env) == {failed.id}
+    assert matching(parse("logs=order&log_errors=1"), env) == {failed.id}
+    assert matching(parse(f"logs=order&id={order.id}"), env) == {order.id}
+    assert matching(parse("logs=order&status=QUEUED"), env) == set()
+    assert quiet.id in matching(parse("logs=--"), env)  # a rejected text filters nothing
+
+
+def test_a_logs_text_on_many_runs_selects_the_same_runs_by_a_subquery(db: None, monkeypatch: Any) -> None:
+    monkeypatch.setattr(logs, "FEW", 1)  # more attempts match than the list of ids holds
+    both = {said("order 1 shipped").id, said("order 2 shipped").id}
+    said("heartbeat")
+    env = factories.environment()
+    assert matching(parse("logs=shipped"), env) == both
+    assert "EXISTS" in str(Run.objects.filter(parse("logs=shipped").q()).query)
+    assert "EXISTS" not in str(Run.objects.filter(parse("logs=heartbeat").q()).query)

@@ -184,6 +184,11 @@ class Capture:
             self.add(time.time(), level, stream, rest)
         self.partial.clear()
 
+    def unwritten_lines(self) -> bool:
+        """Whether a write would have something to write (lines, or counts of dropped ones)."""
+        with self.lock:
+            return self.unwritten is not None
+
     def take(self) -> Written | None:
         """The lines and counts not written yet (None if nothing changed); the next add starts anew."""
         with self.lock:
@@ -251,13 +256,16 @@ def _extra_json(extra: dict[str, Any], redact: Redactor) -> str | None:
 
 
 @contextmanager
-def capturing(*, run_id: str, attempt: int, environment_id: int) -> Iterator[Capture]:
+def capturing(*, run_id: str, attempt: int, environment_id: int, resumed: bool = True) -> Iterator[Capture]:
     """Capture what the code run inside logs and prints, as lines of run_id's attempt.
+
+    `resumed`: the attempt may have lines already (a run resuming after its children), so its
+    first write looks up where they end; a new attempt's lines start at 1 with no lookup.
 
     The caller writes what is left (`finish`) once the code ended, before recording its outcome.
     """
     install()
-    capture = Capture(run_id, attempt, environment_id, Limits.from_settings())
+    capture = Capture(run_id, attempt, environment_id, Limits.from_settings(), base=None if resumed else 0)
     token = _current.set(capture)
     WRITER.add(capture)
     try:
@@ -417,7 +425,7 @@ def write(captures: list[Capture]) -> int:
         return 0
     taken = [written for _, written in pairs]
     try:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=False):  # in the completion's transaction: no savepoint
             _continue_numbering([capture for capture, _ in pairs if capture.base is None])
             for capture, written in pairs:
                 written.base = capture.base or 0

@@ -346,6 +346,9 @@ class RunAttempt(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
+    # Not stored: set by engine.start_attempt when a run resuming after its children goes on
+    # with this attempt (its code runs again; its log goes on after the lines it has).
+    resumed = False
 
     class Meta:
         ordering = ["number"]
@@ -357,7 +360,10 @@ class RunLog(models.Model):
     """One line a run's code logged (Python logging) or printed, in one attempt, in write order."""
 
     pk = models.CompositePrimaryKey("run_id", "attempt", "seq")  # also the index of a run's lines
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="logs", db_index=False)
+    # No foreign key constraint: its check of every line cost a write of 100 lines more than
+    # the lines did (docs/performance.md). Lines go with their run all the same: prune and
+    # Django's cascade delete them, and only a worker running the run writes them.
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="logs", db_index=False, db_constraint=False)
     attempt = models.PositiveIntegerField()
     seq = models.PositiveIntegerField()  # order of the line within its attempt, from 1
     at = models.DateTimeField()
@@ -371,7 +377,9 @@ class RunLogSummary(models.Model):
     """What an attempt's logs hold, kept by the worker as it writes them: found across runs fast."""
 
     pk = models.CompositePrimaryKey("run_id", "attempt")
-    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="log_summaries", db_index=False)
+    run = models.ForeignKey(
+        Run, on_delete=models.CASCADE, related_name="log_summaries", db_index=False, db_constraint=False
+    )
     attempt = models.PositiveIntegerField()
     lines = models.PositiveIntegerField(default=0)  # lines written
     bytes = models.PositiveBigIntegerField(default=0)

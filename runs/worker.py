@@ -15,9 +15,10 @@ from typing import Any
 from celery import current_app
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.conf import settings
-from django.db import close_old_connections, connection, connections
+from django.db import close_old_connections, connection, connections, transaction
 
 from runs import celery_serving, context, engine, logcapture, packets, registry
+from runs.models import Run
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,9 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
         run_id=run_id, attempt=number, environment_id=run.environment_id, celery_id=run.celery_id
     )
     beat = Heartbeat(run_id, number)
-    logs = logcapture.capturing(run_id=run_id, attempt=number, environment_id=run.environment_id)
+    logs = logcapture.capturing(
+        run_id=run_id, attempt=number, environment_id=run.environment_id, resumed=attempt.resumed
+    )
     try:
         with logs as capture, context.running(task_context):
             payload = packets.load(run.payload, run.payload_type, environment_id=run.environment_id)
@@ -111,14 +114,32 @@ class Completion:
 
     def __call__(self) -> None:
         try:
-            write_logs(self.logs)
-            done = engine.complete_attempt(
-                run_id=self.run_id, attempt=self.attempt, output=self.output, output_type=self.output_type
-            )
+            done = self.complete()
             if done is None:  # a stale attempt: its offloaded output belongs to no run
                 packets.discard(self.output, self.output_type, environment_id=self.environment_id)
         finally:
             self.beat.stop()
+
+    def complete(self) -> Run | None:
+        """The attempt's last log lines and its completion in one transaction: one commit (one
+        WAL flush) for both, a good part of what 100 lines cost a run (docs/performance.md).
+        Lines that cannot be written are given up, and the completion is written alone."""
+        if not self.logs.unwritten_lines():
+            logcapture.finish(self.logs)  # nothing to write: no transaction around the completion
+            return self.record()
+        try:
+            with transaction.atomic():
+                logcapture.finish(self.logs)
+                return self.record()
+        except Exception:
+            log.warning("could not write run %s's last log lines with its completion", self.run_id, exc_info=True)
+            close_old_connections()
+        return self.record()
+
+    def record(self) -> Run | None:
+        return engine.complete_attempt(
+            run_id=self.run_id, attempt=self.attempt, output=self.output, output_type=self.output_type
+        )
 
 
 class Finisher:

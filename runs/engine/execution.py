@@ -145,6 +145,7 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
         started_at=row["attempt_started_at"],
     )
     attempt._state.adding, attempt._state.db = False, "default"
+    attempt.resumed = row["attempt_started_at"] < now  # the attempt's row was there already
     return attempt
 
 

@@ -14,6 +14,7 @@ import pytest
 from celery.utils.log import get_task_logger
 from django.core.management import call_command
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.test import override_settings
 from django.utils import timezone
 
@@ -308,3 +309,16 @@ def logs_multiline(payload: Any) -> None:
 def test_a_message_keeps_its_newlines_though_the_console_escapes_them(dev: Environment) -> None:
     run = executed("test-logs-multiline")  # dashboard.logfilters rewrites records for the console
     assert messages(run) == ["first line\nsecond line\tindented"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_last_lines_and_the_completion_commit_together(dev: Environment) -> None:
+    run = factories.run("hello-world", payload={"name": "Ada"})
+    engine.admit(now=run.created_at)
+    with CaptureQueriesContext(connection) as queries:
+        worker.execute(run_id=run.id, hostname="w1")
+    statements = [q["sql"].replace("1 times:", "").split()[0] for q in queries.captured_queries]
+    # The start (its own statement), then one transaction: the summary (the COPY is not logged)
+    # and the completion, so one WAL flush for both.
+    assert statements == ["WITH", "BEGIN", "INSERT", "WITH", "COMMIT"], statements
+    assert len(logs.lines(run.id)) == 2

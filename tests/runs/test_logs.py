@@ -14,8 +14,8 @@ import pytest
 from celery.utils.log import get_task_logger
 from django.core.management import call_command
 from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 import example_tasks  # noqa: F401 - registers hello-world

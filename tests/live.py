@@ -42,6 +42,7 @@ from runs.models import Worker
 
 START_TIMEOUT = 60.0  # seconds for web to answer and the worker to register
 USERNAME = "e2e-admin"
+EXTRA_REGION = "e2e-extra"
 T = TypeVar("T")
 
 
@@ -168,6 +169,9 @@ def live_stack() -> Iterator[LiveStack]:
             DATABASE_URL=database_url(admin_url, database),
             RUNYARD_VAR=str(var_dir),
             RUNYARD_ENGINE_POLL_INTERVAL="0.2",
+            # A region no default worker serves (region queues are opt-in): a test's extra worker
+            # started on its queue takes exactly the runs triggered with it.
+            RUNYARD_REGIONS=EXTRA_REGION,
             # django-tasks functions for tests/e2e/test_django_tasks_live.py
             RUNYARD_TASK_MODULES="example_tasks,tests.e2e.django_tasks_example",
         )

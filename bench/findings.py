@@ -115,7 +115,8 @@ run has a summary of exactly 100 lines and that runs_runlog holds exactly those 
 FINDINGS = """
 **About the figures above.** They come from one `python -m bench --memory 10000` run on this
 2-core machine at the date above (see the load average there); each ratio's two sides were
-measured in alternating rounds of the same run. Every target but the cost of logging (logcost, session 11) is met in this run. End to end (#3)
+measured in alternating rounds of the same run. Every target but the cost of logging (logcost,
+session 11) is met in this run. End to end (#3)
 is the one near its limit: 0.47x to 0.63x for single pairs of rounds, 0.51x to 0.61x for the
 medians of whole `python -m bench --only e2e` runs in session 5, 0.50x to 0.60x for single pairs
 in session 6 (below, "Why end to end is at the edge").

@@ -34,7 +34,9 @@ def find_queue(*, environment_id: int, ref: str, kind: str) -> Queue:
     queues = Queue.objects.filter(environment_id=environment_id)
     if kind == "id":
         number = ref.removeprefix(QUEUE_ID_PREFIX)
-        found = queues.filter(pk=int(number)).first() if ref.startswith(QUEUE_ID_PREFIX) and number.isdigit() else None
+        # At most 18 digits: a longer number is no primary key, and PostgreSQL refuses it.
+        valid = ref.startswith(QUEUE_ID_PREFIX) and number.isascii() and number.isdigit() and len(number) <= 18
+        found = queues.filter(pk=int(number)).first() if valid else None
     else:
         found = queues.filter(name=task_queue_name(ref) if kind == "task" else ref).first()
     if found is None:

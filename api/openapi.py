@@ -82,6 +82,12 @@ TASK_ID = _param(
     {"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[a-zA-Z0-9_\\-.:]+$"},
 )
 JSON_BODY_ERRORS = (400, 401, 404, 413, 422)
+NULLABLE_LIMIT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 0}
+QUEUE_TYPE: dict[str, Any] = {
+    "enum": ["id", "task", "custom"],
+    "description": "How the path names the queue: its id (the default), a task id, or a custom queue's name",
+}
+QUEUE = _param("queue", 'A queue id, task id or queue name (a "/" in it written as %2F)')
 FLAGS = ("isQueued", "isExecuting", "isWaiting", "isCompleted", "isSuccess", "isFailed", "isCancelled", "isTest")
 TRIGGER_FUNCTIONS = ["trigger", "triggerAndWait", "batchTrigger", "batchTriggerAndWait"]
 
@@ -270,6 +276,58 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"id": STRING, "isCached": {"type": "boolean"}},
         "required": ["id"],
     },
+    "QueueItem": {
+        "type": "object",
+        "description": "A queue (V1). The limits are null where there is none, as the official SDK expects.",
+        "properties": {
+            "id": {"type": "string", "pattern": "^queue_"},
+            "name": {"type": "string", "description": "A task queue's task id, or a custom queue's name"},
+            "type": {"enum": ["task", "custom"]},
+            "running": {"type": "integer", "minimum": 0},
+            "queued": {"type": "integer", "minimum": 0},
+            "paused": {"type": "boolean"},
+            "concurrencyLimit": NULLABLE_LIMIT,
+            "concurrency": {
+                "type": "object",
+                "properties": {
+                    "current": NULLABLE_LIMIT,
+                    "base": NULLABLE_LIMIT,
+                    "override": NULLABLE_LIMIT,
+                    "overriddenAt": {"type": ["string", "null"], "format": "date-time"},
+                    "overriddenBy": {"type": ["string", "null"], "description": "null when overridden through the API"},
+                },
+                "required": ["current", "base", "override", "overriddenAt", "overriddenBy"],
+            },
+        },
+        "required": ["id", "name", "type", "running", "queued", "paused", "concurrencyLimit", "concurrency"],
+    },
+    "ListQueuesResponse": {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": _ref("QueueItem")},
+            "pagination": {
+                "type": "object",
+                "properties": {
+                    "currentPage": {"type": "integer"},
+                    "totalPages": {"type": "integer"},
+                    "count": {"type": "integer"},
+                },
+                "required": ["currentPage", "totalPages", "count"],
+            },
+        },
+        "required": ["data", "pagination"],
+    },
+    "PauseQueueRequest": {
+        "type": "object",
+        "properties": {"type": QUEUE_TYPE, "action": {"enum": ["pause", "resume"]}},
+        "required": ["action"],
+    },
+    "OverrideQueueLimitRequest": {
+        "type": "object",
+        "properties": {"type": QUEUE_TYPE, "concurrencyLimit": {"type": "integer", "minimum": 0, "maximum": 100000}},
+        "required": ["concurrencyLimit"],
+    },
+    "ResetQueueLimitRequest": {"type": "object", "properties": {"type": QUEUE_TYPE}},
     "RunId": {"type": "object", "properties": {"id": STRING}, "required": ["id"]},
     "RescheduleRunRequest": {
         "type": "object",
@@ -535,6 +593,56 @@ PATHS: dict[str, Any] = {
             "parameters": [RUN_ID],
             "requestBody": {"required": False, "content": _json(_ref("ReplayRunRequest"))},
             "responses": {"200": _ok("The new run's id", _ref("RunId")), **_errors(*JSON_BODY_ERRORS)},
+        }
+    },
+    "/api/v1/queues": {
+        "get": {
+            "operationId": "listQueues",
+            "summary": "queues.list: the environment's queues by name, offset/limit pages",
+            "parameters": [
+                _query("page", "Page number, from 1", {"type": "integer", "minimum": 1, "maximum": 1_000_000}),
+                _query(
+                    "perPage",
+                    "Queues per page (at most 100; 10 if not given)",
+                    {"type": "integer", "minimum": 1, "maximum": 100},
+                ),
+            ],
+            "responses": {"200": _ok("A page of queues", _ref("ListQueuesResponse")), **_errors(400, 401)},
+        }
+    },
+    "/api/v1/queues/{queue}": {
+        "get": {
+            "operationId": "retrieveQueue",
+            "summary": "queues.retrieve",
+            "parameters": [QUEUE, _query("type", QUEUE_TYPE["description"], QUEUE_TYPE)],
+            "responses": {"200": _ok("The queue", _ref("QueueItem")), **_errors(400, 401, 404)},
+        }
+    },
+    "/api/v1/queues/{queue}/pause": {
+        "post": {
+            "operationId": "pauseQueue",
+            "summary": "queues.pause and queues.resume: a paused queue starts no run; running ones finish",
+            "parameters": [QUEUE],
+            "requestBody": {"required": True, "content": _json(_ref("PauseQueueRequest"))},
+            "responses": {"200": _ok("The queue", _ref("QueueItem")), **_errors(*JSON_BODY_ERRORS)},
+        }
+    },
+    "/api/v1/queues/{queue}/concurrency/override": {
+        "post": {
+            "operationId": "overrideQueueConcurrencyLimit",
+            "summary": "queues.overrideConcurrencyLimit: a limit in place of the task's own, until reset",
+            "parameters": [QUEUE],
+            "requestBody": {"required": True, "content": _json(_ref("OverrideQueueLimitRequest"))},
+            "responses": {"200": _ok("The queue", _ref("QueueItem")), **_errors(*JSON_BODY_ERRORS)},
+        }
+    },
+    "/api/v1/queues/{queue}/concurrency/reset": {
+        "post": {
+            "operationId": "resetQueueConcurrencyLimit",
+            "summary": "queues.resetConcurrencyLimit: back to the task's own limit",
+            "parameters": [QUEUE],
+            "requestBody": {"required": False, "content": _json(_ref("ResetQueueLimitRequest"))},
+            "responses": {"200": _ok("The queue", _ref("QueueItem")), **_errors(*JSON_BODY_ERRORS)},
         }
     },
     "/api/v3/batches": {

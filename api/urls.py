@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, views
+from api import batches, docs, openapi, packets, queues, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -23,6 +23,12 @@ urlpatterns = [
     path("api/v1/packets/<path:filename>", packets.packet_url, name="api-packet-url"),
     path("api/v1/runs/<str:run_id>/packets/<str:kind>", packets.run_packet_url, name="api-run-packet-url"),
     path("api/objects/<path:key>", packets.signed_object, name="api-packet-object"),
+    # Queues: the SDK writes a "/" in a name as %2F, so a queue is one path segment.
+    path("api/v1/queues", queues.list_queues, name="api-list-queues"),
+    path("api/v1/queues/<str:queue>", queues.retrieve_queue, name="api-retrieve-queue"),
+    path("api/v1/queues/<str:queue>/pause", queues.pause_queue, name="api-pause-queue"),
+    path("api/v1/queues/<str:queue>/concurrency/override", queues.override_limit, name="api-override-queue-limit"),
+    path("api/v1/queues/<str:queue>/concurrency/reset", queues.reset_limit, name="api-reset-queue-limit"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

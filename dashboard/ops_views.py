@@ -1,4 +1,8 @@
-"""The queues page and the workers page of the current environment. Read-only.
+"""The queues page and the workers page of the current environment.
+
+The queues page also carries the operators' queue controls (pause and resume, override and
+reset the concurrency limit): forms that POST to queue_action, which calls runs.engine.queues
+(it audits) and sends the browser back to the page.
 
 Both pages are live by htmx polling, not the websocket: their partial's root element asks
 for itself every POLL_SECONDS and the view answers 204 (htmx swaps nothing) when the data
@@ -25,12 +29,18 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, Min, Q, QuerySet
-from django.http import HttpResponse
-from django.shortcuts import render
+from django.http import Http404, HttpResponse, QueryDict
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
+from dashboard import action_forms as forms
+from dashboard.audit import actor
+from dashboard.permissions import OPERATE, can_operate, require
 from dashboard.views import HtmxHttpRequest, current_environment
-from runs import registry
+from runs import engine, registry
+from runs.engine.queues import MAX_LIMIT
 from runs.models import Environment, Queue, Run, Worker
 from runs.states import ACTIVE_STATUSES, RunStatus
 
@@ -65,6 +75,7 @@ class Counts:
     keys: list[Counts] = field(default_factory=list)
     keys_total: int = 0
     toggle_query: str = ""  # the page's query with this queue's keys shown or hidden
+    control: Control | None = None  # queues with a row only: what an operator has set on them
 
     @property
     def busy(self) -> tuple[int, int, str]:
@@ -75,8 +86,48 @@ class Counts:
         return "q-" + hashlib.sha1(self.name.encode(), usedforsecurity=False).hexdigest()[:12]
 
 
+@dataclass
+class Control:
+    """A queue's pause and limit override, as the page shows them (`limit` of Counts is the
+    limit admission enforces now)."""
+
+    queue_id: int
+    base_limit: int | None
+    paused: bool = False
+    paused_by: str = ""
+    paused_at: datetime | None = None
+    pause_reason: str = ""
+    resume_at: datetime | None = None
+    override: int | None = None
+    overridden_by: str = ""
+    overridden_at: datetime | None = None
+    override_until: datetime | None = None
+
+
+def control_of(queue: Queue, now: datetime) -> Control:
+    control = Control(queue_id=queue.pk, base_limit=queue.concurrency_limit)
+    if queue.paused_as_of(now):
+        control.paused, control.paused_by, control.paused_at = True, who(queue.paused_by), queue.paused_at
+        control.pause_reason, control.resume_at = queue.pause_reason, queue.resume_at
+    if (override := queue.override_as_of(now)) is not None:
+        control.override, control.overridden_by = override, who(queue.limit_overridden_by)
+        control.overridden_at, control.override_until = queue.limit_overridden_at, queue.limit_override_until
+    return control
+
+
+def who(actor: str) -> str:
+    """An engine actor as the audit log names it: a dashboard user by username."""
+    return actor.removeprefix("user:")
+
+
 def queues(request: HtmxHttpRequest) -> HttpResponse:
     environment = current_environment(request)
+    context, digest_of = queues_context(request, environment)
+    return render_live(request, "queues", context, digest_of=digest_of)
+
+
+def queues_context(request: HtmxHttpRequest, environment: Environment) -> tuple[dict[str, Any], list[Any]]:
+    """The queues page's context, and what its digest is made of."""
     search = clean(request.GET.get("q", ""))
     opened = list(dict.fromkeys(clean(v) for v in request.GET.getlist("open") if clean(v)))[:OPEN_MAX]
     rows, total = queue_rows(environment, search=search, opened=opened)
@@ -93,8 +144,48 @@ def queues(request: HtmxHttpRequest) -> HttpResponse:
         "now": timezone.now(),
         "state": state,
         "runs_query": urlencode({"env": environment.slug}),
+        "perms_operate": can_operate(request.user),
     }
-    return render_live(request, "queues", context, digest_of=[asdict(row) for row in rows] + [total])
+    return context, [asdict(row) for row in rows] + [total]
+
+
+QUEUE_ACTIONS = ("pause", "resume", "override", "reset")
+
+
+@require(OPERATE)
+@require_POST
+def queue_action(request: HtmxHttpRequest, queue_id: int, action: str) -> HttpResponse:
+    """Pause, resume, override or reset a queue of the current environment, then back to the page."""
+    environment = current_environment(request)
+    queue = Queue.objects.filter(pk=queue_id, environment=environment).first()
+    if queue is None or action not in QUEUE_ACTIONS:
+        raise Http404("No such queue in this environment")
+    errors: dict[str, str] = {}
+    reason = forms.reason(request.POST, errors)
+    limit = override_limit(request.POST, errors) if action == "override" else None
+    if errors:
+        context, digest_of = queues_context(request, environment)
+        response = render_live(request, "queues", context | {"errors": errors, "failed": queue}, digest_of=digest_of)
+        response.status_code = 422
+        return response
+    kwargs: dict[str, Any] = {"queue_id": queue.pk, "actor": actor(request), "reason": reason, "user": request.user}
+    if action == "pause":
+        engine.pause_queue(**kwargs)
+    elif action == "resume":
+        engine.resume_queue(**kwargs)
+    elif action == "override" and limit is not None:
+        engine.override_queue_limit(limit=limit, **kwargs)
+    else:
+        engine.reset_queue_limit(**kwargs)
+    return redirect(f"{reverse('queues')}?{urlencode({'env': environment.slug})}")
+
+
+def override_limit(post: QueryDict, errors: dict[str, str]) -> int | None:
+    text = post.get("limit", "").strip()
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_LIMIT:
+        errors["limit"] = f"Limit must be a whole number from 0 to {MAX_LIMIT}"
+        return None
+    return int(text)
 
 
 def clean(value: str) -> str:
@@ -109,7 +200,8 @@ def queue_rows(environment: Environment, *, search: str = "", opened: list[str])
     if search:
         runs, declared = runs.filter(queue__icontains=search), declared.filter(name__icontains=search)
     # Queue rows, plus queues that only appear on runs (e.g. made before queues had rows).
-    by_name = {name: Counts(name, limit=limit) for name, limit in declared.values_list("name", "concurrency_limit")}
+    now = timezone.now()
+    by_name = {q.name: Counts(q.name, limit=q.limit_as_of(now), control=control_of(q, now)) for q in declared}
     count_queues(runs, by_name)
     shown = sorted(by_name.values(), key=lambda c: c.busy)[:QUEUES_SHOWN]
     expanded = {counts.name: counts for counts in shown if counts.name in opened}

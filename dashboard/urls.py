@@ -24,6 +24,7 @@ urlpatterns = [
     path("tasks/", task_views.tasks_list, name="tasks"),
     path("tasks/<str:task_id>/", task_views.task_trigger, name="task"),
     path("queues/", ops_views.queues, name="queues"),
+    path("queues/<int:queue_id>/<str:action>/", ops_views.queue_action, name="queue_action"),
     path("workers/", ops_views.workers, name="workers"),
     path("audit/", admin_views.audit_log, name="audit"),
     path("settings/keys/", admin_views.api_keys, name="api_keys"),

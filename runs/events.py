@@ -191,7 +191,8 @@ def wake_engine() -> None:
 
 
 def wake_engine_for_slot(*, environment_id: int, queue: str) -> None:
-    """wake_engine for a freed concurrency slot, only if the run's queue has a limit.
+    """wake_engine for a freed concurrency slot, only if the run's queue has a limit (its own
+    or an operator's override).
 
     A slot of a queue without a limit holds back no queued run, so waking the engine for it
     only costs a tick: with every finished run waking it, the engine ticked back to back while
@@ -201,6 +202,7 @@ def wake_engine_for_slot(*, environment_id: int, queue: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_notify(%s, '') FROM runs_queue"
-            " WHERE environment_id = %s AND name = %s AND concurrency_limit IS NOT NULL",
+            " WHERE environment_id = %s AND name = %s"
+            " AND (concurrency_limit IS NOT NULL OR limit_override IS NOT NULL)",
             [ENGINE_CHANNEL, environment_id, queue],
         )

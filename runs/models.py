@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
@@ -130,19 +131,83 @@ class Worker(models.Model):
     last_seen_at = models.DateTimeField()
 
 
-class Queue(models.Model):
-    """A named queue of one environment with its optional concurrency limit."""
+class Pausable(models.Model):
+    """What an operator's pause records: who, when, why, and an optional time it lifts by itself.
+
+    Abstract so that tasks and environments can be paused the same way later. Written only by
+    runs.engine.queues; a pause whose resume_at has passed no longer applies, though the engine
+    clears it only at its next tick.
+    """
+
+    # db_default on the text fields: the trigger path's own INSERT of a new queue
+    # (runs.engine.triggering) names only the columns it sets.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="", db_default="")  # an engine Actor
+    pause_reason = models.CharField(max_length=512, blank=True, default="", db_default="")
+    resume_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def paused_as_of(self, now: datetime) -> bool:
+        return self.paused_at is not None and (self.resume_at is None or self.resume_at > now)
+
+
+class Queue(Pausable):
+    """A named queue of one environment with its optional concurrency limit.
+
+    concurrency_limit is the base: the task decorator's (or a trigger's) limit, rewritten by
+    every worker start. An operator's override sits beside it, so a worker restart keeps it.
+    """
 
     environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="queues")
     name = models.CharField(max_length=256)
     concurrency_limit = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    limit_override = models.PositiveIntegerField(null=True, blank=True)
+    limit_overridden_at = models.DateTimeField(null=True, blank=True)
+    limit_overridden_by = models.CharField(max_length=150, blank=True, default="", db_default="")
+    limit_override_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["environment", "name"], name="queue_unique_name")]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "name"], name="queue_unique_name"),
+            models.CheckConstraint(
+                condition=Q(paused_at__isnull=False) | Q(resume_at__isnull=True),
+                name="queue_resume_at_only_when_paused",
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_override__isnull=True, limit_overridden_at__isnull=True)
+                | Q(limit_override__isnull=False, limit_overridden_at__isnull=False),
+                name="queue_override_has_time",
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_override__isnull=False) | Q(limit_override_until__isnull=True),
+                name="queue_override_until_only_when_overridden",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def public_id(self) -> str:
+        """The id the REST API gives the queue (the SDK expects `queue_...`)."""
+        return f"{QUEUE_ID_PREFIX}{self.pk}"
+
+    def override_as_of(self, now: datetime) -> int | None:
+        """The operator's limit if it still applies at `now`."""
+        if self.limit_override is None or (self.limit_override_until is not None and self.limit_override_until <= now):
+            return None
+        return self.limit_override
+
+    def limit_as_of(self, now: datetime) -> int | None:
+        """The limit admission enforces at `now`: the override while it lasts, else the base."""
+        override = self.override_as_of(now)
+        return self.concurrency_limit if override is None else override
+
+
+QUEUE_ID_PREFIX = "queue_"
 
 
 class RunQuerySet(models.QuerySet["Run"]):

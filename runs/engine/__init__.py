@@ -9,6 +9,7 @@ finds the run in another status and changes nothing.
     execution   attempts reported by workers
     actions     cancel, reschedule
     workers     worker registration
+    queues      pausing queues and overriding their limits
     scheduler   time-driven work done by the engine process
 """
 
@@ -28,6 +29,15 @@ from runs.engine.batches import (
 )
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
+from runs.engine.queues import (
+    QueueNotFound,
+    find_queue,
+    lift_expired_controls,
+    override_queue_limit,
+    pause_queue,
+    reset_queue_limit,
+    resume_queue,
+)
 from runs.engine.scheduler import (
     ADMIT_BATCH,
     admit,
@@ -53,6 +63,7 @@ __all__ = [
     "BatchEntry",
     "BatchItemError",
     "EngineError",
+    "QueueNotFound",
     "RunNotFound",
     "StagedItem",
     "TriggerOptions",
@@ -68,7 +79,11 @@ __all__ = [
     "create_batch",
     "expire_runs",
     "fail_attempt",
+    "find_queue",
     "heartbeat",
+    "lift_expired_controls",
+    "override_queue_limit",
+    "pause_queue",
     "promote_delayed",
     "promote_pending_version",
     "recover_stalled",
@@ -76,6 +91,8 @@ __all__ = [
     "replay_run",
     "requeue_lost",
     "reschedule_run",
+    "reset_queue_limit",
+    "resume_queue",
     "resume_ready",
     "seal_batch",
     "set_batch_run_count",

@@ -99,7 +99,7 @@ WITH done AS (
 SELECT done.*,
     (SELECT count(pg_notify(%(channel)s, '')) FROM runs_queue AS queue
      WHERE queue.environment_id = done.environment_id AND queue.name = done.queue
-       AND queue.concurrency_limit IS NOT NULL) AS woke_engine,
+       AND (queue.concurrency_limit IS NOT NULL OR queue.limit_override IS NOT NULL)) AS woke_engine,
     EXISTS (SELECT 1 FROM runs_waitpoint
             WHERE children @> ARRAY[%(run_id)s]::varchar(32)[] AND resolved_at IS NULL) AS awaited
 FROM done

@@ -32,6 +32,7 @@ from runs.engine.core import (
     transition,
 )
 from runs.engine.execution import fail_attempt
+from runs.engine.queues import lift_expired_controls
 from runs.engine.waiting import resume_ready
 from runs.models import Queue, Run, TaskDefinition
 from runs.states import ACTIVE_STATUSES, RunStatus
@@ -57,6 +58,8 @@ def tick(*, now: datetime | None = None) -> int:
     changed += recover_stalled(now=now) if due["stalled"] else 0
     changed += time_out_runs(now=now) if due["overdue"] else 0
     changed += resume_ready(now=now)
+    if due["queue_controls"]:
+        lift_expired_controls(now=now)  # no run changes; admit below would ignore them anyway
     changed += admit(now=now)
     changed += work_bulk_actions(now=now)
     if due["unsealed"]:
@@ -95,17 +98,21 @@ SELECT
     EXISTS (SELECT FROM runs_run WHERE status = 'DEQUEUED' AND updated_at < %(cutoff)s) AS lost,
     EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND heartbeat_at < %(cutoff)s) AS stalled,
     EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND deadline_at <= %(now)s) AS overdue,
-    EXISTS (SELECT FROM runs_batch WHERE status = 'PENDING' AND created_at < %(unsealed)s) AS unsealed
+    EXISTS (SELECT FROM runs_batch WHERE status = 'PENDING' AND created_at < %(unsealed)s) AS unsealed,
+    EXISTS (
+        SELECT FROM runs_queue WHERE resume_at <= %(now)s OR limit_override_until <= %(now)s
+    ) AS queue_controls
 """
 
 
 def next_due(*, after: datetime) -> datetime | None:
-    """When the next delay ends, TTL runs out or maxDuration passes, after `after` (a tick's
+    """When the next delay ends, TTL runs out, maxDuration passes or a queue's pause or override
+    ends, after `after` (a tick's
     clock: what was due by then that tick did); None if nothing is scheduled.
 
     The engine sleeps until then rather than a whole poll interval: a due time notifies
     nothing. One statement, each part a min() over its partial index (run_delayed,
-    run_expiring, run_deadline).
+    run_expiring, run_deadline; the queues are few).
     """
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_DUE_SQL, {"after": after})
@@ -118,7 +125,9 @@ SELECT least(
     (SELECT min(delay_until) FROM runs_run WHERE status = 'DELAYED' AND delay_until > %(after)s),
     (SELECT min(expires_at) FROM runs_run
      WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at > %(after)s),
-    (SELECT min(deadline_at) FROM runs_run WHERE status = 'EXECUTING' AND deadline_at > %(after)s)
+    (SELECT min(deadline_at) FROM runs_run WHERE status = 'EXECUTING' AND deadline_at > %(after)s),
+    (SELECT min(resume_at) FROM runs_queue WHERE resume_at > %(after)s),
+    (SELECT min(limit_override_until) FROM runs_queue WHERE limit_override_until > %(after)s)
 )
 """
 
@@ -347,8 +356,11 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
         # The queue row lock serialises admission per queue across engine processes.
         queue = Queue.objects.select_for_update(skip_locked=True).filter(environment_id=environment_id, name=name)
         locked = queue.first()
-        if locked is None:
+        # By the tick's clock, as expire_runs reads TTLs: a pause or override whose time has
+        # passed no longer applies, though lift_expired_controls clears it only after.
+        if locked is None or locked.paused_as_of(now):
             return 0
+        limit = locked.limit_as_of(now)
         active = dict(
             Run.objects.filter(environment_id=environment_id, queue=name, status__in=ACTIVE_STATUSES)
             .values_list("concurrency_key")
@@ -362,8 +374,8 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
         admitted = 0
         for key in keys:
             free = ADMIT_BATCH - admitted
-            if locked.concurrency_limit is not None:
-                free = min(free, locked.concurrency_limit - active.get(key, 0))
+            if limit is not None:
+                free = min(free, limit - active.get(key, 0))
             if free > 0:
                 admitted += _admit_key(environment_id, name, key, free, now, ticked)
         return admitted

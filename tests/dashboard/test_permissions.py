@@ -286,7 +286,14 @@ async def test_a_live_panel_push_hides_payloads_from_a_role_without_view_payload
 
 # --- runs.view_run: a user whose groups grant nothing sees nothing --------------------------
 
-SAMPLE_ARGS = {"run_id": "run_x", "batch_id": "batch_x", "bulk_id": "bulk_x", "task_id": "hello-world"}
+SAMPLE_ARGS = {
+    "run_id": "run_x",
+    "batch_id": "batch_x",
+    "bulk_id": "bulk_x",
+    "task_id": "hello-world",
+    "queue_id": "1",
+    "action": "pause",
+}
 # Views anyone may open, or a user without view_run must reach.
 NOT_GUARDED = {"login", "logout"}
 
@@ -310,7 +317,7 @@ def dashboard_paths() -> list[str]:
             continue  # public: login, API, metrics
         route = str(pattern.pattern)
         for name, value in SAMPLE_ARGS.items():
-            route = route.replace(f"<str:{name}>", value)
+            route = route.replace(f"<str:{name}>", value).replace(f"<int:{name}>", value)
         assert "<" not in route, f"no sample argument for {route}"
         paths.append("/" + route)
     return paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
@@ -17,7 +18,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from dashboard import login
 from runs import engine, worker
-from runs.models import Environment, Run
+from runs.models import Environment, Queue, Run
 from runs.ratelimit import redis_client
 from tests import factories
 
@@ -335,14 +336,22 @@ def dashboard_routes() -> Iterator[tuple[str, str]]:
 @pytest.mark.django_db
 def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: Environment) -> None:
     run = factories.run()
-    arguments = {"run_id": run.id, "batch_id": "batch_x", "bulk_id": "bulk_x", "task_id": "hello-world"}
+    queue = Queue.objects.get(environment=dev, name=run.queue)
+    arguments = {
+        "run_id": run.id,
+        "batch_id": "batch_x",
+        "bulk_id": "bulk_x",
+        "task_id": "hello-world",
+        "queue_id": queue.pk,
+        "action": "pause",
+    }
     client = Client(enforce_csrf_checks=True)
     client.get(reverse("login"))  # sets the csrftoken cookie
     token = client.cookies["csrftoken"].value
     checked, reachable = [], []
     for name, route in dashboard_routes():
         client.force_login(admin)  # again: a POST to logout with a token logs out
-        kwargs = {key: value for key, value in arguments.items() if f"<str:{key}>" in route or f"<{key}>" in route}
+        kwargs = {key: value for key, value in arguments.items() if re.search(rf"<(str:|int:)?{key}>", route)}
         url = reverse(name, kwargs=kwargs)
         refused = client.post(url, {"reason": "csrf test"})
         assert refused.status_code == 403, (name, refused.status_code)
@@ -354,5 +363,8 @@ def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: 
             reachable.append(name)
     assert {"login", "logout", "run_cancel", "run_replay", "run_reschedule", "api_keys"} <= set(checked)
     print("POST forms reached with a valid token:", sorted(reachable))
-    forms = {"logout", "run_cancel", "run_replay", "run_reschedule", "bulk_start", "task", "api_keys", "environments"}
+    forms = {
+        *("logout", "run_cancel", "run_replay", "run_reschedule", "bulk_start", "task", "api_keys", "environments"),
+        "queue_action",
+    }
     assert forms <= set(reachable), reachable

@@ -11,7 +11,7 @@
 //   SDK_RATELIMIT_KEY    the "ratelimit" group's key: another environment, whose batch rate
 //                        limit bucket the group empties (default: TRIGGER_SECRET_KEY)
 //   SDK_POLL_TIMEOUT_MS  how long to wait for runs to finish (default 30000)
-import { AuthenticationError, BatchTriggerError, batch, configure, runs, tasks } from "@trigger.dev/sdk";
+import { AuthenticationError, BatchTriggerError, batch, configure, queues, runs, tasks } from "@trigger.dev/sdk";
 
 const baseURL = process.env.TRIGGER_API_URL;
 const secretKey = process.env.TRIGGER_SECRET_KEY;
@@ -302,7 +302,57 @@ const listAndReplay = {
   },
 };
 
-const GROUPS = { core, ratelimit, listAndReplay };
+// --- queues: list, retrieve, pause/resume, concurrency override ----------------------------
+
+const queueScenarios = {
+  // One scenario, its steps in order: a pause must be seen holding a run, then releasing it.
+  async pauseAndOverride() {
+    const name = `sdk-queue-${TAG}`;
+    const byName = { type: "custom", name };
+    // The first run creates the queue (Runyard makes a queue on first use).
+    const first = await tasks.trigger("hello-world", { name: "first" }, { queue: name, tags: [TAG] });
+    await until(() => runs.retrieve(first.id), finished, `run ${first.id} to finish`);
+    const paused = await queues.pause(byName);
+    const held = await tasks.trigger("hello-world", { name: "held" }, { queue: name, tags: [TAG] });
+    // A run of another queue triggered after it finishes: the engine has admitted runs since,
+    // and left the paused queue's alone.
+    const other = await tasks.trigger("hello-world", { name: "other" }, { tags: [TAG] });
+    await until(() => runs.retrieve(other.id), finished, `run ${other.id} to finish`);
+    const heldWhilePaused = await runs.retrieve(held.id);
+    const whilePaused = await queues.retrieve(paused.id);
+    const page = await queues.list({ perPage: 100 });
+    const byTask = await queues.retrieve({ type: "task", name: "hello-world" });
+    const overridden = await queues.overrideConcurrencyLimit(byName, 3);
+    const reset = await queues.resetConcurrencyLimit(byName);
+    const resumed = await queues.resume(byName);
+    const heldAfter = await until(() => runs.retrieve(held.id), finished, `run ${held.id} to finish after resume`);
+    return {
+      name,
+      paused: plain(paused),
+      heldWhilePaused: plain(heldWhilePaused),
+      whilePaused: plain(whilePaused),
+      listed: plain(page.data.find((queue) => queue.name === name) ?? null),
+      pagination: plain(page.pagination),
+      byTask: plain(byTask),
+      overridden: plain(overridden),
+      overriddenAtIsDate: overridden.concurrency?.overriddenAt instanceof Date,
+      reset: plain(reset),
+      resumed: plain(resumed),
+      heldAfter: plain(heldAfter),
+    };
+  },
+
+  async unknownQueue() {
+    try {
+      await queues.retrieve({ type: "custom", name: `no-such-queue-${TAG}` });
+      return { thrownStatus: null };
+    } catch (error) {
+      return { thrownStatus: error?.status ?? null, name: error?.constructor?.name };
+    }
+  },
+};
+
+const GROUPS = { core, ratelimit, listAndReplay, queues: queueScenarios };
 
 const results = { tag: TAG };
 for (const group of process.argv.slice(2)) {

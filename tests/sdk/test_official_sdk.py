@@ -236,3 +236,31 @@ def test_runs_replay_with_and_without_overrides(list_and_replay: dict[str, Any])
     assert overridden["payload"] == {"name": "override", "when": "2031-05-06T07:08:09.000Z"}
     assert overridden["metadata"] == {"replayed": True}
     assert "overridden" in overridden["tags"] and "replay" not in overridden["tags"]
+
+
+@pytest.fixture(scope="module")
+def queue_results(live_stack: LiveStack) -> dict[str, Any]:
+    return run_node(live_stack, "queues")
+
+
+def test_sdk_queue_items_parse_and_a_pause_holds_a_run_until_resume(queue_results: dict[str, Any]) -> None:
+    result = scenario(queue_results, "pauseAndOverride")
+    paused, name = result["paused"], result["name"]
+    assert paused["id"].startswith("queue_") and paused["version"] == "V1"  # the SDK's default
+    assert (paused["name"], paused["type"], paused["paused"]) == (name, "custom", True)
+    assert result["heldWhilePaused"]["status"] == "QUEUED"
+    assert result["whilePaused"]["id"] == paused["id"] and result["whilePaused"]["queued"] == 1
+    assert result["listed"]["id"] == paused["id"] and result["listed"]["paused"] is True
+    assert result["pagination"]["currentPage"] == 1 and result["pagination"]["count"] >= 2
+    assert (result["byTask"]["name"], result["byTask"]["type"]) == ("hello-world", "task")
+    overridden = result["overridden"]
+    assert overridden["concurrencyLimit"] == 3 and result["overriddenAtIsDate"] is True
+    assert overridden["concurrency"]["override"] == 3 and overridden["concurrency"]["base"] is None
+    assert overridden["concurrency"]["overriddenBy"] is None  # overridden with an API key
+    assert result["reset"]["concurrency"]["override"] is None and result["reset"]["concurrencyLimit"] is None
+    assert result["resumed"]["paused"] is False
+    assert result["heldAfter"]["status"] == "COMPLETED"
+
+
+def test_sdk_retrieving_an_unknown_queue_is_a_404(queue_results: dict[str, Any]) -> None:
+    assert scenario(queue_results, "unknownQueue")["thrownStatus"] == 404

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('runs', '0009_run_logs'),
+        ('runs', '0010_logs_without_foreign_key_checks'),
     ]
 
     operations = [

@@ -222,7 +222,7 @@ def not_running_reason(run: Run, now: datetime) -> dict[str, Any] | None:
         # Only a failed attempt's backoff puts available_at in the future (see runs.engine.execution).
         if run.attempt_count and run.available_at is not None and run.available_at > now:
             return {"kind": "retrying", "attempt": run.attempt_count, "at": run.available_at}
-        return queue_reason(run)
+        return queue_reason(run, now)
     return None
 
 
@@ -232,10 +232,22 @@ def waiting_reason(run: Run) -> dict[str, Any]:
     return {"kind": "waiting", "count": len(ids), "children": shown, "more": len(ids) - len(shown)}
 
 
-def queue_reason(run: Run) -> dict[str, Any]:
-    """The run's queue, its limit and how many runs hold a slot of it (of the run's key: each key has its own)."""
+def queue_reason(run: Run, now: datetime) -> dict[str, Any]:
+    """The run's queue, its limit (an override's, while one holds) and how many runs hold a slot
+    of it (of the run's key: each key has its own); or, while the queue is paused, the pause."""
     queue = Queue.objects.filter(environment_id=run.environment_id, name=run.queue).first()
-    limit = queue.concurrency_limit if queue is not None else None
+    if queue is not None and queue.paused_as_of(now):
+        held = Run.objects.queued().filter(environment_id=run.environment_id, queue=run.queue).count()
+        return {
+            "kind": "paused",
+            "queue": run.queue,
+            "by": queue.paused_by,
+            "since": queue.paused_at,
+            "reason": queue.pause_reason,
+            "resume_at": queue.resume_at,
+            "held": held,
+        }
+    limit = queue.limit_as_of(now) if queue is not None else None
     running = Run.objects.filter(
         environment_id=run.environment_id,
         queue=run.queue,

@@ -32,8 +32,10 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, listing, logs, packets, ratelimit
-from runs.models import Batch, Environment, Run, Waitpoint
+from runs import context, engine, listing, logs, packets, queue_items, ratelimit
+from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
+from runs.engine.queues import QUEUE_KINDS
+from runs.models import Batch, Environment, Queue, Run, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.sdk_remote import REPLAY_KEYS, Client
 from runs.sdk_types import (
@@ -92,6 +94,7 @@ __all__ = [
     "batch",
     "configure",
     "hash_idempotency_key",
+    "queues",
     "runs",
     "tasks",
 ]
@@ -331,6 +334,81 @@ REPLAYED_FIELDS = {
 }
 
 
+class Queues:
+    """Pause, resume and override the concurrency limit of one environment's queues.
+
+    A queue is named as the official SDK names it: its id (`queue_<n>`, the default `type`),
+    a task id (`type="task"`, the task's own queue) or a queue's name (`type="custom"`). Each
+    verb returns the queue as `queues.retrieve` gives it (the reference's QueueItem, a dict).
+    """
+
+    def list(self, *, env: str | None = None) -> list[dict[str, Any]]:
+        """Every queue of the environment, by name."""
+        if (client := _remote(env)) is not None:
+            return client.queues.list()
+        environment = _environment(env or "dev")
+        found = list(Queue.objects.filter(environment=environment).order_by("name", "id"))
+        return queue_items.items(found, timezone.now())
+
+    def retrieve(self, queue: str, *, type: str = "id", env: str | None = None) -> dict[str, Any]:
+        """One queue. Raises NotFoundError, ValidationError (an unknown type)."""
+        if (client := _remote(env)) is not None:
+            return client.queues.retrieve(queue, type=type)
+        return _queue_item(_queue_of(queue, type, env))
+
+    def pause(self, queue: str, *, type: str = "id", env: str | None = None) -> dict[str, Any]:
+        """Stop the engine starting the queue's runs; they wait as Queued. Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.queues.pause(queue, type=type)
+        found = _queue_of(queue, type, env)
+        return _queue_item(engine.pause_queue(queue_id=found.pk, actor=ACTOR, reason="paused through the Python SDK"))
+
+    def resume(self, queue: str, *, type: str = "id", env: str | None = None) -> dict[str, Any]:
+        """Let the engine start the queue's runs again. Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.queues.resume(queue, type=type)
+        found = _queue_of(queue, type, env)
+        return _queue_item(engine.resume_queue(queue_id=found.pk, actor=ACTOR, reason="resumed through the Python SDK"))
+
+    def override_concurrency_limit(
+        self,
+        queue: str,
+        limit: int,
+        *,
+        type: str = "id",
+        env: str | None = None,
+    ) -> dict[str, Any]:
+        """Set the queue's concurrency limit until reset. Raises NotFoundError, ValidationError."""
+        if (client := _remote(env)) is not None:
+            return client.queues.override_concurrency_limit(queue, limit, type=type)
+        found = _queue_of(queue, type, env)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_QUEUE_LIMIT:
+            raise ValidationError("concurrencyLimit", f"concurrencyLimit must be between 0 and {MAX_QUEUE_LIMIT}")
+        reason = "overridden through the Python SDK"
+        return _queue_item(engine.override_queue_limit(queue_id=found.pk, limit=limit, actor=ACTOR, reason=reason))
+
+    def reset_concurrency_limit(self, queue: str, *, type: str = "id", env: str | None = None) -> dict[str, Any]:
+        """Back to the limit the task declares. Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.queues.reset_concurrency_limit(queue, type=type)
+        found = _queue_of(queue, type, env)
+        reason = "reset through the Python SDK"
+        return _queue_item(engine.reset_queue_limit(queue_id=found.pk, actor=ACTOR, reason=reason))
+
+
+def _queue_of(queue: str, kind: str, env: str | None) -> Queue:
+    if kind not in QUEUE_KINDS:
+        raise ValidationError("type", 'type must be "id", "task" or "custom"')
+    try:
+        return engine.find_queue(environment_id=_environment(env or "dev").id, ref=queue, kind=kind)
+    except engine.QueueNotFound as exc:
+        raise NotFoundError(str(exc)) from exc
+
+
+def _queue_item(queue: Queue) -> dict[str, Any]:
+    return queue_items.items([queue], timezone.now())[0]
+
+
 def _run_of(run_id: str, env: str | None) -> Run:
     run = Run.objects.filter(pk=run_id, environment=_environment(env or "dev")).first()
     if run is None:
@@ -348,6 +426,7 @@ def _page(environment: Environment, params: dict[str, str]) -> RunPage:
 
 tasks = Tasks()
 runs = Runs()
+queues = Queues()
 batch = BatchOfTasks()
 
 

@@ -85,6 +85,7 @@ class Client:
         self.tasks = RemoteTasks(self)
         self.batch = RemoteBatch(self)
         self.runs = RemoteRuns(self)
+        self.queues = RemoteQueues(self)
 
     def request(
         self,
@@ -188,6 +189,50 @@ class RemoteBatch:
     def trigger(self, items: BatchItems, options: dict[str, Any] | None = None) -> BatchHandle:
         """Items name their task: {"id": task id, "payload": ..., "options": ...}."""
         return create_batch(self.client, iterate(items), options)
+
+
+class RemoteQueues:
+    """/api/v1/queues as the official SDK calls it; each verb returns the QueueItem."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def list(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            body = self.client.get_json(f"/api/v1/queues?page={page}&perPage=100")
+            found.extend(body["data"])
+            if page >= body["pagination"]["totalPages"]:
+                return found
+            page += 1
+
+    def retrieve(self, queue: str, *, type: str = "id") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get_json(f"{_queue_path(queue)}?type={quote(type, safe='')}")
+        return result
+
+    def pause(self, queue: str, *, type: str = "id") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(f"{_queue_path(queue)}/pause", {"type": type, "action": "pause"})
+        return result
+
+    def resume(self, queue: str, *, type: str = "id") -> dict[str, Any]:
+        body = {"type": type, "action": "resume"}
+        result: dict[str, Any] = self.client.post_json(f"{_queue_path(queue)}/pause", body)
+        return result
+
+    def override_concurrency_limit(self, queue: str, limit: int, *, type: str = "id") -> dict[str, Any]:
+        body = {"type": type, "concurrencyLimit": limit}
+        result: dict[str, Any] = self.client.post_json(f"{_queue_path(queue)}/concurrency/override", body)
+        return result
+
+    def reset_concurrency_limit(self, queue: str, *, type: str = "id") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(f"{_queue_path(queue)}/concurrency/reset", {"type": type})
+        return result
+
+
+def _queue_path(queue: str) -> str:
+    # As the official SDK does: a "/" of the name is written %2F before the whole is encoded.
+    return f"/api/v1/queues/{quote(queue.replace('/', '%2F'), safe='')}"
 
 
 class RemoteRuns:

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from runs import sdk
-from tests import factories
 from runs.sdk import NotFoundError, RunyardError, ValidationError
+from tests import factories
 from tests.sdk.test_python_sdk_remote import mode  # noqa: F401 - the mode fixture
 
 pytestmark = pytest.mark.django_db  # the in-process mode's database (the remote mode leaves it alone)

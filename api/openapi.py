@@ -14,6 +14,7 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 
 from api.http import api_view
+from runs.logsearch import MAX_SEARCH_LENGTH
 from runs.registry import MACHINES
 from runs.states import RunStatus
 
@@ -482,7 +483,7 @@ LOG_PARAMETERS = [
         "level",
         "Only lines at this level or above: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)",
     ),
-    _query("search", "Only lines containing this text (any case)", {"type": "string", "maxLength": 200}),
+    _query("search", "Only lines containing this text (any case)", {"type": "string", "maxLength": MAX_SEARCH_LENGTH}),
     _query("limit", "Lines per page (default 500)", {"type": "integer", "minimum": 1, "maximum": 1000}),
     _query("cursor", "pagination.next of the previous page"),
 ]

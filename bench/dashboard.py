@@ -25,10 +25,10 @@ PAGES = {
 WARMUP = 3
 
 
-def render_times(client: Client, run_id: str, repeat: int) -> dict[str, list[float]]:
+def render_times(client: Client, run_id: str, repeat: int, pages: dict[str, str] = PAGES) -> dict[str, list[float]]:
     """Seconds per server-side render of each page (after WARMUP untimed renders)."""
     times: dict[str, list[float]] = {}
-    for name, url in PAGES.items():
+    for name, url in pages.items():
         path = url.format(run_id=run_id)
         for _ in range(WARMUP):
             _get(client, path)

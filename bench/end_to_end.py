@@ -98,20 +98,30 @@ def plain_round(bench: stack.Stack, count: int, timeout: float) -> float:
     return time.perf_counter() - began
 
 
+def alternating(
+    bench: stack.Stack, first: Round, second: Round, *, count: int, rounds: int, timeout: float
+) -> tuple[list[float], list[float]]:
+    """Seconds of `rounds` rounds of each, after a warm-up of each (imports, connections); the
+    order flips every round, so neither always runs on a machine the other just warmed."""
+    first(bench, min(count, 50), timeout)
+    second(bench, min(count, 50), timeout)
+    times: tuple[list[float], list[float]] = ([], [])
+    for i in range(rounds):
+        steps = [(first, times[0]), (second, times[1])]
+        for measure, results in steps if i % 2 == 0 else steps[::-1]:
+            results.append(measure(bench, count, timeout))
+    return times
+
+
 def run(ctx: Context) -> list[Figure]:
     sizes = ctx.sizes
     count = sizes.e2e_runs
     timeout = max(60.0, count / 5)
     with stack.stack(KEY, ctx.template, ctx.log_dir) as bench:
         bench.start("engine", "worker")
-        runyard_round(bench, min(count, 50), timeout)  # warm-up: imports, connections
-        plain_round(bench, min(count, 50), timeout)
-        plains: list[float] = []
-        runyards: list[float] = []
-        for i in range(sizes.e2e_rounds):
-            steps: list[tuple[Round, list[float]]] = [(plain_round, plains), (runyard_round, runyards)]
-            for measure, results in steps if i % 2 == 0 else steps[::-1]:
-                results.append(measure(bench, count, timeout))
+        plains, runyards = alternating(
+            bench, plain_round, runyard_round, count=count, rounds=sizes.e2e_rounds, timeout=timeout
+        )
     base = count / statistics.median(plains)
     got = count / statistics.median(runyards)
     ratio = got / base

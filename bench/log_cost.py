@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
 
 from bench import stack
 from bench.context import Context
-from bench.end_to_end import TASK, runyard_round
+from bench.end_to_end import TASK, alternating, runyard_round
 from bench.report import Figure
 from bench.tasks import LOGGED_LINES
 
 KEY = "logcost"
 LOGGING_TASK = "bench-log100"
 POLL = 0.05
-Round = Callable[[stack.Stack, int, float], float]  # seconds of one round of `count` runs
 
 
 def logged_round(bench: stack.Stack, count: int, timeout: float) -> float:
@@ -51,14 +49,9 @@ def run(ctx: Context) -> list[Figure]:
     timeout = max(60.0, count / 5)
     with stack.stack(KEY, ctx.template, ctx.log_dir) as bench:
         bench.start("engine", "worker")
-        runyard_round(bench, min(count, 50), timeout)  # warm-up: imports, connections
-        logged_round(bench, min(count, 50), timeout)
-        noops: list[float] = []
-        logged: list[float] = []
-        for i in range(sizes.e2e_rounds):
-            steps: list[tuple[Round, list[float]]] = [(runyard_round, noops), (logged_round, logged)]
-            for measure, results in steps if i % 2 == 0 else steps[::-1]:
-                results.append(measure(bench, count, timeout))
+        noops, logged = alternating(
+            bench, runyard_round, logged_round, count=count, rounds=sizes.e2e_rounds, timeout=timeout
+        )
         checked = check_lines(bench, timeout)
     base, got = statistics.median(noops) / count, statistics.median(logged) / count
     ratio = got / base

@@ -13,7 +13,7 @@ from django.test import Client
 
 from bench import stack
 from bench.context import Context
-from bench.dashboard import WARMUP, _get, grow
+from bench.dashboard import WARMUP, grow, render_times
 from bench.report import Figure
 
 KEY = "logs"
@@ -106,20 +106,6 @@ def _check(conn: Any) -> None:
         raise stack.BenchError(f"{runs} runs, {summaries} with {LINES} lines, {lines} lines")
 
 
-def render_times(client: Client, repeat: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {}
-    for name, path in PAGES.items():
-        for _ in range(WARMUP):
-            _get(client, path)
-        samples = []
-        for _ in range(repeat):
-            began = time.perf_counter()
-            _get(client, path)
-            samples.append(time.perf_counter() - began)
-        times[name] = samples
-    return times
-
-
 def run(ctx: Context) -> list[Figure]:
     sizes = ctx.sizes
     with stack.stack(KEY, ctx.template, ctx.log_dir) as bench:
@@ -127,10 +113,10 @@ def run(ctx: Context) -> list[Figure]:
         client.force_login(get_user_model().objects.get(username=stack.USERNAME))
         grow(bench, sizes.dashboard_small)
         small_fill = fill_logs(bench, first=True)
-        small = render_times(client, sizes.page_requests)
+        small = render_times(client, "", sizes.page_requests, PAGES)
         grow(bench, sizes.dashboard_large - sizes.dashboard_small)
         large_fill = fill_logs(bench, first=False)
-        large = render_times(client, sizes.page_requests)
+        large = render_times(client, "", sizes.page_requests, PAGES)
     figures = []
     for name, path in PAGES.items():
         base, got = statistics.median(small[name]), statistics.median(large[name])

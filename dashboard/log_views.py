@@ -30,7 +30,6 @@ from runs import logs, logsearch
 from runs.models import Run, RunEvent, RunLog
 from runs.states import is_final
 
-MAX_SEARCH = 200  # characters of a search: longer is no phrase a person types into a log search
 LEVEL_CHOICES = [("", "All levels"), *((name, f"{name} and above") for name in logsearch.LEVELS)]
 LATEST, ALL = "", "all"
 
@@ -58,8 +57,8 @@ class LogQuery:
         if level and logsearch.parse_level(level) is None:
             raise BadQuery(f"level: must be one of {', '.join(logsearch.LEVELS)} or empty (all levels)")
         search = query.get("q", "")
-        if len(search) > MAX_SEARCH:
-            raise BadQuery(f"q: the search may have at most {MAX_SEARCH} characters")
+        if len(search) > logsearch.MAX_SEARCH_LENGTH:
+            raise BadQuery(f"q: the search may have at most {logsearch.MAX_SEARCH_LENGTH} characters")
         # A checkbox sends nothing when cleared, so the form sends follow=0 before it.
         follow = (query.getlist("follow") or ["1"])[-1] == "1"
         return cls(attempt, level, search, query.get("events") == "1", follow)

@@ -47,7 +47,6 @@ SINGLE = ("batch", "queue", "machine", "region", "idempotency", "id")
 MAX_VALUE_LENGTH = 256
 MAX_VALUES = 50
 MAX_TASK_CHOICES = 200  # distinct task ids offered by the task filter
-MAX_LOGS_LENGTH = 200  # a phrase a person types; longer is a paste, not a search
 PREFIXES = {"id": ("run_", "Run ids start with run_"), "batch": ("batch_", "Batch ids start with batch_")}
 
 
@@ -200,8 +199,8 @@ def _created_range(query: QueryDict | Mapping[str, Any], errors: dict[str, str])
 
 
 def _logs_text(text: str, errors: dict[str, str]) -> str:
-    if len(text) > MAX_LOGS_LENGTH:
-        errors["logs"] = f"At most {MAX_LOGS_LENGTH} characters: this text has {len(text)}"
+    if len(text) > logsearch.MAX_SEARCH_LENGTH:
+        errors["logs"] = f"At most {logsearch.MAX_SEARCH_LENGTH} characters: this text has {len(text)}"
     elif text and logsearch.tsquery(text) is None:
         errors["logs"] = f"{text!r} has no word to search for: give letters or digits"
     else:

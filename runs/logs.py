@@ -18,9 +18,7 @@ from runs.models import RunLog, RunLogSummary
 from runs.options import OptionError
 
 PAGE_SIZE = 500  # lines per page of the API and of the run page's panel
-MAX_PAGE_SIZE = 10_000
 MAX_API_PAGE_SIZE = 1000
-MAX_SEARCH_LENGTH = 200
 # Up to this many attempts with a word, "runs whose logs contain" is a list of their run ids.
 FEW = 1000
 
@@ -117,8 +115,9 @@ def parse_query(params: Mapping[str, str]) -> PageQuery:
             names = ", ".join(logsearch.LEVELS)
             raise OptionError("level", f"level must be one of {names} (any case), not {level[:40]!r}")
     search = params.get("search") or ""
-    if len(search) > MAX_SEARCH_LENGTH:
-        raise OptionError("search", f"search must be at most {MAX_SEARCH_LENGTH} characters, not {len(search)}")
+    if len(search) > logsearch.MAX_SEARCH_LENGTH:
+        most = logsearch.MAX_SEARCH_LENGTH
+        raise OptionError("search", f"search must be at most {most} characters, not {len(search)}")
     limit = _positive(params, "limit")
     if limit is not None and limit > MAX_API_PAGE_SIZE:
         raise OptionError("limit", f"limit must be an integer from 1 to {MAX_API_PAGE_SIZE}, not {limit}")
@@ -211,7 +210,3 @@ def runs_matching(text: str = "", *, errors: bool = False) -> Q:
     if errors:
         condition &= Q(Exists(RunLogSummary.objects.filter(run_id=OuterRef("pk"), errors__gt=0)))
     return condition
-
-
-def with_logs(runs: QuerySet[Any], text: str = "", *, errors: bool = False) -> QuerySet[Any]:
-    return runs.filter(runs_matching(text, errors=errors))

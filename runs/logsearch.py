@@ -15,6 +15,8 @@ NAMES = {number: name for name, number in LEVELS.items()}
 ERROR = LEVELS["ERROR"]
 # Searched words kept per query: enough for any phrase a person types.
 MAX_SEARCH_WORDS = 16
+# Characters of a search, of one run's lines or across runs: longer is a paste, not a search.
+MAX_SEARCH_LENGTH = 200
 
 _WORD = re.compile(r"[^\W_]+")
 

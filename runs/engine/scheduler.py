@@ -107,8 +107,8 @@ SELECT
 
 def next_due(*, after: datetime) -> datetime | None:
     """When the next delay ends, TTL runs out, maxDuration passes or a queue's pause or override
-    ends, after `after` (a tick's
-    clock: what was due by then that tick did); None if nothing is scheduled.
+    ends, after `after` (a tick's clock: what was due by then that tick did); None if nothing
+    is scheduled.
 
     The engine sleeps until then rather than a whole poll interval: a due time notifies
     nothing. One statement, each part a min() over its partial index (run_delayed,

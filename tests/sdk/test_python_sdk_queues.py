@@ -3,26 +3,15 @@ the engine called directly) and remote (the REST API of a live stack)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from runs import sdk
-from runs.sdk import NotFoundError, RunyardError, ValidationError
+from runs.sdk import NotFoundError, RunyardError
 from tests import factories
+from tests.sdk.test_python_sdk_logs import error_of
 from tests.sdk.test_python_sdk_remote import mode  # noqa: F401 - the mode fixture
 
 pytestmark = pytest.mark.django_db  # the in-process mode's database (the remote mode leaves it alone)
-
-
-def error_of(call: Any) -> tuple[str, str]:
-    try:
-        call()
-    except ValidationError as exc:
-        return type(exc).__name__, exc.field
-    except RunyardError as exc:
-        return type(exc).__name__, ""
-    return "nothing raised", ""
 
 
 def test_queues_are_found_paused_resumed_and_their_limit_overridden_in_both_modes(mode: str) -> None:  # noqa: F811

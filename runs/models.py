@@ -304,6 +304,8 @@ class Run(models.Model):
     # (AsyncResult, revoke) and the Celery queue its router chose, where its worker listens.
     celery_id = models.CharField(max_length=255, blank=True)
     celery_queue = models.CharField(max_length=255, blank=True)
+    # The schedule whose tick made the run (blank: none); kept after the schedule is deleted.
+    schedule_id = models.CharField(max_length=32, blank=True, default="", db_default="")
 
     objects = RunQuerySet.as_manager()
 
@@ -331,6 +333,12 @@ class Run(models.Model):
                 condition=Q(idempotency_key__isnull=False),
             ),
             GinIndex(fields=["tags"], name="run_tags"),
+            # Partial: a run no schedule made adds no entry at any of its transitions.
+            models.Index(
+                fields=["environment", "schedule_id", "-created_at"],
+                name="run_env_schedule",
+                condition=~Q(schedule_id=""),
+            ),
             models.Index(
                 fields=["environment", "queue", "concurrency_key", "available_at"],
                 name="run_queued",
@@ -380,6 +388,96 @@ class Run(models.Model):
 
     def __str__(self) -> str:
         return self.id
+
+
+def new_schedule_id() -> str:
+    return make_id("sched")
+
+
+class ScheduleType(models.TextChoices):
+    DECLARATIVE = "DECLARATIVE"  # from a task decorator's cron, synced when workers register
+    IMPERATIVE = "IMPERATIVE"  # made through the dashboard, the REST API or an SDK
+
+
+class Overlap(models.TextChoices):
+    ALLOW = "allow"  # fire even while the previous run is unfinished
+    SKIP = "skip"  # record the tick as skipped while the previous run is unfinished
+
+
+class Missed(models.TextChoices):
+    ONCE = "once"  # ticks missed while no engine ran are fired once, on recovery
+    SKIP = "skip"  # they are recorded as skipped; the next tick fires as usual
+
+
+class Schedule(models.Model):
+    """A cron expression in a time zone that triggers a task at each tick.
+
+    next_fire_at is the claim: an engine locks the row (SKIP LOCKED), fires, records the tick
+    and moves next_fire_at on in one transaction, so each tick fires once however many engines
+    run (runs.engine.schedules). It is NULL while the schedule is inactive.
+    """
+
+    id = models.CharField(primary_key=True, max_length=32, default=new_schedule_id, editable=False)
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="schedules")
+    type = models.CharField(max_length=16, choices=ScheduleType.choices, default=ScheduleType.IMPERATIVE)
+    task_id = models.CharField(max_length=128)
+    cron = models.CharField(max_length=128)  # five fields, as given ("@hourly" is kept as written)
+    timezone = models.CharField(max_length=64, default="UTC")  # an IANA name
+    external_id = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001 - null: none given
+    # Creating with a key that exists updates that schedule (the reference's upsert).
+    deduplication_key = models.CharField(max_length=256, null=True, blank=True)  # noqa: DJ001 - unique when set
+    payload = models.JSONField(null=True, blank=True)  # the caller's own data, given to each run
+    options = models.JSONField(default=dict, blank=True)  # trigger options as given (runs.options)
+    active = models.BooleanField(default=True)
+    overlap = models.CharField(max_length=8, choices=Overlap.choices, default=Overlap.ALLOW)
+    missed = models.CharField(max_length=8, choices=Missed.choices, default=Missed.ONCE)
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    last_fired_at = models.DateTimeField(null=True, blank=True)  # the last tick fired: lastTimestamp
+    last_run_id = models.CharField(max_length=32, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    created_by = models.CharField(max_length=150, blank=True)  # an engine Actor
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["environment", "deduplication_key"],
+                name="schedule_unique_deduplication_key",
+                condition=Q(deduplication_key__isnull=False),
+            ),
+            models.CheckConstraint(
+                condition=Q(active=True) | Q(next_fire_at__isnull=True), name="schedule_due_only_when_active"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["next_fire_at"], name="schedule_due", condition=Q(next_fire_at__isnull=False)),
+            models.Index(fields=["environment", "task_id"], name="schedule_env_task"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class ScheduleTick(models.Model):
+    """One tick of a schedule: the run it fired, or why it was skipped.
+
+    Unique by (schedule, at): a second engine firing the same tick fails instead of making a
+    second run.
+    """
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="ticks")
+    at = models.DateTimeField()  # the tick's time by the cron expression
+    recorded_at = models.DateTimeField()  # when an engine handled it
+    run_id = models.CharField(max_length=32, blank=True)
+    skipped = models.CharField(max_length=256, blank=True)  # the reason, when no run was made
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [models.UniqueConstraint(fields=["schedule", "at"], name="schedule_tick_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id}@{self.at.isoformat()}"
 
 
 class RunEvent(models.Model):

@@ -4,6 +4,9 @@ Pure functions shared by the REST API, the dashboard and the Python SDK. Option 
 the wire protocol's camelCase (`maxAttempts`); snake_case (`max_attempts`) is accepted too.
 Unknown keys are kept in TriggerOptions.raw and otherwise ignored, never rejected: the
 official SDK sends keys (payloadSize, lockToVersion, ...) that Runyard does not use.
+
+TriggerOptions, what the engine takes, lives here so that this module imports nothing from
+the engine.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import contextlib
 import json
 import math
 import re
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
 from runs import packets, registry
-from runs.engine import TriggerOptions
-from runs.engine.triggering import Debounce
 from runs.textcheck import UnstorableValue, check_json, check_text, too_deep
 
 MAX_TAGS = 10
@@ -32,6 +34,54 @@ PAYLOAD_TYPES = (packets.SUPERJSON, packets.JSON, packets.TEXT)
 DURATION_RE = re.compile(r"^(\d+(w|d|hr|h|m|s))+$")
 _DURATION_PART = re.compile(r"(\d+)(w|d|hr|h|m|s)")
 _UNIT_SECONDS = {"w": 604800, "d": 86400, "hr": 3600, "h": 3600, "m": 60, "s": 1}
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """Fold triggers with the same key into one delayed run (see runs.engine.triggering)."""
+
+    key: str
+    delay: int  # seconds
+    mode: str = "leading"  # or "trailing": the latest trigger's data wins
+    max_delay: int | None = None  # seconds from the run's first trigger
+
+
+@dataclass
+class TriggerOptions:
+    """Validated trigger options (runs.options parses them from every entry point)."""
+
+    queue: str | None = None
+    concurrency_key: str = ""
+    machine: str | None = None
+    region: str = ""
+    priority: float = 0.0
+    max_attempts: int | None = None
+    max_duration: int | None = None
+    ttl: int | None = None
+    delay_until: datetime | None = None
+    queue_concurrency_limit: int | None = None
+    idempotency_key: str | None = None
+    idempotency_key_user: str = ""  # the caller's key before the SDK hashed it
+    idempotency_key_ttl: int | None = None  # seconds
+    debounce: Debounce | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] | None = None
+    parent_run_id: str | None = None
+    resume_parent: bool = False  # the parent waits on this run (triggerAndWait)
+    batch_id: str | None = None
+    trigger_function: str = "trigger"
+    is_test: bool = False
+    raw: dict[str, Any] = field(default_factory=dict)  # every option as given, for display
+    # A plain Celery task's publish (runs.celery_adoption): its task id, its Celery queue, and
+    # the moment it expires (Celery's `expires` counts from publishing, a TTL from queuing).
+    celery_id: str = ""
+    celery_queue: str = ""
+    expires_at: datetime | None = None
+    # Commit without waiting for the WAL flush (outside the caller's transaction only): a
+    # PostgreSQL crash within about 0.6 s may lose the run, as a Redis crash loses a Celery
+    # message. For plain Celery publishes, which promised no more (docs/celery-tasks.md).
+    async_commit: bool = False
+    schedule_id: str = ""  # the schedule that fired the run (runs.engine.schedules), never an option
 
 
 class OptionError(ValueError):

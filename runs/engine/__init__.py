@@ -10,6 +10,7 @@ finds the run in another status and changes nothing.
     actions     cancel, reschedule
     workers     worker registration
     queues      pausing queues and overriding their limits
+    schedules   cron schedules and their ticks
     scheduler   time-driven work done by the engine process
 """
 
@@ -49,6 +50,16 @@ from runs.engine.scheduler import (
     tick,
     time_out_runs,
 )
+from runs.engine.schedules import (
+    DeclarativeSchedule,
+    ScheduleNotFound,
+    create_schedule,
+    delete_schedule,
+    find_schedule,
+    set_schedule_active,
+    upcoming,
+    update_schedule,
+)
 from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
 from runs.engine.waiting import add_waitpoint, resume_ready, suspend_run
 from runs.engine.workers import register_worker, unregister_worker, worker_seen
@@ -62,9 +73,11 @@ __all__ = [
     "Actor",
     "BatchEntry",
     "BatchItemError",
+    "DeclarativeSchedule",
     "EngineError",
     "QueueNotFound",
     "RunNotFound",
+    "ScheduleNotFound",
     "StagedItem",
     "TriggerOptions",
     "TriggerResult",
@@ -77,9 +90,12 @@ __all__ = [
     "celery_task_id",
     "complete_attempt",
     "create_batch",
+    "create_schedule",
+    "delete_schedule",
     "expire_runs",
     "fail_attempt",
     "find_queue",
+    "find_schedule",
     "heartbeat",
     "lift_expired_controls",
     "override_queue_limit",
@@ -96,6 +112,7 @@ __all__ = [
     "resume_ready",
     "seal_batch",
     "set_batch_run_count",
+    "set_schedule_active",
     "start_attempt",
     "suspend_run",
     "system_failure",
@@ -104,5 +121,7 @@ __all__ = [
     "trigger",
     "trigger_batch",
     "unregister_worker",
+    "upcoming",
+    "update_schedule",
     "worker_seen",
 ]

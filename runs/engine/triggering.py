@@ -16,58 +16,12 @@ from django.utils import timezone
 from runs import events, registry
 from runs.engine.core import ENGINE, Actor, ensure_queue, mark_queued, prepared_row, record
 from runs.models import Environment, Queue, RequestIdempotency, Run, RunEvent, TaskDefinition
+from runs.options import TriggerOptions
 from runs.states import KEY_RELEASING_STATUSES, RunStatus
 
 DEV_DEFAULT_TTL = 600  # seconds; the reference gives dev runs a 10 minute TTL by default
 MAX_TTL = 14 * 86400  # any longer TTL is clamped to 14 days
 IDEMPOTENCY_KEY_TTL = 30 * 86400  # idempotency keys are remembered 30 days unless told otherwise
-
-
-@dataclass(frozen=True)
-class Debounce:
-    """Fold triggers with the same key into one delayed run (see runs.engine.triggering)."""
-
-    key: str
-    delay: int  # seconds
-    mode: str = "leading"  # or "trailing": the latest trigger's data wins
-    max_delay: int | None = None  # seconds from the run's first trigger
-
-
-@dataclass
-class TriggerOptions:
-    """Validated trigger options (runs.options parses them from every entry point)."""
-
-    queue: str | None = None
-    concurrency_key: str = ""
-    machine: str | None = None
-    region: str = ""
-    priority: float = 0.0
-    max_attempts: int | None = None
-    max_duration: int | None = None
-    ttl: int | None = None
-    delay_until: datetime | None = None
-    queue_concurrency_limit: int | None = None
-    idempotency_key: str | None = None
-    idempotency_key_user: str = ""  # the caller's key before the SDK hashed it
-    idempotency_key_ttl: int | None = None  # seconds
-    debounce: Debounce | None = None
-    tags: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] | None = None
-    parent_run_id: str | None = None
-    resume_parent: bool = False  # the parent waits on this run (triggerAndWait)
-    batch_id: str | None = None
-    trigger_function: str = "trigger"
-    is_test: bool = False
-    raw: dict[str, Any] = field(default_factory=dict)  # every option as given, for display
-    # A plain Celery task's publish (runs.celery_adoption): its task id, its Celery queue, and
-    # the moment it expires (Celery's `expires` counts from publishing, a TTL from queuing).
-    celery_id: str = ""
-    celery_queue: str = ""
-    expires_at: datetime | None = None
-    # Commit without waiting for the WAL flush (outside the caller's transaction only): a
-    # PostgreSQL crash within about 0.6 s may lose the run, as a Redis crash loses a Celery
-    # message. For plain Celery publishes, which promised no more (docs/celery-tasks.md).
-    async_commit: bool = False
 
 
 @dataclass(frozen=True)
@@ -475,6 +429,7 @@ def _new_run(req: TriggerRequest, definition: TaskDefinition | None, parent: Run
         debounce=asdict(req.options.debounce) if req.options.debounce else None,
         celery_id=req.options.celery_id,
         celery_queue=req.options.celery_queue or (definition.celery_queue if definition else ""),
+        schedule_id=req.options.schedule_id,
     )
 
 

@@ -236,7 +236,7 @@ def section(html: str, title_id: str) -> str:
 
 
 def test_run_page_shows_every_trigger_option_resolved_and_as_given(browser: Client) -> None:
-    from runs.engine.triggering import Debounce
+    from runs.options import Debounce
 
     now = timezone.now()
     raw = {"queue": {"name": "emails"}, "concurrencyKey": "tenant-7", "priority": 30, "debounce": {"key": "user-1"}}
@@ -528,7 +528,7 @@ def test_batch_filter_is_kept_by_the_pager(browser: Client) -> None:
 
 
 def test_markup_in_options_metadata_and_tags_is_escaped(browser: Client) -> None:
-    from runs.engine.triggering import Debounce
+    from runs.options import Debounce
 
     evil = "<script>alert(1)</script>"
     run = factories.run(

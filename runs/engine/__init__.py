@@ -10,6 +10,7 @@ finds the run in another status and changes nothing.
     actions     cancel, reschedule
     workers     worker registration
     queues      pausing queues and overriding their limits
+    pauses      pausing a task of an environment, or a whole environment
     scheduler   time-driven work done by the engine process
 """
 
@@ -29,6 +30,14 @@ from runs.engine.batches import (
 )
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
+from runs.engine.pauses import (
+    TaskNotFound,
+    lift_expired_pauses,
+    pause_environment,
+    pause_task,
+    resume_environment,
+    resume_task,
+)
 from runs.engine.queues import (
     QueueNotFound,
     find_queue,
@@ -66,6 +75,7 @@ __all__ = [
     "QueueNotFound",
     "RunNotFound",
     "StagedItem",
+    "TaskNotFound",
     "TriggerOptions",
     "TriggerResult",
     "abort_batch",
@@ -82,8 +92,11 @@ __all__ = [
     "find_queue",
     "heartbeat",
     "lift_expired_controls",
+    "lift_expired_pauses",
     "override_queue_limit",
+    "pause_environment",
     "pause_queue",
+    "pause_task",
     "promote_delayed",
     "promote_pending_version",
     "recover_stalled",
@@ -92,8 +105,10 @@ __all__ = [
     "requeue_lost",
     "reschedule_run",
     "reset_queue_limit",
+    "resume_environment",
     "resume_queue",
     "resume_ready",
+    "resume_task",
     "seal_batch",
     "set_batch_run_count",
     "start_attempt",

@@ -37,6 +37,7 @@ from runs.engine.pauses import (
     pause_task,
     resume_environment,
     resume_task,
+    task_known,
 )
 from runs.engine.queues import (
     QueueNotFound,
@@ -114,6 +115,7 @@ __all__ = [
     "start_attempt",
     "suspend_run",
     "system_failure",
+    "task_known",
     "tick",
     "time_out_runs",
     "trigger",

@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import OuterRef, Q, QuerySet
+from django.db.models import OuterRef, QuerySet
 from django.utils import timezone
 
 from runs import events
 from runs.engine.core import ENGINE, Actor, EngineError
+from runs.holds import paused_now
 from runs.models import AuditEntry, Environment, Pausable, Queue, Run, TaskDefinition, TaskPause
 
 REASON_LENGTH = 512  # Pausable.pause_reason
@@ -33,6 +34,15 @@ class TaskNotFound(EngineError):
 def task_target(task_id: str) -> str:
     """How the audit log names a task."""
     return f"task:{task_id}"
+
+
+def task_known(*, environment_id: int, task_id: str) -> bool:
+    """A task a worker serves, or one the environment has a run or a pause of."""
+    return (
+        TaskDefinition.objects.filter(task_id=task_id).exists()
+        or TaskPause.objects.filter(environment_id=environment_id, task_id=task_id).exists()
+        or Run.objects.filter(environment_id=environment_id, task_identifier=task_id).exists()
+    )
 
 
 def pause_task(
@@ -137,14 +147,6 @@ def paused_tasks(*, environment_id: int | OuterRef, now: datetime) -> QuerySet[T
     return TaskPause.objects.filter(paused_now(now), environment_id=environment_id)  # type: ignore[misc]
 
 
-def paused_now(now: datetime, prefix: str = "") -> Q:
-    """Pausable rows (through `prefix`, e.g. "environment__") whose pause applies at `now`:
-    Pausable.paused_as_of in SQL."""
-    return Q(**{f"{prefix}paused_at__isnull": False}) & (
-        Q(**{f"{prefix}resume_at__isnull": True}) | Q(**{f"{prefix}resume_at__gt": now})
-    )
-
-
 _PAUSE_FIELDS = ["paused_at", "paused_by", "pause_reason", "resume_at"]
 
 
@@ -170,8 +172,7 @@ def _task_pause(environment: Environment, task_id: str, *, create: bool) -> Task
     pause = TaskPause.objects.select_for_update().filter(environment=environment, task_id=task_id).first()
     if pause is not None:
         return pause
-    known = TaskDefinition.objects.filter(task_id=task_id).exists()
-    if not known and not Run.objects.filter(environment=environment, task_identifier=task_id).exists():
+    if not task_known(environment_id=environment.pk, task_id=task_id):
         raise TaskNotFound(f"No task {task_id!r} in this environment")
     # The environment's row lock (_hold_admission) keeps a second creator out.
     return TaskPause.objects.create(environment=environment, task_id=task_id) if create else None

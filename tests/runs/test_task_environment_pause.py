@@ -215,3 +215,18 @@ def test_worker_registration_keeps_a_task_and_an_environment_pause(dev: Environm
     dev.refresh_from_db()
     assert pause.paused_as_of(at(1)) and pause.pause_reason == "deploy" and pause.paused_by == "user:ops"
     assert dev.paused_as_of(at(1)) and dev.pause_reason == "freeze"
+
+
+def test_admission_reads_both_pauses_in_its_queue_lock_statement(dev: Environment) -> None:
+    held = runs_of("held", 1, queue="shared")
+    free = runs_of("free", 1, queue="shared")
+    engine.pause_task(environment_id=dev.pk, task_id="held", actor="user:ops")
+    with CaptureQueriesContext(connection) as queries:
+        assert engine.admit(now=at(1)) == 1
+    # The pending keys, the queue's lock (with its environment and task pauses), its active
+    # slots, the key's admission: no statement more per queue than before pauses existed.
+    selects = [
+        query["sql"] for query in queries.captured_queries if not query["sql"].startswith(("SAVEPOINT", "RELEASE"))
+    ]
+    assert len(selects) == 4, selects
+    assert statuses(held + free) == [RunStatus.QUEUED, RunStatus.DEQUEUED]

@@ -154,7 +154,9 @@ def render_page(
     values: QueryDict | dict[str, str],
     status: int = 200,
 ) -> HttpResponse:
-    add_live_facts([task], environment, timezone.now())
+    now = timezone.now()
+    add_live_facts([task], environment, now)
+    add_pauses([task], environment, now)
     may_see_payloads = can_view_payload(request.user)
     context = {
         "environment": environment,

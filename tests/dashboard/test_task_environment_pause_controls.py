@@ -188,3 +188,11 @@ def test_the_run_page_says_which_pause_holds_it_by_whom_and_since_when(
     start = html.index('<p class="run-why"')
     why = text(html[start : html.index("</p>", start)])
     assert expected in why and "smtp down. It holds 2 queued runs." in why
+
+
+def test_the_task_page_shows_its_pause_and_resumes_it(operator: Client, mailer: list[Run], dev: Environment) -> None:
+    engine.pause_task(environment_id=dev.pk, task_id="mailer", actor="user:olga", reason="smtp down")
+    html = operator.get("/tasks/mailer/?env=dev").content.decode()
+    panel = re.search(r'<div class="task-pause-panel" id="task-pause">(.*?)</div>', html, re.S)
+    assert panel and "Paused by olga since" in text(panel.group(1)) and "2 runs held" in text(panel.group(1))
+    assert 'action="/tasks/mailer/resume/?env=dev"' in panel.group(1)

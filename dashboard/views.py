@@ -161,6 +161,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id: str) -> HttpResponse:
         return render(request, "dashboard/batch_not_found.html", context, status=404)
     runs = Run.objects.filter(batch=batch)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
+    mark_held(page.runs, timezone.now())  # its live rows are marked too (dashboard.consumers.render_push)
     context = {
         "environment": environment,
         "page": page,

@@ -84,6 +84,14 @@ TASK_ID = _param(
 )
 JSON_BODY_ERRORS = (400, 401, 404, 413, 422)
 NULLABLE_LIMIT: dict[str, Any] = {"type": ["integer", "null"], "minimum": 0}
+PAUSE_FIELDS: dict[str, Any] = {
+    "paused": {"type": "boolean"},
+    "pausedAt": DATE,
+    "pausedBy": {"type": "string", "description": 'Who paused it: "user:<name>", "api:<key hint>"'},
+    "reason": STRING,
+    "resumeAt": DATE,
+    "heldRuns": {"type": "integer", "minimum": 0, "description": "Queued runs it holds now"},
+}
 QUEUE_TYPE: dict[str, Any] = {
     "enum": ["id", "task", "custom"],
     "description": "How the path names the queue: its id (the default), a task id, or a custom queue's name",
@@ -329,6 +337,30 @@ SCHEMAS: dict[str, Any] = {
         "required": ["concurrencyLimit"],
     },
     "ResetQueueLimitRequest": {"type": "object", "properties": {"type": QUEUE_TYPE}},
+    "PauseRequest": {
+        "type": "object",
+        "properties": {
+            "reason": {"type": "string", "maxLength": 512, "description": "Why, for the audit log and the dashboard"},
+            "resumeAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "When the pause lifts by itself: in the future; without an offset, UTC",
+            },
+        },
+    },
+    "ResumeRequest": {"type": "object", "properties": {"reason": {"type": "string", "maxLength": 512}}},
+    "TaskPause": {
+        "type": "object",
+        "description": "A task's pause in the key's environment; the other fields only while it is paused",
+        "properties": {"task": STRING, **PAUSE_FIELDS},
+        "required": ["task", "paused"],
+    },
+    "EnvironmentPause": {
+        "type": "object",
+        "description": "The key's environment's pause; the other fields only while it is paused",
+        "properties": {"environment": STRING, **PAUSE_FIELDS},
+        "required": ["environment", "paused"],
+    },
     "RunId": {"type": "object", "properties": {"id": STRING}, "required": ["id"]},
     "RescheduleRunRequest": {
         "type": "object",
@@ -644,6 +676,58 @@ PATHS: dict[str, Any] = {
             "parameters": [QUEUE],
             "requestBody": {"required": False, "content": _json(_ref("ResetQueueLimitRequest"))},
             "responses": {"200": _ok("The queue", _ref("QueueItem")), **_errors(*JSON_BODY_ERRORS)},
+        }
+    },
+    "/api/v1/tasks/{taskId}/pause": {
+        "get": {
+            "operationId": "retrieveTaskPause",
+            "summary": "Whether the task is paused in the key's environment, by whom, since when, holding what",
+            "parameters": [TASK_ID],
+            "responses": {"200": _ok("The task's pause", _ref("TaskPause")), **_errors(400, 401, 404)},
+        },
+        "post": {
+            "operationId": "pauseTask",
+            "summary": "Pause the task in the key's environment: its runs stay queued (other tasks of its queues still "
+            "run), running ones finish; a task already paused keeps its pause",
+            "parameters": [TASK_ID],
+            "requestBody": {"required": False, "content": _json(_ref("PauseRequest"))},
+            "responses": {"200": _ok("The task's pause", _ref("TaskPause")), **_errors(*JSON_BODY_ERRORS)},
+        },
+    },
+    "/api/v1/tasks/{taskId}/resume": {
+        "post": {
+            "operationId": "resumeTask",
+            "summary": "Resume the task in the key's environment",
+            "parameters": [TASK_ID],
+            "requestBody": {"required": False, "content": _json(_ref("ResumeRequest"))},
+            "responses": {"200": _ok("The task's pause", _ref("TaskPause")), **_errors(*JSON_BODY_ERRORS)},
+        }
+    },
+    "/api/v1/environment/pause": {
+        "get": {
+            "operationId": "retrieveEnvironmentPause",
+            "summary": "Whether the key's environment is paused, by whom, since when, holding how many runs",
+            "responses": {"200": _ok("The environment's pause", _ref("EnvironmentPause")), **_errors(401)},
+        },
+        "post": {
+            "operationId": "pauseEnvironment",
+            "summary": "Pause the key's environment: none of its runs starts, running ones finish",
+            "requestBody": {"required": False, "content": _json(_ref("PauseRequest"))},
+            "responses": {
+                "200": _ok("The environment's pause", _ref("EnvironmentPause")),
+                **_errors(400, 401, 413, 422),
+            },
+        },
+    },
+    "/api/v1/environment/resume": {
+        "post": {
+            "operationId": "resumeEnvironment",
+            "summary": "Resume the key's environment",
+            "requestBody": {"required": False, "content": _json(_ref("ResumeRequest"))},
+            "responses": {
+                "200": _ok("The environment's pause", _ref("EnvironmentPause")),
+                **_errors(400, 401, 413, 422),
+            },
         }
     },
     "/api/v3/batches": {

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, queues, views
+from api import batches, docs, openapi, packets, pauses, queues, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -29,6 +29,11 @@ urlpatterns = [
     path("api/v1/queues/<str:queue>/pause", queues.pause_queue, name="api-pause-queue"),
     path("api/v1/queues/<str:queue>/concurrency/override", queues.override_limit, name="api-override-queue-limit"),
     path("api/v1/queues/<str:queue>/concurrency/reset", queues.reset_limit, name="api-reset-queue-limit"),
+    # Pausing a task or the whole environment: Runyard's own (not in the official SDK).
+    path("api/v1/tasks/<path:task_id>/pause", pauses.task_pause, name="api-task-pause"),
+    path("api/v1/tasks/<path:task_id>/resume", pauses.task_resume, name="api-task-resume"),
+    path("api/v1/environment/pause", pauses.environment_pause, name="api-environment-pause"),
+    path("api/v1/environment/resume", pauses.environment_resume, name="api-environment-resume"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

@@ -45,6 +45,24 @@ def at_input(when: datetime | None) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M") if when else ""
 
 
+def future_time(post: QueryDict, name: str, now: datetime, errors: dict[str, str]) -> datetime | None:
+    """An optional datetime-local input (UTC, as every time the dashboard shows): None when
+    empty; an error when it is no date and time or not in the future."""
+    text = post.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        errors[name] = f"Enter a date and time in UTC, like {at_input(now)} ({text[:40]!r} is not one)"
+        return None
+    at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    if at <= now:
+        errors[name] = f"Enter a time in the future (it is {at_input(now)} UTC now)"
+        return None
+    return at
+
+
 # --- reschedule ---------------------------------------------------------------------------
 
 

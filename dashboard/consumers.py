@@ -49,6 +49,7 @@ from dashboard.views import (
 from runs import logs
 from runs.events import env_group
 from runs.filters import RunFilters
+from runs.holds import mark_held
 from runs.models import Batch, Environment, Run
 
 log = logging.getLogger(__name__)
@@ -685,8 +686,15 @@ class RunConsumer(CoalescingConsumer):
 def render_push(kind: str, runs: list[Run], perms: dict[str, bool]) -> str:
     """partials/runs_push.html for `created` or `updated` rows, shown to a user with `perms`
     (dashboard.permissions.roles); the same runs in the same state within RENDER_REUSE seconds
-    get the same frame, never one rendered for other permissions."""
-    key = (kind, tuple(sorted(perms.items())), *((run.id, run.updated_at, run.status) for run in runs))
+    get the same frame, never one rendered for other permissions. A queued run's frame also
+    carries the pause holding it (runs.holds): a pause changes no run, so its updated_at would
+    not tell the frames apart."""
+    mark_held(runs, timezone.now())
+    key = (
+        kind,
+        tuple(sorted(perms.items())),
+        *((run.id, run.updated_at, run.status, run.hold) for run in runs),  # type: ignore[attr-defined]
+    )
     now = time.monotonic()
     hit = _rendered.get(key)
     if hit is not None and now - hit[0] < RENDER_REUSE:

@@ -145,6 +145,7 @@ def queues_context(request: HtmxHttpRequest, environment: Environment) -> tuple[
         "state": state,
         "runs_query": urlencode({"env": environment.slug}),
         "perms_operate": can_operate(request.user),
+        "environment_paused": environment.paused_as_of(timezone.now()),
     }
     return context, [asdict(row) for row in rows] + [total]
 
@@ -161,20 +162,25 @@ def queue_action(request: HtmxHttpRequest, queue_id: int, action: str) -> HttpRe
     if queue is None or action not in QUEUE_ACTIONS:
         raise Http404("No such queue in this environment")
     errors: dict[str, str] = {}
+    now = timezone.now()
     reason = forms.reason(request.POST, errors)
     limit = override_limit(request.POST, errors) if action == "override" else None
+    # Optional: when the pause lifts, or the override ends, by itself.
+    timed = {"pause": "resume_at", "override": "until"}
+    when = forms.future_time(request.POST, timed[action], now, errors) if action in timed else None
     if errors:
         context, digest_of = queues_context(request, environment)
         response = render_live(request, "queues", context | {"errors": errors, "failed": queue}, digest_of=digest_of)
         response.status_code = 422
         return response
     kwargs: dict[str, Any] = {"queue_id": queue.pk, "actor": actor(request), "reason": reason, "user": request.user}
+    kwargs["now"] = now
     if action == "pause":
-        engine.pause_queue(**kwargs)
+        engine.pause_queue(resume_at=when, **kwargs)
     elif action == "resume":
         engine.resume_queue(**kwargs)
     elif action == "override" and limit is not None:
-        engine.override_queue_limit(limit=limit, **kwargs)
+        engine.override_queue_limit(limit=limit, until=when, **kwargs)
     else:
         engine.reset_queue_limit(**kwargs)
     return redirect(f"{reverse('queues')}?{urlencode({'env': environment.slug})}")

@@ -25,6 +25,7 @@ from dashboard.audit import actor, audit
 from dashboard.permissions import OPERATE, can_operate, can_view_payload, require
 from dashboard.views import HtmxHttpRequest, current_environment
 from runs import engine, packets, registry
+from runs.holds import Hold, held_by_task, holds_in
 from runs.models import Environment, Queue, Run, TaskDefinition, Worker
 
 RECENT_RUNS = 10  # runs offered to start from
@@ -51,6 +52,8 @@ class TaskInfo:
     workers: list[dict[str, Any]] = field(default_factory=list)  # {"hostname", "online"}
     last_run: Run | None = None
     runs_24h: int = 0
+    pause: Hold | None = None  # an operator's pause of it in the page's environment
+    held: int = 0  # QUEUED runs of it in that environment, while paused
 
     @property
     def online_workers(self) -> int:
@@ -62,17 +65,40 @@ class TaskInfo:
 
 
 def tasks_list(request: HttpRequest) -> HttpResponse:
-    environment = current_environment(request)
+    return render_tasks(request, current_environment(request))
+
+
+def render_tasks(
+    request: HttpRequest,
+    environment: Environment,
+    *,
+    errors: dict[str, str] | None = None,
+    failed: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    """The tasks page; with the errors of a pause form (`failed`: its task) beside it."""
     now = timezone.now()
     tasks = sorted(known_tasks().values(), key=lambda task: task.id)
     add_live_facts(tasks, environment, now)
+    add_pauses(tasks, environment, now)
     context = {
         "environment": environment,
         "tasks": tasks,
         "count_cap": COUNT_CAP,
         "can_operate": can_operate(request.user),
+        "errors": errors or {},
+        "failed": failed,
     }
-    return render(request, "dashboard/tasks.html", context)
+    return render(request, "dashboard/tasks.html", context, status=status)
+
+
+def add_pauses(tasks: list[TaskInfo], environment: Environment, now: datetime) -> None:
+    """Each paused task's pause and the QUEUED runs it holds: two queries for the page."""
+    paused = holds_in([environment.pk], now).tasks
+    held = held_by_task(environment.pk, [name for _, name in paused])
+    for task in tasks:
+        task.pause = paused.get((environment.pk, task.id))
+        task.held = held.get(task.id, 0) if task.pause else 0
 
 
 def task_trigger(request: HtmxHttpRequest, task_id: str) -> HttpResponse:
@@ -128,7 +154,9 @@ def render_page(
     values: QueryDict | dict[str, str],
     status: int = 200,
 ) -> HttpResponse:
-    add_live_facts([task], environment, timezone.now())
+    now = timezone.now()
+    add_live_facts([task], environment, now)
+    add_pauses([task], environment, now)
     may_see_payloads = can_view_payload(request.user)
     context = {
         "environment": environment,

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import actions, admin_views, log_views, login, metrics, ops_views, task_views, views
+from dashboard import actions, admin_views, log_views, login, metrics, ops_views, pause_views, task_views, views
 from dashboard.permissions import view_run_not_required
 
 urlpatterns = [
@@ -23,9 +23,11 @@ urlpatterns = [
     path("batches/<str:batch_id>/", views.batch_detail, name="batch"),
     path("tasks/", task_views.tasks_list, name="tasks"),
     path("tasks/<str:task_id>/", task_views.task_trigger, name="task"),
+    path("tasks/<str:task_id>/<str:action>/", pause_views.task_pause_action, name="task_pause_action"),
     path("queues/", ops_views.queues, name="queues"),
     path("queues/<int:queue_id>/<str:action>/", ops_views.queue_action, name="queue_action"),
     path("workers/", ops_views.workers, name="workers"),
+    path("environment/<str:action>/", pause_views.environment_pause_action, name="environment_pause_action"),
     path("audit/", admin_views.audit_log, name="audit"),
     path("settings/keys/", admin_views.api_keys, name="api_keys"),
     path("settings/environments/", admin_views.environments, name="environments"),

@@ -32,6 +32,7 @@ from runs.filters import (
     status_choices,
     task_choices,
 )
+from runs.holds import held_count, holds_in, mark_held
 from runs.models import Batch, Environment, Queue, Run
 from runs.states import ACTIVE_STATUSES, LABELS, RunStatus, is_final
 
@@ -60,6 +61,7 @@ def runs_list(request: HtmxHttpRequest) -> HttpResponse:
     filters = RunFilters.from_query(request.GET, now)
     runs = Run.objects.filter(filters.q(), environment=environment)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
+    mark_held(page.runs, now)
     kept = [("env", environment.slug), *filters.params()]
     context = {
         "environment": environment,
@@ -159,6 +161,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id: str) -> HttpResponse:
         return render(request, "dashboard/batch_not_found.html", context, status=404)
     runs = Run.objects.filter(batch=batch)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
+    mark_held(page.runs, timezone.now())  # its live rows are marked too (dashboard.consumers.render_push)
     context = {
         "environment": environment,
         "page": page,
@@ -234,19 +237,22 @@ def waiting_reason(run: Run) -> dict[str, Any]:
 
 def queue_reason(run: Run, now: datetime) -> dict[str, Any]:
     """The run's queue, its limit (an override's, while one holds) and how many runs hold a slot
-    of it (of the run's key: each key has its own); or, while the queue is paused, the pause."""
-    queue = Queue.objects.filter(environment_id=run.environment_id, name=run.queue).first()
-    if queue is not None and queue.paused_as_of(now):
-        held = Run.objects.queued().filter(environment_id=run.environment_id, queue=run.queue).count()
+    of it (of the run's key: each key has its own); or, while a pause of its environment, its
+    task or its queue holds it, that pause (runs.holds)."""
+    hold = holds_in([run.environment_id], now).of(run)
+    if hold is not None:
         return {
             "kind": "paused",
+            "paused": hold.kind,
+            "name": hold.name,
             "queue": run.queue,
-            "by": queue.paused_by,
-            "since": queue.paused_at,
-            "reason": queue.pause_reason,
-            "resume_at": queue.resume_at,
-            "held": held,
+            "by": hold.by,
+            "since": hold.since,
+            "reason": hold.reason,
+            "resume_at": hold.resume_at,
+            "held": held_count(run.environment_id, hold),
         }
+    queue = Queue.objects.filter(environment_id=run.environment_id, name=run.queue).first()
     limit = queue.limit_as_of(now) if queue is not None else None
     running = Run.objects.filter(
         environment_id=run.environment_id,

@@ -48,13 +48,47 @@ def new_batch_id() -> str:
     return make_id("batch")
 
 
-class Environment(models.Model):
-    """dev, staging or prod: every run and API key belongs to exactly one."""
+class Pausable(models.Model):
+    """What an operator's pause records: who, when, why, and an optional time it lifts by itself.
+
+    Abstract: a queue, a task of an environment (TaskPause) and an environment are paused the
+    same way. Written only by runs.engine.queues and runs.engine.pauses; a pause whose resume_at
+    has passed no longer applies, though the engine clears it only at its next tick.
+    """
+
+    # db_default on the text fields: the trigger path's own INSERT of a new queue
+    # (runs.engine.triggering) names only the columns it sets, and so may other code's INSERT
+    # of an environment.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True, default="", db_default="")  # an engine Actor
+    pause_reason = models.CharField(max_length=512, blank=True, default="", db_default="")
+    resume_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def paused_as_of(self, now: datetime) -> bool:
+        return self.paused_at is not None and (self.resume_at is None or self.resume_at > now)
+
+
+class Environment(Pausable):
+    """dev, staging or prod: every run and API key belongs to exactly one.
+
+    While paused, the engine admits none of its runs (runs.engine.pauses).
+    """
 
     slug = models.SlugField(unique=True)
     name = models.CharField(max_length=64)
     # The reference gives dev runs a default TTL and no one else (see runs.engine).
     kind = models.CharField(max_length=16, default="DEVELOPMENT")
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(paused_at__isnull=False) | Q(resume_at__isnull=True),
+                name="environment_resume_at_only_when_paused",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.slug
@@ -121,6 +155,30 @@ class TaskDefinition(models.Model):
         return self.task_id
 
 
+class TaskPause(Pausable):
+    """An operator's pause of one task in one environment: its runs there are not admitted.
+
+    Keyed by the task's id, not its TaskDefinition row: a pause outlives the definition's
+    rewrites at every worker start (and a task no worker serves today can still be held).
+    Kept, cleared, after a resume, as a queue's pause is.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="task_pauses")
+    task_id = models.CharField(max_length=128)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "task_id"], name="taskpause_unique_task"),
+            models.CheckConstraint(
+                condition=Q(paused_at__isnull=False) | Q(resume_at__isnull=True),
+                name="taskpause_resume_at_only_when_paused",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.task_id
+
+
 class Worker(models.Model):
     """A Celery worker that announced itself; last_seen_at tells if it is alive."""
 
@@ -129,28 +187,6 @@ class Worker(models.Model):
     tasks = ArrayField(models.CharField(max_length=128), default=list)
     started_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
-
-
-class Pausable(models.Model):
-    """What an operator's pause records: who, when, why, and an optional time it lifts by itself.
-
-    Abstract so that tasks and environments can be paused the same way later. Written only by
-    runs.engine.queues; a pause whose resume_at has passed no longer applies, though the engine
-    clears it only at its next tick.
-    """
-
-    # db_default on the text fields: the trigger path's own INSERT of a new queue
-    # (runs.engine.triggering) names only the columns it sets.
-    paused_at = models.DateTimeField(null=True, blank=True)
-    paused_by = models.CharField(max_length=150, blank=True, default="", db_default="")  # an engine Actor
-    pause_reason = models.CharField(max_length=512, blank=True, default="", db_default="")
-    resume_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        abstract = True
-
-    def paused_as_of(self, now: datetime) -> bool:
-        return self.paused_at is not None and (self.resume_at is None or self.resume_at > now)
 
 
 class Queue(Pausable):

@@ -24,20 +24,20 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from itertools import chain, islice
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, listing, logs, packets, queue_items, ratelimit
+from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit
 from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import QUEUE_KINDS
 from runs.models import Batch, Environment, Queue, Run, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
-from runs.sdk_remote import REPLAY_KEYS, Client
+from runs.sdk_remote import REPLAY_KEYS, Client, pause_fields
 from runs.sdk_types import (
     UNSET,
     ApiConnectionError,
@@ -93,6 +93,7 @@ __all__ = [
     "ValidationError",
     "batch",
     "configure",
+    "environment",
     "hash_idempotency_key",
     "queues",
     "runs",
@@ -182,6 +183,44 @@ class Tasks:
         if isinstance(items, Sequence):
             return _batch([_for_task(task_id, item) for item in items], env=env, options=options)
         return _batch((_for_task(task_id, item) for item in iterate(items)), env=env, options=options)
+
+    def retrieve_pause(self, task_id: str, *, env: str | None = None) -> dict[str, Any]:
+        """The task's pause in the environment: {"task", "paused"} and, while paused, "pausedAt",
+        "pausedBy", "reason", "resumeAt" (if set) and "heldRuns". Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.tasks.retrieve_pause(task_id)
+        environment = _environment(env or "dev")
+        if not engine.task_known(environment_id=environment.pk, task_id=task_id):
+            raise NotFoundError(f"No task {task_id!r} in this environment")
+        return holds.task_pause_item(environment.pk, task_id, timezone.now())
+
+    def pause(
+        self, task_id: str, *, reason: str = "", resume_at: datetime | None = None, env: str | None = None
+    ) -> dict[str, Any]:
+        """Stop the engine starting the task's runs in the environment (they wait as Queued;
+        other tasks of its queues still run), until resume or resume_at. Raises NotFoundError,
+        ValidationError (reason too long, resume_at not in the future)."""
+        fields = pause_fields(reason, resume_at)
+        if (client := _remote(env)) is not None:
+            return client.tasks.pause(task_id, reason=reason, resume_at=resume_at)
+        environment, at = _environment(env or "dev"), _at(fields)
+        _pause_in_process(
+            lambda: engine.pause_task(
+                environment_id=environment.pk, task_id=task_id, actor=ACTOR, reason=reason, resume_at=at
+            )
+        )
+        return holds.task_pause_item(environment.pk, task_id, timezone.now())
+
+    def resume(self, task_id: str, *, reason: str = "", env: str | None = None) -> dict[str, Any]:
+        """Let the engine start the task's runs in the environment again. Raises NotFoundError."""
+        pause_fields(reason, None)
+        if (client := _remote(env)) is not None:
+            return client.tasks.resume(task_id, reason=reason)
+        environment = _environment(env or "dev")
+        _pause_in_process(
+            lambda: engine.resume_task(environment_id=environment.pk, task_id=task_id, actor=ACTOR, reason=reason)
+        )
+        return holds.task_pause_item(environment.pk, task_id, timezone.now())
 
     def trigger_and_wait(
         self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None
@@ -396,6 +435,56 @@ class Queues:
         return _queue_item(engine.reset_queue_limit(queue_id=found.pk, actor=ACTOR, reason=reason))
 
 
+class EnvironmentPause:
+    """Pause and resume a whole environment: the engine starts none of its runs while paused."""
+
+    def retrieve_pause(self, *, env: str | None = None) -> dict[str, Any]:
+        """{"environment", "paused"} and, while paused, who, since when, why, until when and
+        how many runs it holds (as tasks.retrieve_pause)."""
+        if (client := _remote(env)) is not None:
+            return client.environment.retrieve_pause()
+        return holds.environment_pause_item(_environment(env or "dev"), timezone.now())
+
+    def pause(self, *, reason: str = "", resume_at: datetime | None = None, env: str | None = None) -> dict[str, Any]:
+        """Stop the engine starting any run of the environment (running ones finish), until
+        resume or resume_at. Raises ValidationError (reason too long, resume_at not in the future)."""
+        fields = pause_fields(reason, resume_at)
+        if (client := _remote(env)) is not None:
+            return client.environment.pause(reason=reason, resume_at=resume_at)
+        environment, at = _environment(env or "dev"), _at(fields)
+        paused = engine.pause_environment(environment_id=environment.pk, actor=ACTOR, reason=reason, resume_at=at)
+        return holds.environment_pause_item(paused, timezone.now())
+
+    def resume(self, *, reason: str = "", env: str | None = None) -> dict[str, Any]:
+        """Let the engine start the environment's runs again."""
+        pause_fields(reason, None)
+        if (client := _remote(env)) is not None:
+            return client.environment.resume(reason=reason)
+        environment = _environment(env or "dev")
+        resumed = engine.resume_environment(environment_id=environment.pk, actor=ACTOR, reason=reason)
+        return holds.environment_pause_item(resumed, timezone.now())
+
+
+T = TypeVar("T")
+
+
+def _pause_in_process(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except engine.TaskNotFound as exc:
+        raise NotFoundError(str(exc)) from exc
+
+
+def _at(fields: dict[str, Any]) -> datetime | None:
+    """The resume time pause_fields checked, in the future as the REST API requires."""
+    if "resumeAt" not in fields:
+        return None
+    at = datetime.fromisoformat(fields["resumeAt"])
+    if at <= timezone.now():
+        raise ValidationError("resumeAt", "resumeAt must be in the future")
+    return at
+
+
 def _queue_of(queue: str, kind: str, env: str | None) -> Queue:
     if kind not in QUEUE_KINDS:
         raise ValidationError("type", 'type must be "id", "task" or "custom"')
@@ -427,6 +516,7 @@ def _page(environment: Environment, params: dict[str, str]) -> RunPage:
 tasks = Tasks()
 runs = Runs()
 queues = Queues()
+environment = EnvironmentPause()
 batch = BatchOfTasks()
 
 

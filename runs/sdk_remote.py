@@ -19,7 +19,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -86,6 +86,7 @@ class Client:
         self.batch = RemoteBatch(self)
         self.runs = RemoteRuns(self)
         self.queues = RemoteQueues(self)
+        self.environment = RemoteEnvironment(self)
 
     def request(
         self,
@@ -162,6 +163,18 @@ class RemoteTasks:
     def __init__(self, client: Client) -> None:
         self.client = client
 
+    def retrieve_pause(self, task_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get_json(f"{_task_path(task_id)}/pause")
+        return result
+
+    def pause(self, task_id: str, *, reason: str = "", resume_at: datetime | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(f"{_task_path(task_id)}/pause", pause_fields(reason, resume_at))
+        return result
+
+    def resume(self, task_id: str, *, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(f"{_task_path(task_id)}/resume", pause_fields(reason, None))
+        return result
+
     def trigger(self, task_id: str, payload: Any = None, options: dict[str, Any] | None = None) -> TriggerHandle:
         """POST /api/v1/tasks/{taskId}/trigger, as the official SDK sends it."""
         body: dict[str, Any] = {"options": trigger_options(options, payload)}
@@ -227,6 +240,47 @@ class RemoteQueues:
 
     def reset_concurrency_limit(self, queue: str, *, type: str = "id") -> dict[str, Any]:
         result: dict[str, Any] = self.client.post_json(f"{_queue_path(queue)}/concurrency/reset", {"type": type})
+        return result
+
+
+MAX_REASON = 512  # the server's (runs.engine.pauses.REASON_LENGTH); this module imports no Django
+
+
+def pause_fields(reason: str, resume_at: datetime | None) -> dict[str, Any]:
+    """The body of a task's or environment's pause; checks what the server could not be told
+    (both modes raise the same ValidationError: the field as the REST API names it)."""
+    if not isinstance(reason, str):
+        raise ValidationError("reason", "reason must be a string")
+    if len(reason) > MAX_REASON:
+        raise ValidationError("reason", f"reason must be at most {MAX_REASON} characters ({len(reason)} given)")
+    if resume_at is not None and not isinstance(resume_at, datetime):
+        raise ValidationError("resumeAt", "resume_at must be a datetime")
+    body: dict[str, Any] = {"reason": reason} if reason else {}
+    if resume_at is not None:
+        body["resumeAt"] = (resume_at if resume_at.tzinfo else resume_at.replace(tzinfo=UTC)).isoformat()
+    return body
+
+
+def _task_path(task_id: str) -> str:
+    return f"/api/v1/tasks/{quote(task_id, safe='')}"
+
+
+class RemoteEnvironment:
+    """/api/v1/environment: the key's environment's pause."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def retrieve_pause(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get_json("/api/v1/environment/pause")
+        return result
+
+    def pause(self, *, reason: str = "", resume_at: datetime | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json("/api/v1/environment/pause", pause_fields(reason, resume_at))
+        return result
+
+    def resume(self, *, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json("/api/v1/environment/resume", pause_fields(reason, None))
         return result
 
 

@@ -11,7 +11,9 @@ from django import template
 from django.urls import reverse
 from django.utils import timezone
 
+from dashboard.permissions import can_operate
 from runs import packets
+from runs.holds import Hold, held_count
 from runs.models import BatchStatus, Environment, Run
 from runs.options import format_duration as format_option_duration
 from runs.states import COLOURS, DESCRIPTIONS, LABELS, is_final
@@ -202,3 +204,27 @@ def environment_switcher(context: template.Context) -> dict[str, Any]:
         for env in Environment.objects.order_by("id")
     ]
     return {"links": links, "current": current}
+
+
+@register.inclusion_tag("dashboard/partials/environment_paused.html", takes_context=True)
+def environment_paused_banner(context: template.Context) -> dict[str, Any]:
+    """The banner of a paused environment (the page's, else the session's), with its resume form
+    for operators; nothing when it is not paused. One query more on a paused environment's pages."""
+    request = context.get("request")
+    environment = context.get("environment")
+    if not isinstance(environment, Environment):
+        slug = request.session.get("env") if request is not None else None
+        environment = Environment.objects.filter(slug=slug or "dev").first()
+    now = timezone.now()
+    if environment is None or not environment.paused_as_of(now):
+        return {"hold": None}
+    hold = Hold.of("environment", environment.slug, environment)
+    user = getattr(request, "user", None)
+    return {
+        "hold": hold,
+        "environment": environment,
+        "held": held_count(environment.pk, hold),
+        "can_operate": can_operate(user),
+        "next": request.get_full_path() if request is not None else "",
+        "csrf_token": context.get("csrf_token"),
+    }

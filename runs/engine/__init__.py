@@ -10,6 +10,7 @@ finds the run in another status and changes nothing.
     actions     cancel, reschedule
     workers     worker registration
     queues      pausing queues and overriding their limits
+    pauses      pausing a task of an environment, or a whole environment
     schedules   cron schedules and their ticks
     scheduler   time-driven work done by the engine process
 """
@@ -30,6 +31,15 @@ from runs.engine.batches import (
 )
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
+from runs.engine.pauses import (
+    TaskNotFound,
+    lift_expired_pauses,
+    pause_environment,
+    pause_task,
+    resume_environment,
+    resume_task,
+    task_known,
+)
 from runs.engine.queues import (
     QueueNotFound,
     find_queue,
@@ -79,6 +89,7 @@ __all__ = [
     "RunNotFound",
     "ScheduleNotFound",
     "StagedItem",
+    "TaskNotFound",
     "TriggerOptions",
     "TriggerResult",
     "abort_batch",
@@ -98,8 +109,11 @@ __all__ = [
     "find_schedule",
     "heartbeat",
     "lift_expired_controls",
+    "lift_expired_pauses",
     "override_queue_limit",
+    "pause_environment",
     "pause_queue",
+    "pause_task",
     "promote_delayed",
     "promote_pending_version",
     "recover_stalled",
@@ -108,14 +122,17 @@ __all__ = [
     "requeue_lost",
     "reschedule_run",
     "reset_queue_limit",
+    "resume_environment",
     "resume_queue",
     "resume_ready",
+    "resume_task",
     "seal_batch",
     "set_batch_run_count",
     "set_schedule_active",
     "start_attempt",
     "suspend_run",
     "system_failure",
+    "task_known",
     "tick",
     "time_out_runs",
     "trigger",

@@ -17,10 +17,10 @@ from django.utils import timezone
 
 from runs import events
 from runs.engine.core import ENGINE, Actor, EngineError
+from runs.engine.pauses import REASON_LENGTH, lift_expired_pauses
 from runs.models import QUEUE_ID_PREFIX, AuditEntry, Queue
 
 MAX_LIMIT = 100_000  # the reference's bound on a concurrency limit
-REASON_LENGTH = 512
 QUEUE_KINDS = ("id", "task", "custom")
 
 
@@ -140,9 +140,10 @@ def reset_queue_limit(
 
 
 def lift_expired_controls(*, now: datetime) -> int:
-    """Clear (and audit, as the engine) pauses whose resume_at and overrides whose until have
-    passed by `now`; returns how many. Admission already ignores them by then."""
-    lifted = 0
+    """Clear (and audit, as the engine) pauses (of queues, tasks and environments) whose
+    resume_at and overrides whose until have passed by `now`; returns how many. Admission
+    already ignores them by then."""
+    lifted = lift_expired_pauses(now=now)
     with transaction.atomic():
         # SKIP LOCKED: a queue an operator (or another engine) holds is left to the next tick.
         for queue in Queue.objects.select_for_update(skip_locked=True).filter(resume_at__lte=now):

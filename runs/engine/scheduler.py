@@ -13,8 +13,9 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
-from django.db.models import Count
+from django.db.models import Count, OuterRef
 from django.utils import timezone
 
 from runs import events, registry
@@ -32,6 +33,7 @@ from runs.engine.core import (
     transition,
 )
 from runs.engine.execution import fail_attempt
+from runs.engine.pauses import paused_tasks
 from runs.engine.queues import lift_expired_controls
 from runs.engine.waiting import resume_ready
 from runs.models import Queue, Run, TaskDefinition
@@ -99,20 +101,22 @@ SELECT
     EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND heartbeat_at < %(cutoff)s) AS stalled,
     EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND deadline_at <= %(now)s) AS overdue,
     EXISTS (SELECT FROM runs_batch WHERE status = 'PENDING' AND created_at < %(unsealed)s) AS unsealed,
-    EXISTS (
-        SELECT FROM runs_queue WHERE resume_at <= %(now)s OR limit_override_until <= %(now)s
+    (
+        EXISTS (SELECT FROM runs_queue WHERE resume_at <= %(now)s OR limit_override_until <= %(now)s)
+        OR EXISTS (SELECT FROM runs_taskpause WHERE resume_at <= %(now)s)
+        OR EXISTS (SELECT FROM runs_environment WHERE resume_at <= %(now)s)
     ) AS queue_controls
 """
 
 
 def next_due(*, after: datetime) -> datetime | None:
-    """When the next delay ends, TTL runs out, maxDuration passes or a queue's pause or override
-    ends, after `after` (a tick's clock: what was due by then that tick did); None if nothing
-    is scheduled.
+    """When the next delay ends, TTL runs out, maxDuration passes or a pause (of a queue, task or
+    environment) or an override ends, after `after` (a tick's clock: what was due by then that
+    tick did); None if nothing is scheduled.
 
     The engine sleeps until then rather than a whole poll interval: a due time notifies
     nothing. One statement, each part a min() over its partial index (run_delayed,
-    run_expiring, run_deadline; the queues are few).
+    run_expiring, run_deadline; queues, task pauses and environments are few).
     """
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_DUE_SQL, {"after": after})
@@ -127,7 +131,9 @@ SELECT least(
      WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at > %(after)s),
     (SELECT min(deadline_at) FROM runs_run WHERE status = 'EXECUTING' AND deadline_at > %(after)s),
     (SELECT min(resume_at) FROM runs_queue WHERE resume_at > %(after)s),
-    (SELECT min(limit_override_until) FROM runs_queue WHERE limit_override_until > %(after)s)
+    (SELECT min(limit_override_until) FROM runs_queue WHERE limit_override_until > %(after)s),
+    (SELECT min(resume_at) FROM runs_taskpause WHERE resume_at > %(after)s),
+    (SELECT min(resume_at) FROM runs_environment WHERE resume_at > %(after)s)
 )
 """
 
@@ -353,13 +359,24 @@ def admit(*, now: datetime) -> int:
 
 def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime) -> int:
     with transaction.atomic():
-        # The queue row lock serialises admission per queue across engine processes.
-        queue = Queue.objects.select_for_update(skip_locked=True).filter(environment_id=environment_id, name=name)
-        locked = queue.first()
+        # The queue row lock serialises admission per queue across engine processes; pausing a
+        # task or an environment takes it too (runs.engine.pauses), so what this statement
+        # reads of both pauses, once it holds the lock, is what holds until its commit. One
+        # statement: nothing paused costs an index lookup of the environment and of its task
+        # pauses, no round trip.
+        held = paused_tasks(environment_id=OuterRef("environment_id"), now=now).values("task_id")
+        locked = (
+            Queue.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("environment")
+            .annotate(paused_tasks=ArraySubquery(held))
+            .filter(environment_id=environment_id, name=name)
+            .first()
+        )
         # By the tick's clock, as expire_runs reads TTLs: a pause or override whose time has
         # passed no longer applies, though lift_expired_controls clears it only after.
-        if locked is None or locked.paused_as_of(now):
+        if locked is None or locked.paused_as_of(now) or locked.environment.paused_as_of(now):
             return 0
+        skipped: list[str] = locked.paused_tasks
         limit = locked.limit_as_of(now)
         active = dict(
             Run.objects.filter(environment_id=environment_id, queue=name, status__in=ACTIVE_STATUSES)
@@ -377,13 +394,15 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
             if limit is not None:
                 free = min(free, limit - active.get(key, 0))
             if free > 0:
-                admitted += _admit_key(environment_id, name, key, free, now, ticked)
+                admitted += _admit_key(environment_id, name, key, free, now, ticked, skipped)
         return admitted
 
 
-def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetime, ticked: datetime) -> int:
-    """QUEUED -> DEQUEUED for up to `free` runs of one concurrency key, in queue order, handed to
-    Celery after commit.
+def _admit_key(
+    environment_id: int, name: str, key: str, free: int, now: datetime, ticked: datetime, skipped: list[str]
+) -> int:
+    """QUEUED -> DEQUEUED for up to `free` runs of one concurrency key, in queue order, but none
+    of the `skipped` (paused) tasks, handed to Celery after commit.
 
     One statement locks, moves and records them (as promote_delayed does): loading each run as
     a model and building its timeline event in Python cost the engine a good part of a no-op
@@ -402,6 +421,7 @@ def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetim
                 "now": now,
                 "ticked": ticked,  # the tick's clock: what expired by then is expire_runs' to end
                 "free": free,
+                "skipped": skipped,
                 "actor": ENGINE,
                 "reason": "admitted to a worker",
             },
@@ -419,14 +439,17 @@ def _admit_key(environment_id: int, name: str, key: str, free: int, now: datetim
 
 
 # The run's dispatch number names its Celery task (celery_task_id): RETURNING gives the row as
-# updated, so the new number. Sent in queue order. A run whose TTL ran out is left to
-# expire_runs, though the tick that finds it expired has not come yet.
+# updated, so the new number. Sent in queue order; a paused task's runs are passed over, so the
+# runs of other tasks behind them in the queue still go (an empty array filters nothing). A run
+# whose TTL ran out is left to expire_runs, though the tick that finds it expired has not come
+# yet.
 _ADMIT_SQL = """
 WITH picked AS (
     SELECT ctid, id, available_at, created_at FROM runs_run
     WHERE environment_id = %(environment)s AND queue = %(queue)s AND concurrency_key = %(key)s
       AND status = %(queued)s AND available_at <= %(now)s
       AND (expires_at IS NULL OR expires_at > %(ticked)s OR started_at IS NOT NULL)
+      AND task_identifier <> ALL(%(skipped)s::varchar[])
     ORDER BY available_at, created_at, id
     LIMIT %(free)s
     FOR UPDATE SKIP LOCKED

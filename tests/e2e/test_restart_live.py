@@ -30,3 +30,35 @@ def test_a_delayed_run_survives_a_restart_of_every_process_and_still_runs_when_r
     run = live_stack.run_until(run_id, lambda run: run["status"] in FINAL_STATUSES, "to finish", FINISH_TIMEOUT)
     assert run["status"] == "COMPLETED", run
     assert run["output"] == {"message": "Hello, Rip!"}
+
+
+def test_a_task_and_an_environment_pause_survive_a_restart_of_every_process_and_the_worker_registering_anew(
+    live_stack: LiveStack,
+) -> None:
+    try:
+        assert live_stack.api("POST", "/api/v1/tasks/hello-world/pause", {"reason": "e2e"}).status_code == 200
+        assert live_stack.api("POST", "/api/v1/environment/pause", {"reason": "e2e"}).status_code == 200
+        held = live_stack.trigger("hello-world", {"name": "Held"})
+
+        live_stack.restart()  # returns once the worker has registered its tasks again
+
+        task = live_stack.api("GET", "/api/v1/tasks/hello-world/pause").json()
+        environment = live_stack.api("GET", "/api/v1/environment/pause").json()
+        assert (task["paused"], task["reason"], environment["paused"], environment["reason"]) == (
+            True,
+            "e2e",
+            True,
+            "e2e",
+        )
+        assert live_stack.run(held)["status"] == "QUEUED"
+        live_stack.api("POST", "/api/v1/environment/resume")
+        # A witness of the same engine: once a run of another task has finished, the engine has
+        # admitted since the restart, and still not the paused task's run.
+        witness = live_stack.trigger("hello-world-2", {"name": "Witness"})
+        live_stack.run_until(witness, lambda run: run["status"] in FINAL_STATUSES, "to finish", FINISH_TIMEOUT)
+        assert live_stack.run(held)["status"] == "QUEUED"
+    finally:
+        live_stack.api("POST", "/api/v1/environment/resume")
+        live_stack.api("POST", "/api/v1/tasks/hello-world/resume")
+    run = live_stack.run_until(held, lambda run: run["status"] in FINAL_STATUSES, "to finish", FINISH_TIMEOUT)
+    assert run["status"] == "COMPLETED", run

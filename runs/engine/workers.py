@@ -17,6 +17,10 @@ def register_worker(
     """Record a starting worker and the tasks it serves; task queues take its limits."""
     now = now or timezone.now()
     with transaction.atomic():
+        # Lock the queues it rewrites in id order first, as a pause does (runs.engine.pauses):
+        # locking them in task order could deadlock with a pause locking its environment's.
+        names = sorted({spec.queue for spec in specs})
+        list(Queue.objects.select_for_update().filter(name__in=names).order_by("pk").values_list("pk"))
         for spec in specs:
             TaskDefinition.objects.update_or_create(task_id=spec.id, defaults=registry.definition_fields(spec))
             for environment in Environment.objects.all():

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from runs import celery_serving, cron, events, packets
+from runs import celery_serving, cron, events, packets, registry
 from runs.engine.core import Actor, EngineError, record
 from runs.engine.triggering import trigger
 from runs.models import (
@@ -329,6 +329,65 @@ def _is_celery_task(task_id: str) -> bool:
 def _iso(moment: datetime) -> str:
     """JavaScript's Date.toISOString(): UTC, milliseconds, Z."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+DECLARED_PREFIX = "declared:"  # the deduplication key of a task's declared schedule: declared:<task id>
+
+
+def sync_declared_schedules(*, specs: list[registry.TaskSpec], actor: Actor, now: datetime) -> None:
+    """Make each environment's declarative schedules match the tasks' code (a worker serving
+    them registers): created, updated when the cron changes, deleted when it goes. An
+    operator's activation or deactivation stays; an imperative schedule holding the key is
+    left alone (logged)."""
+    keys = {f"{DECLARED_PREFIX}{spec.id}": spec for spec in specs}
+    existing = {
+        (found.environment_id, found.deduplication_key): found
+        for found in Schedule.objects.select_for_update().filter(
+            type=ScheduleType.DECLARATIVE, deduplication_key__in=list(keys)
+        )
+    }
+    for environment in Environment.objects.all():
+        for key, spec in keys.items():
+            found = existing.get((environment.pk, key))
+            if spec.schedule is None:
+                if found is not None:
+                    _audit(found, "schedule.delete", actor=actor, now=now, reason="the task no longer declares a cron")
+                    found.delete()
+                continue
+            wanted = _declared_spec(spec, key, active=found.active if found else True)
+            if found is None or not _matches(found, wanted):
+                _sync_one(environment, wanted, actor, now)
+
+
+def _declared_spec(spec: registry.TaskSpec, key: str, *, active: bool) -> ScheduleSpec:
+    declared = spec.schedule
+    assert declared is not None
+    return ScheduleSpec(
+        task_id=spec.id,
+        cron=declared.cron,
+        timezone=declared.timezone,
+        deduplication_key=key,
+        active=active,
+        overlap=declared.overlap,
+        missed=declared.missed,
+    )
+
+
+def _matches(schedule: Schedule, spec: ScheduleSpec) -> bool:
+    fields = ("task_id", "cron", "timezone", "external_id", "payload", "options", "active", "overlap", "missed")
+    return all(getattr(schedule, name) == getattr(spec, name) for name in fields)
+
+
+def _sync_one(environment: Environment, spec: ScheduleSpec, actor: Actor, now: datetime) -> None:
+    try:
+        create_schedule(environment=environment, spec=spec, actor=actor, type=ScheduleType.DECLARATIVE, now=now)
+    except DeclarativeSchedule:
+        log.warning(
+            "task %s declares a cron, but %s's imperative schedule %r holds its key: left as it is",
+            spec.task_id,
+            environment.slug,
+            spec.deduplication_key,
+        )
 
 
 def upcoming(schedule: Schedule, *, now: datetime | None = None, count: int = cron.UPCOMING) -> list[datetime]:

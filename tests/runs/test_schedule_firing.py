@@ -4,12 +4,15 @@ and overlap by the schedule's policy, across daylight saving changes."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import time_machine
+from django.conf import settings
 
 from runs import engine, packets
 from runs.engine.scheduler import next_due
@@ -281,3 +284,34 @@ def test_a_plain_celery_task_gets_the_schedules_payload_as_its_arguments(
         ("application/json", {"args": [1], "kwargs": {"dry": True}}),
         ("application/json", {"args": [], "kwargs": {}}),
     ]
+
+
+# --- what the official SDK reads ---------------------------------------------------------------
+
+READ_LIKE_THE_SDK = """
+const { parsePacket } = require("@trigger.dev/core/v3/utils/ioSerialization");
+const [data, dataType] = process.argv.slice(1);
+parsePacket({ data, dataType }).then((payload) => {
+  const dates = [payload.timestamp, payload.lastTimestamp, ...payload.upcoming];
+  console.log(JSON.stringify({ dates: dates.every((d) => d instanceof Date), first: payload.upcoming[0] }));
+});
+"""
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="needs Node for the official SDK")
+def test_the_official_sdk_reads_the_scheduled_payloads_times_as_dates(
+    dev: Environment, frozen_clock: time_machine.Traveller
+) -> None:
+    schedule = hourly(dev)
+    tick_at(frozen_clock, utc(2026, 11, 28, 13))
+    tick_at(frozen_clock, utc(2026, 11, 28, 14))
+    run = runs_of(schedule)[1]
+    result = subprocess.run(
+        ["node", "-e", READ_LIKE_THE_SDK, run.payload, run.payload_type],
+        cwd=settings.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(result.stdout) == {"dates": True, "first": "2026-11-28T15:00:00.000Z"}

@@ -183,12 +183,30 @@ def fire_due_schedules(*, now: datetime) -> int:
                 fired += _fire_locked(schedule_id, now)
         except IntegrityError:
             log.warning("schedule %s: its tick was already recorded; nothing fired", schedule_id, exc_info=True)
+            _pass_over(schedule_id, now, "")
         except DatabaseError:
             raise  # the database is unreachable: the engine's tick is retried as a whole
-        except Exception:
-            # A schedule that cannot fire must not stop the others; it stays due.
+        except Exception as exc:
+            # A schedule that cannot fire must not stop the others, nor be tried again at each
+            # of the engine's ticks: its tick is recorded as skipped with the error.
             log.exception("schedule %s could not fire", schedule_id)
+            _pass_over(schedule_id, now, f"could not fire: {type(exc).__name__}: {exc}")
     return fired
+
+
+def _pass_over(schedule_id: str, now: datetime, reason: str) -> None:
+    """Move a schedule whose tick could not be fired past `now`, recording the tick as
+    skipped with `reason` (none: an earlier engine recorded it)."""
+    with transaction.atomic():
+        schedule = (
+            Schedule.objects.select_for_update(skip_locked=True).filter(pk=schedule_id, next_fire_at__lte=now).first()
+        )
+        if schedule is None or schedule.next_fire_at is None:
+            return
+        if reason and not ScheduleTick.objects.filter(schedule=schedule, at=schedule.next_fire_at).exists():
+            _skip(schedule, schedule.next_fire_at, now, reason)
+        schedule.next_fire_at = cron.next_time(schedule.cron, schedule.timezone, now)
+        schedule.save(update_fields=["next_fire_at"])
 
 
 def run_schedule_now(
@@ -315,7 +333,9 @@ def celery_arguments(payload: Any) -> dict[str, Any]:
     if payload is None:
         return {"args": [], "kwargs": {}}
     if isinstance(payload, dict) and payload and set(payload) <= {"args", "kwargs"}:
-        return {"args": list(payload.get("args") or []), "kwargs": dict(payload.get("kwargs") or {})}
+        args, kwargs = payload.get("args", []), payload.get("kwargs", {})
+        if isinstance(args, list) and isinstance(kwargs, dict):
+            return {"args": args, "kwargs": kwargs}
     return {"args": [payload], "kwargs": {}}
 
 

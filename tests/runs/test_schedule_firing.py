@@ -16,7 +16,7 @@ from django.conf import settings
 
 from runs import engine, packets
 from runs.engine.scheduler import next_due
-from runs.engine.schedules import MISSED_GRACE
+from runs.engine.schedules import MISSED_GRACE, celery_arguments
 from runs.models import AuditEntry, Environment, Run, RunEvent, Schedule, ScheduleTick
 from runs.schedule_spec import ScheduleSpec
 from runs.states import RunStatus
@@ -315,3 +315,41 @@ def test_the_official_sdk_reads_the_scheduled_payloads_times_as_dates(
         check=True,
     )
     assert json.loads(result.stdout) == {"dates": True, "first": "2026-11-28T15:00:00.000Z"}
+
+
+def test_a_tick_whose_options_no_longer_parse_is_skipped_with_the_reason(
+    dev: Environment, frozen_clock: time_machine.Traveller
+) -> None:
+    schedule = hourly(dev)
+    Schedule.objects.filter(pk=schedule.pk).update(options={"ttl": "ever"})  # stored by an older version
+    tick_at(frozen_clock, utc(2026, 11, 28, 13))
+    assert not runs_of(schedule)
+    tick = ScheduleTick.objects.get()
+    assert tick.skipped.startswith("cannot trigger hello-world: options.ttl must be")
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == utc(2026, 11, 28, 14)
+
+
+@pytest.mark.parametrize(
+    ("payload", "arguments"),
+    [
+        (None, {"args": [], "kwargs": {}}),
+        ({"args": [1, 2]}, {"args": [1, 2], "kwargs": {}}),
+        ({"kwargs": {"a": 1}}, {"args": [], "kwargs": {"a": 1}}),
+        ({"args": "x"}, {"args": [{"args": "x"}], "kwargs": {}}),
+        ({"name": "Ada"}, {"args": [{"name": "Ada"}], "kwargs": {}}),
+        ([1, 2], {"args": [[1, 2]], "kwargs": {}}),
+    ],
+)
+def test_a_schedules_payload_becomes_a_celery_tasks_arguments(payload: Any, arguments: dict[str, Any]) -> None:
+    assert celery_arguments(payload) == arguments
+
+
+def test_a_tick_already_recorded_is_never_fired_again(dev: Environment, frozen_clock: time_machine.Traveller) -> None:
+    schedule = hourly(dev)
+    ScheduleTick.objects.create(schedule=schedule, at=utc(2026, 11, 28, 13), recorded_at=T0, run_id="run_earlier")
+    tick_at(frozen_clock, utc(2026, 11, 28, 13))
+    assert not runs_of(schedule)  # the run made before the tick's INSERT failed is rolled back with it
+    schedule.refresh_from_db()
+    assert schedule.next_fire_at == utc(2026, 11, 28, 14)
+    assert list(ScheduleTick.objects.values_list("run_id", flat=True)) == ["run_earlier"]

@@ -231,8 +231,12 @@ def run_schedule_now(
 
 
 def _fire_locked(schedule_id: str, now: datetime) -> int:
+    # of=self: the environment is read, not locked (another engine may fire its other schedules).
     schedule = (
-        Schedule.objects.select_for_update(skip_locked=True).filter(pk=schedule_id, next_fire_at__lte=now).first()
+        Schedule.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("environment")
+        .filter(pk=schedule_id, next_fire_at__lte=now)
+        .first()
     )
     if schedule is None or schedule.next_fire_at is None:
         return 0  # another engine holds it, or fired it since we looked

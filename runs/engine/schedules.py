@@ -272,7 +272,7 @@ def _fire_tick(schedule: Schedule, at: datetime, now: datetime, note: str) -> in
             return 0
     try:
         run = _make_run(schedule, at, now, reason=f"tick at {_iso(at)}{note}", actor=f"schedule:{schedule.id}")
-    except (OptionError, packets.PacketError) as exc:
+    except OptionError as exc:  # raised before anything is written
         _skip(schedule, at, now, f"cannot trigger {schedule.task_id}: {exc}")
         return 0
     ScheduleTick.objects.create(schedule=schedule, at=at, recorded_at=now, run_id=run.id)

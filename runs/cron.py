@@ -105,3 +105,23 @@ def describe(expression: str) -> str:
         return str(get_description(parse(expression), Options()))
     except Exception:  # noqa: BLE001 - words are a nicety; the expression is checked elsewhere
         return expression
+
+
+MAX_COUNTED = 1000  # due ticks counted one by one; past this a count says "more than"
+
+
+def due_times(expression: str, tz: str, first: datetime, now: datetime) -> tuple[int, datetime, datetime | None]:
+    """The fire times from `first` (itself one) through `now`: (how many, capped at
+    MAX_COUNTED + 1; the latest; the one before it, None if there is none)."""
+    zone = ZoneInfo(tz)
+    count, latest, before = 1, first, None
+    for moment in CronSim(parse(expression), first.astimezone(zone)):
+        if moment.astimezone(UTC) > now:
+            return count, latest, before
+        if count > MAX_COUNTED:
+            # Years of minutes missed: the latest two from the end rather than walking there.
+            back = CronSim(parse(expression), (now + timedelta(microseconds=1)).astimezone(zone), reverse=True)
+            latest, before = next(back).astimezone(UTC), next(back).astimezone(UTC)
+            return count, latest, before
+        count, latest, before = count + 1, moment.astimezone(UTC), latest
+    return count, latest, before

@@ -6,6 +6,10 @@
     def send_email(payload):
         ...
 
+    @task(id="nightly-report", cron="0 3 * * *", timezone="Europe/Paris")
+    def nightly_report(payload):  # the scheduled payload: payload["timestamp"], ...
+        ...
+
 Workers import the modules named by RUNYARD_TASK_MODULES and record what they serve in
 the database (TaskDefinition), so the web process never imports task code.
 """
@@ -27,6 +31,7 @@ import pydantic
 from django.conf import settings
 
 from runs import conf
+from runs import cron as crons
 
 MACHINES = ["micro", "small-1x", "small-2x", "medium-1x", "medium-2x", "large-1x", "large-2x"]
 DEFAULT_MACHINE = "small-1x"
@@ -57,6 +62,44 @@ class RetryLater(Exception):
 
 
 @dataclass(frozen=True)
+class DeclaredSchedule:
+    """A cron schedule a task declares in code (`@task(cron=...)`); workers sync it."""
+
+    cron: str
+    timezone: str = "UTC"
+    overlap: str = "allow"  # or "skip" while the previous run is unfinished
+    missed: str = "once"  # or "skip": ticks missed while no engine ran are not fired
+
+
+SCHEDULE_KEYS = ("pattern", "timezone", "overlap", "missed")
+
+
+def declared_schedule(cron: str | dict[str, str] | None, timezone: str | None) -> DeclaredSchedule | None:
+    """The schedule of `@task(cron=..., timezone=...)`: cron is an expression, or a dict of
+    SCHEDULE_KEYS (the official SDK's `{pattern, timezone}` and the overlap and missed
+    policies). Raises ValueError naming the field and the rule."""
+    if cron is None:
+        if timezone is not None:
+            raise ValueError("timezone is only for a task that declares a cron")
+        return None
+    given: dict[str, Any] = {"pattern": cron} if isinstance(cron, str) else dict(cron)
+    unknown = set(given) - set(SCHEDULE_KEYS)
+    if unknown:
+        raise ValueError(f"cron takes only {', '.join(SCHEDULE_KEYS)}, not {', '.join(sorted(unknown))}")
+    if timezone is not None:
+        given.setdefault("timezone", timezone)
+    for name, choices in (("overlap", ("allow", "skip")), ("missed", ("once", "skip"))):
+        if given.get(name, choices[0]) not in choices:
+            raise ValueError(f"cron's {name} must be one of {', '.join(choices)}")
+    return DeclaredSchedule(
+        cron=crons.clean(given.get("pattern")),
+        timezone=crons.parse_timezone(given.get("timezone", "UTC")),
+        overlap=given.get("overlap", "allow"),
+        missed=given.get("missed", "once"),
+    )
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     id: str
     fn: Callable[..., Any] = field(repr=False)
@@ -71,6 +114,7 @@ class TaskSpec:
     signature: str = ""  # how callers call it, when the payload is not its one argument
     module_path: str = ""  # where it is defined, when fn is a wrapper
     celery_queue: str = ""  # a plain Celery task's queue (its router's choice): its workers listen there
+    schedule: DeclaredSchedule | None = None  # @task(cron=...): synced when a worker registers
 
     @property
     def module(self) -> str:
@@ -107,14 +151,18 @@ def task(
     retry: Retry | None = None,
     max_duration: int | None = None,
     machine: str = DEFAULT_MACHINE,
+    cron: str | dict[str, str] | None = None,
+    timezone: str | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register the decorated function as task `id` with its defaults."""
+    """Register the decorated function as task `id` with its defaults; with `cron`, the task
+    runs on that schedule in every environment (see declared_schedule)."""
     if not TASK_ID_RE.match(id):
         raise ValueError(f"task id {id!r} must be 1-128 characters of letters, digits and _-./:")
     if machine not in MACHINES:
         raise ValueError(f"machine {machine!r} is not one of {', '.join(MACHINES)}")
     if concurrency_limit is not None and concurrency_limit < 0:
         raise ValueError("concurrency_limit must be 0 or more")
+    schedule = declared_schedule(cron, timezone)
 
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         existing = REGISTRY.get(id)
@@ -131,6 +179,7 @@ def task(
             machine=machine,
             payload_type=payload_type,
             payload_schema=payload_schema(payload_type),
+            schedule=schedule,
         )
         fn.task_id = id  # type: ignore[attr-defined]  # lets batch.trigger_by_task name the task
         return fn

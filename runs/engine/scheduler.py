@@ -35,6 +35,7 @@ from runs.engine.core import (
 from runs.engine.execution import fail_attempt
 from runs.engine.pauses import paused_tasks
 from runs.engine.queues import lift_expired_controls
+from runs.engine.schedules import fire_due_schedules
 from runs.engine.waiting import resume_ready
 from runs.models import Queue, Run, TaskDefinition
 from runs.states import ACTIVE_STATUSES, RunStatus
@@ -60,6 +61,8 @@ def tick(*, now: datetime | None = None) -> int:
     changed += recover_stalled(now=now) if due["stalled"] else 0
     changed += time_out_runs(now=now) if due["overdue"] else 0
     changed += resume_ready(now=now)
+    if due["schedules"]:
+        changed += fire_due_schedules(now=now)  # before admit: a tick's run may start at once
     if due["queue_controls"]:
         lift_expired_controls(now=now)  # no run changes; admit below would ignore them anyway
     changed += admit(now=now)
@@ -105,18 +108,19 @@ SELECT
         EXISTS (SELECT FROM runs_queue WHERE resume_at <= %(now)s OR limit_override_until <= %(now)s)
         OR EXISTS (SELECT FROM runs_taskpause WHERE resume_at <= %(now)s)
         OR EXISTS (SELECT FROM runs_environment WHERE resume_at <= %(now)s)
-    ) AS queue_controls
+    ) AS queue_controls,
+    EXISTS (SELECT FROM runs_schedule WHERE next_fire_at <= %(now)s) AS schedules
 """
 
 
 def next_due(*, after: datetime) -> datetime | None:
-    """When the next delay ends, TTL runs out, maxDuration passes or a pause (of a queue, task or
-    environment) or an override ends, after `after` (a tick's clock: what was due by then that
-    tick did); None if nothing is scheduled.
+    """When the next delay ends, TTL runs out, maxDuration passes, a pause (of a queue, task or
+    environment) or an override ends or a schedule's tick comes, after `after` (a tick's
+    clock: what was due by then that tick did); None if nothing is scheduled.
 
     The engine sleeps until then rather than a whole poll interval: a due time notifies
     nothing. One statement, each part a min() over its partial index (run_delayed,
-    run_expiring, run_deadline; queues, task pauses and environments are few).
+    run_expiring, run_deadline, schedule_due; queues, task pauses and environments are few).
     """
     with connection.cursor() as cursor:
         cursor.execute(_NEXT_DUE_SQL, {"after": after})
@@ -133,7 +137,8 @@ SELECT least(
     (SELECT min(resume_at) FROM runs_queue WHERE resume_at > %(after)s),
     (SELECT min(limit_override_until) FROM runs_queue WHERE limit_override_until > %(after)s),
     (SELECT min(resume_at) FROM runs_taskpause WHERE resume_at > %(after)s),
-    (SELECT min(resume_at) FROM runs_environment WHERE resume_at > %(after)s)
+    (SELECT min(resume_at) FROM runs_environment WHERE resume_at > %(after)s),
+    (SELECT min(next_fire_at) FROM runs_schedule WHERE next_fire_at > %(after)s)
 )
 """
 

@@ -8,13 +8,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import events, registry
+from runs.engine.schedules import sync_declared_schedules
 from runs.models import Environment, Queue, TaskDefinition, Worker
 
 
 def register_worker(
     *, hostname: str, queues: list[str], specs: list[registry.TaskSpec], now: datetime | None = None
 ) -> None:
-    """Record a starting worker and the tasks it serves; task queues take its limits."""
+    """Record a starting worker and the tasks it serves; task queues take its limits, and the
+    tasks' declared schedules (@task(cron=...)) are synced in every environment."""
     now = now or timezone.now()
     with transaction.atomic():
         # Lock the queues it rewrites in id order first, as a pause does (runs.engine.pauses):
@@ -27,6 +29,7 @@ def register_worker(
                 Queue.objects.update_or_create(
                     environment=environment, name=spec.queue, defaults={"concurrency_limit": spec.concurrency_limit}
                 )
+        sync_declared_schedules(specs=specs, actor=f"worker:{hostname}", now=now)
         Worker.objects.update_or_create(
             hostname=hostname,
             defaults={"queues": queues, "tasks": [s.id for s in specs], "started_at": now, "last_seen_at": now},

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, queues, views
+from api import batches, docs, openapi, packets, queues, schedules, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -29,6 +29,12 @@ urlpatterns = [
     path("api/v1/queues/<str:queue>/pause", queues.pause_queue, name="api-pause-queue"),
     path("api/v1/queues/<str:queue>/concurrency/override", queues.override_limit, name="api-override-queue-limit"),
     path("api/v1/queues/<str:queue>/concurrency/reset", queues.reset_limit, name="api-reset-queue-limit"),
+    # Schedules (#18); the SDK asks for the time zones without an API key.
+    path("api/v1/schedules", schedules.schedules, name="api-schedules"),
+    path("api/v1/schedules/<str:schedule_id>", schedules.schedule, name="api-schedule"),
+    path("api/v1/schedules/<str:schedule_id>/activate", schedules.activate, name="api-activate-schedule"),
+    path("api/v1/schedules/<str:schedule_id>/deactivate", schedules.deactivate, name="api-deactivate-schedule"),
+    path("api/v1/timezones", schedules.timezones, name="api-timezones"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

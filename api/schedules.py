@@ -17,9 +17,6 @@ from runs import engine, schedule_items
 from runs.models import Schedule
 from runs.schedule_spec import ScheduleSpecError, parse_schedule
 
-DEFAULT_PER_PAGE = 10
-MAX_PER_PAGE = 100
-MAX_PAGE = 1_000_000  # keeps the offset within what PostgreSQL takes
 # Fields whose bad values are well-formed but not acceptable (422, as the reference answers an
 # invalid cron expression or time zone); any other field's are malformed (400).
 MEANING_FIELDS = ("cron", "timezone", "window", "options")
@@ -30,14 +27,10 @@ def schedules(request: ApiRequest) -> JsonResponse:
     """POST: schedules.create (an upsert by deduplicationKey). GET: schedules.list."""
     if request.method == "POST":
         return _create(request)
-    page = positive_param(request.GET.get("page"), "page", default=1, most=MAX_PAGE)
-    per_page = positive_param(request.GET.get("perPage"), "perPage", default=DEFAULT_PER_PAGE, most=MAX_PER_PAGE)
-    environment = request.api_key.environment
-    found = Schedule.objects.filter(environment=environment).order_by("-created_at", "-id")
-    count = found.count()
-    rows = list(found[(page - 1) * per_page : page * per_page])
-    pagination = {"currentPage": page, "totalPages": -(-count // per_page), "count": count}
-    return JsonResponse({"data": schedule_items.items(rows, environment, timezone.now()), "pagination": pagination})
+    page = positive_param(request.GET.get("page"), "page", default=1, most=schedule_items.MAX_PAGE)
+    most = schedule_items.MAX_PER_PAGE
+    per_page = positive_param(request.GET.get("perPage"), "perPage", default=schedule_items.DEFAULT_PER_PAGE, most=most)
+    return JsonResponse(schedule_items.page(request.api_key.environment, page, per_page, timezone.now()))
 
 
 def _create(request: ApiRequest) -> JsonResponse:

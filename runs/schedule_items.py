@@ -14,6 +14,10 @@ from runs import cron
 from runs.models import Environment, Schedule
 from runs.schedule_spec import ScheduleSpec, ScheduleSpecError, parse_schedule
 
+DEFAULT_PER_PAGE = 10
+MAX_PER_PAGE = 100
+MAX_PAGE = 1_000_000  # keeps the offset within what PostgreSQL takes
+
 
 def item(schedule: Schedule, environment: Environment, now: datetime) -> dict[str, Any]:
     """The ScheduleObject of a schedule of `environment`."""
@@ -46,6 +50,16 @@ def item(schedule: Schedule, environment: Environment, now: datetime) -> dict[st
 
 def items(schedules: list[Schedule], environment: Environment, now: datetime) -> list[dict[str, Any]]:
     return [item(schedule, environment, now) for schedule in schedules]
+
+
+def page(environment: Environment, number: int, per_page: int, now: datetime) -> dict[str, Any]:
+    """ListSchedulesResult: a page of the environment's schedules, newest first, as the
+    reference pages them (page and perPage, a count of every schedule)."""
+    found = Schedule.objects.filter(environment=environment).order_by("-created_at", "-id")
+    count = found.count()
+    rows = list(found[(number - 1) * per_page : number * per_page])
+    pagination = {"currentPage": number, "totalPages": -(-count // per_page), "count": count}
+    return {"data": items(rows, environment, now), "pagination": pagination}
 
 
 def run_schedule(schedule: Schedule) -> dict[str, Any]:

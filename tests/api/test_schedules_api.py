@@ -183,6 +183,14 @@ def test_the_time_zones_are_listed_utc_first_without_an_api_key(client: Client) 
         ({"task": "hello-world", "cron": "@hourly", "window": "30m"}, 422, "window", "window is not supported"),
         ({"task": "hello-world", "cron": "@hourly", "options": {"delay": "1h"}}, 422, "options.delay", "options.delay"),
         ({"task": "hello-world", "cron": "@hourly", "options": {"ttl": []}}, 422, "options.ttl", ""),
+        ({"task": "hello-world", "cron": "@hourly", "payload": {"a": "\u0000"}}, 400, "payload.a", "payload.a"),
+        (
+            {"task": "hello-world", "cron": "@hourly", "payload": "x" * 300_000},
+            400,
+            "payload",
+            "payload must be at most",
+        ),
+        ({"task": "hello-world\u0000", "cron": "@hourly"}, 400, "task", "task"),
     ],
 )
 def test_a_bad_schedule_is_refused_naming_the_field(api: Api, body: Any, status: int, field: str, message: str) -> None:

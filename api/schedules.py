@@ -7,7 +7,7 @@ payload, options, overlap and missed, and every schedule returned carries them.
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
 from api.auth import actor
@@ -56,18 +56,25 @@ def schedule(request: ApiRequest, schedule_id: str) -> JsonResponse:
         if request.method == "DELETE":
             engine.delete_schedule(environment_id=environment_id, schedule_id=schedule_id, actor=who)
             return JsonResponse({"id": schedule_id})
-        body = read_json_object(request)
-        found = engine.find_schedule(environment_id=environment_id, schedule_id=schedule_id)
-        try:
-            spec = schedule_items.update_spec(found, body)
-        except ScheduleSpecError as exc:
-            raise _invalid(exc) from exc
-        changed = engine.update_schedule(environment_id=environment_id, schedule_id=schedule_id, spec=spec, actor=who)
-        return _answer(request, changed)
+        return _update(request, schedule_id)
     except engine.ScheduleNotFound as exc:
         raise ApiError(404, str(exc)) from exc
     except engine.DeclarativeSchedule as exc:
         raise ApiError(422, str(exc)) from exc
+
+
+def _update(request: ApiRequest, schedule_id: str) -> JsonResponse:
+    body = read_json_object(request)
+    environment_id = request.api_key.environment_id
+    found = engine.find_schedule(environment_id=environment_id, schedule_id=schedule_id)
+    try:
+        spec = schedule_items.update_spec(found, body)
+    except ScheduleSpecError as exc:
+        raise _invalid(exc) from exc
+    who = actor(request.api_key)
+    return _answer(
+        request, engine.update_schedule(environment_id=environment_id, schedule_id=found.id, spec=spec, actor=who)
+    )
 
 
 @api_view("POST")
@@ -83,7 +90,7 @@ def deactivate(request: ApiRequest, schedule_id: str) -> JsonResponse:
 
 
 @api_view("GET", authenticate=False)
-def timezones(request: ApiRequest) -> JsonResponse:
+def timezones(request: HttpRequest) -> JsonResponse:
     """schedules.timezones: the official SDK sends no API key for it, as the reference takes none."""
     exclude = request.GET.get("excludeUtc", "false")
     if exclude not in ("true", "false"):

@@ -44,7 +44,8 @@ def test_schedules_are_created_once_per_key_changed_paused_and_deleted_in_both_m
         )
         assert again.id == created.id and again.cron == "30 2 * * *"
         assert (again.payload, again.overlap, again.missed) == ({"report": "daily"}, "skip", "once")
-        assert sdk.schedules.retrieve(created.id) == sdk.schedules.retrieve(created.id)
+        retrieved = sdk.schedules.retrieve(created.id)
+        assert (retrieved.id, retrieved.cron, retrieved.payload) == (created.id, "30 2 * * *", {"report": "daily"})
         updated = sdk.schedules.update(created.id, "hello-world", "*/5 * * * *", external_id="user-2")
         assert (updated.cron, updated.cron_description, updated.external_id) == (
             "*/5 * * * *",

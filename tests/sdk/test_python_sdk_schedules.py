@@ -100,3 +100,10 @@ def test_a_schedule_declared_in_code_is_not_changed_through_the_sdk() -> None:
     taken = error_of(lambda: sdk.schedules.create("hello-world", "@hourly", deduplication_key="declared:hello-world"))
     assert taken == ("ValidationError", "deduplicationKey")
     assert sdk.schedules.retrieve(declared.id).cron == "@daily"
+
+
+def test_runs_list_finds_the_runs_a_schedule_fired() -> None:
+    fired = factories.run(schedule_id="sched_a")
+    factories.run()
+    assert [run.id for run in sdk.runs.list(schedule="sched_a")] == [fired.id]
+    assert list(sdk.runs.list(schedule="sched_none")) == []

@@ -182,3 +182,14 @@ def _reject_constant(name: str) -> Any:
 def _json_type(value: Any) -> str:
     names = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
     return names.get(type(value), "a number")
+
+
+def positive_param(value: str | None, field: str, *, default: int, most: int) -> int:
+    """A positive integer query parameter (`default` when absent). Raises ApiError(400)."""
+    if value is None or value == "":
+        return default
+    if not (value.isascii() and value.isdigit()) or int(value) < 1:
+        raise ApiError(400, f"{field} must be a positive integer", field)
+    if int(value) > most:
+        raise ApiError(400, f"{field} must be at most {most}", field)
+    return int(value)

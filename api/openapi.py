@@ -96,6 +96,7 @@ QUEUE_TYPE: dict[str, Any] = {
     "enum": ["id", "task", "custom"],
     "description": "How the path names the queue: its id (the default), a task id, or a custom queue's name",
 }
+SCHEDULE_ID = _param("scheduleId", "A schedule id (`sched_...`)")
 QUEUE = _param("queue", 'A queue id, task id or queue name (a "/" in it written as %2F)')
 FLAGS = ("isQueued", "isExecuting", "isWaiting", "isCompleted", "isSuccess", "isFailed", "isCancelled", "isTest")
 TRIGGER_FUNCTIONS = ["trigger", "triggerAndWait", "batchTrigger", "batchTriggerAndWait"]
@@ -170,6 +171,36 @@ TRIGGER_OPTIONS: dict[str, Any] = {
 
 LOG_COUNTS = ("attempt", "lines", "errors", "dropped")
 
+GENERATOR: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "CRON"},
+        "expression": {"type": "string", "description": 'As written: five fields, or a nickname like "@hourly"'},
+        "description": {"type": "string", "description": "The expression in words"},
+    },
+    "required": ["type", "expression", "description"],
+}
+SCHEDULE_FIELDS: dict[str, Any] = {
+    "task": {"type": "string", "description": "The task id each tick triggers"},
+    "cron": {
+        "type": "string",
+        "description": 'Five fields (minute hour day-of-month month day-of-week) or "@hourly", ...',
+    },
+    "timezone": {"type": "string", "description": "An IANA name (GET /api/v1/timezones); UTC if left out"},
+    "externalId": {"type": "string", "maxLength": 256, "description": "Your own id, given to each run"},
+    "payload": {**ANY, "description": "Runyard: your JSON, given to each run beside the tick's details"},
+    "options": {
+        "type": "object",
+        "description": "Runyard: trigger options of each run (reference 3.1), except delay, debounce, "
+        "idempotencyKey and the parent run's",
+    },
+    "overlap": {"enum": ["allow", "skip"], "description": "Runyard: skip a tick while the previous run is unfinished"},
+    "missed": {
+        "enum": ["once", "skip"],
+        "description": "Runyard: a tick missed while no engine ran fires once, or not",
+    },
+}
+
 SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
@@ -204,6 +235,7 @@ SCHEMAS: dict[str, Any] = {
                     "children": {"type": "array", "items": _ref("RelatedRun")},
                 },
             },
+            "schedule": _ref("RunSchedule"),
             "attemptCount": {"type": "integer", "minimum": 0},
             "queue": STRING,
             "concurrencyKey": STRING,
@@ -361,6 +393,76 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"environment": STRING, **PAUSE_FIELDS},
         "required": ["environment", "paused"],
     },
+    "RunSchedule": {
+        "description": "RunScheduleDetails: the schedule that fired the run, while it exists",
+        "type": "object",
+        "properties": {"id": STRING, "externalId": STRING, "deduplicationKey": STRING, "generator": GENERATOR},
+        "required": ["id", "generator"],
+    },
+    "Schedule": {
+        "description": "ScheduleObject; payload, options, overlap, missed and upcoming are Runyard's",
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^sched_"},
+            "type": {"enum": ["DECLARATIVE", "IMPERATIVE"]},
+            "task": STRING,
+            "active": {"type": "boolean"},
+            "deduplicationKey": STRING,
+            "externalId": STRING,
+            "generator": GENERATOR,
+            "timezone": STRING,
+            "nextRun": {"type": ["string", "null"], "format": "date-time", "description": "null while inactive"},
+            "environments": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"id": STRING, "type": STRING}, "required": ["id", "type"]},
+            },
+            "payload": ANY,
+            "options": OBJECT,
+            "overlap": {"enum": ["allow", "skip"]},
+            "missed": {"enum": ["once", "skip"]},
+            "upcoming": {"type": "array", "items": DATE, "description": "The next 5 fire times (none while inactive)"},
+        },
+        "required": ["id", "type", "task", "active", "generator", "timezone", "nextRun", "environments"],
+    },
+    "ListSchedulesResponse": {
+        "type": "object",
+        "properties": {
+            "data": {"type": "array", "items": _ref("Schedule")},
+            "pagination": {
+                "type": "object",
+                "properties": {
+                    "currentPage": {"type": "integer"},
+                    "totalPages": {"type": "integer"},
+                    "count": {"type": "integer"},
+                },
+                "required": ["currentPage", "totalPages", "count"],
+            },
+        },
+        "required": ["data", "pagination"],
+    },
+    "CreateScheduleRequest": {
+        "description": "Creating with a deduplicationKey that exists updates that schedule",
+        "type": "object",
+        "properties": {
+            **SCHEDULE_FIELDS,
+            "deduplicationKey": {"type": "string", "maxLength": 256},
+            "active": {"type": "boolean"},
+        },
+        "required": ["task", "cron"],
+    },
+    "UpdateScheduleRequest": {
+        "description": "Replaces task, cron, timezone and externalId (left out: UTC, none); Runyard's fields left out "
+        "keep their values",
+        "type": "object",
+        "properties": {**SCHEDULE_FIELDS, "active": {"type": "boolean"}},
+        "required": ["task", "cron"],
+    },
+    "DeletedSchedule": {"type": "object", "properties": {"id": STRING}, "required": ["id"]},
+    "Timezones": {
+        "type": "object",
+        "properties": {"timezones": {"type": "array", "items": STRING}},
+        "required": ["timezones"],
+    },
     "RunId": {"type": "object", "properties": {"id": STRING}, "required": ["id"]},
     "RescheduleRunRequest": {
         "type": "object",
@@ -489,7 +591,7 @@ LIST_PARAMETERS = [
     _query("filter[tag]", "Comma list: runs with any of these tags"),
     _query("filter[batch]", "A batch id"),
     _query("filter[bulkAction]", "Accepted; matches nothing yet"),
-    _query("filter[schedule]", "Accepted; matches nothing yet"),
+    _query("filter[schedule]", "Comma list of schedule ids: the runs they fired"),
     _query("filter[isTest]", "true or false", {"type": "string", "enum": ["true", "false"]}),
     _query("filter[createdAt][from]", "Epoch milliseconds", {"type": "string", "pattern": "^[0-9]{1,15}$"}),
     _query("filter[createdAt][to]", "Epoch milliseconds", {"type": "string", "pattern": "^[0-9]{1,15}$"}),
@@ -728,6 +830,76 @@ PATHS: dict[str, Any] = {
                 "200": _ok("The environment's pause", _ref("EnvironmentPause")),
                 **_errors(400, 401, 413, 422),
             },
+        }
+    },
+    "/api/v1/schedules": {
+        "post": {
+            "operationId": "createSchedule",
+            "summary": "schedules.create: a new schedule, or the one of the same deduplicationKey updated",
+            "requestBody": {"required": True, "content": _json(_ref("CreateScheduleRequest"))},
+            "responses": {"200": _ok("The schedule", _ref("Schedule")), **_errors(400, 401, 413, 422)},
+        },
+        "get": {
+            "operationId": "listSchedules",
+            "summary": "schedules.list: the environment's schedules, newest first, page/perPage pages",
+            "parameters": [
+                _query("page", "Page number, from 1", {"type": "integer", "minimum": 1, "maximum": 1_000_000}),
+                _query(
+                    "perPage",
+                    "Schedules per page (at most 100; 10 if not given)",
+                    {"type": "integer", "minimum": 1, "maximum": 100},
+                ),
+            ],
+            "responses": {"200": _ok("A page of schedules", _ref("ListSchedulesResponse")), **_errors(400, 401)},
+        },
+    },
+    "/api/v1/schedules/{scheduleId}": {
+        "get": {
+            "operationId": "retrieveSchedule",
+            "summary": "schedules.retrieve",
+            "parameters": [SCHEDULE_ID],
+            "responses": {"200": _ok("The schedule", _ref("Schedule")), **_errors(400, 401, 404)},
+        },
+        "put": {
+            "operationId": "updateSchedule",
+            "summary": "schedules.update (a schedule declared in a task's code is changed there: 422)",
+            "parameters": [SCHEDULE_ID],
+            "requestBody": {"required": True, "content": _json(_ref("UpdateScheduleRequest"))},
+            "responses": {"200": _ok("The schedule", _ref("Schedule")), **_errors(*JSON_BODY_ERRORS)},
+        },
+        "delete": {
+            "operationId": "deleteSchedule",
+            "summary": "schedules.del: its runs stay (a schedule declared in a task's code: 422)",
+            "parameters": [SCHEDULE_ID],
+            "responses": {
+                "200": _ok("The deleted schedule's id", _ref("DeletedSchedule")),
+                **_errors(400, 401, 404, 422),
+            },
+        },
+    },
+    **{
+        f"/api/v1/schedules/{{scheduleId}}/{verb}": {
+            "post": {
+                "operationId": f"{verb}Schedule",
+                "summary": summary,
+                "parameters": [SCHEDULE_ID],
+                "responses": {"200": _ok("The schedule", _ref("Schedule")), **_errors(400, 401, 404)},
+            }
+        }
+        for verb, summary in (
+            ("activate", "schedules.activate: the next tick is the first after now; none missed meanwhile fires"),
+            ("deactivate", "schedules.deactivate: no tick fires until activated"),
+        )
+    },
+    "/api/v1/timezones": {
+        "get": {
+            "operationId": "listTimezones",
+            "summary": 'schedules.timezones: every IANA name a schedule takes, "UTC" first (no API key)',
+            "security": NO_AUTH,
+            "parameters": [
+                _query("excludeUtc", 'true leaves "UTC" out', {"type": "string", "enum": ["true", "false"]})
+            ],
+            "responses": {"200": _ok("The time zones", _ref("Timezones")), **_errors(400)},
         }
     },
     "/api/v3/batches": {

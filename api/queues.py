@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from api.auth import actor
 from api.errors import ApiError
-from api.http import ApiRequest, api_view, read_json_object
+from api.http import ApiRequest, api_view, positive_param, read_json_object
 from runs import engine, queue_items
 from runs.engine.queues import MAX_LIMIT, QUEUE_KINDS
 from runs.models import Queue
@@ -24,8 +24,8 @@ PAUSE_ACTIONS = ("pause", "resume")
 @api_view("GET")
 def list_queues(request: ApiRequest) -> JsonResponse:
     """queues.list: the environment's queues by name, an offset/limit page at a time."""
-    page = _positive(request.GET.get("page"), "page", default=1, most=MAX_PAGE)
-    per_page = _positive(request.GET.get("perPage"), "perPage", default=DEFAULT_PER_PAGE, most=MAX_PER_PAGE)
+    page = positive_param(request.GET.get("page"), "page", default=1, most=MAX_PAGE)
+    per_page = positive_param(request.GET.get("perPage"), "perPage", default=DEFAULT_PER_PAGE, most=MAX_PER_PAGE)
     queues = Queue.objects.filter(environment=request.api_key.environment).order_by("name", "id")
     count = queues.count()
     rows = list(queues[(page - 1) * per_page : page * per_page])
@@ -92,13 +92,3 @@ def _find(request: ApiRequest, ref: str, kind: Any) -> Queue:
         return engine.find_queue(environment_id=request.api_key.environment_id, ref=name, kind=kind)
     except engine.QueueNotFound as exc:
         raise ApiError(404, str(exc)) from exc
-
-
-def _positive(value: str | None, field: str, *, default: int, most: int) -> int:
-    if value is None or value == "":
-        return default
-    if not (value.isascii() and value.isdigit()) or int(value) < 1:
-        raise ApiError(400, f"{field} must be a positive integer", field)
-    if int(value) > most:
-        raise ApiError(400, f"{field} must be at most {most}", field)
-    return int(value)

@@ -13,16 +13,19 @@ from typing import Any
 from django.http import HttpRequest
 
 from api.packets import download_url
-from runs import packets
-from runs.models import Environment, Run
+from runs import packets, schedule_items
+from runs.models import Environment, Run, Schedule
 from runs.options import format_duration
 from runs.states import RunStatus, api_flags
 
 log = logging.getLogger(__name__)
 
 
-def run_detail(run: Run, children: list[Run], *, request: HttpRequest | None = None) -> dict[str, Any]:
-    """RetrieveRunResponse: the run, its payload, output, error and related runs.
+def run_detail(
+    run: Run, children: list[Run], *, request: HttpRequest | None = None, schedule: Schedule | None = None
+) -> dict[str, Any]:
+    """RetrieveRunResponse: the run, its payload, output, error, related runs and the schedule
+    that fired it (given when it still exists).
 
     An offloaded payload or output is a signed URL instead (`payloadPresignedUrl`,
     `outputPresignedUrl`), absolute for `request`; without a request it is left out.
@@ -38,6 +41,8 @@ def run_detail(run: Run, children: list[Run], *, request: HttpRequest | None = N
         data.update(_packet(run, "output", run.output, run.output_type, request))
     if run.error is not None and run.status != RunStatus.COMPLETED:
         data["error"] = run_error(run.error)
+    if schedule is not None:
+        data["schedule"] = schedule_items.run_schedule(schedule)
     data["relatedRuns"] = related
     data["attemptCount"] = run.attempt_count
     data.update(run_options(run))
@@ -86,7 +91,7 @@ def related_run(run: Run) -> dict[str, Any]:
             "baseCostInCents": 0,
             "durationMs": _duration_ms(run.started_at, run.finished_at),
             "metadata": run.metadata,
-            "taskKind": "STANDARD",
+            "taskKind": "SCHEDULED" if run.schedule_id else "STANDARD",
             "region": run.region or None,
             "depth": run.depth,
             "triggerFunction": run.trigger_function,

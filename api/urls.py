@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, pauses, queues, views
+from api import batches, docs, openapi, packets, pauses, queues, schedules, views
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -34,6 +34,12 @@ urlpatterns = [
     path("api/v1/tasks/<path:task_id>/resume", pauses.task_resume, name="api-task-resume"),
     path("api/v1/environment/pause", pauses.environment_pause, name="api-environment-pause"),
     path("api/v1/environment/resume", pauses.environment_resume, name="api-environment-resume"),
+    # Schedules (#18); the SDK asks for the time zones without an API key.
+    path("api/v1/schedules", schedules.schedules, name="api-schedules"),
+    path("api/v1/schedules/<str:schedule_id>", schedules.schedule, name="api-schedule"),
+    path("api/v1/schedules/<str:schedule_id>/activate", schedules.activate, name="api-activate-schedule"),
+    path("api/v1/schedules/<str:schedule_id>/deactivate", schedules.deactivate, name="api-deactivate-schedule"),
+    path("api/v1/timezones", schedules.timezones, name="api-timezones"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

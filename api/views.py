@@ -17,7 +17,7 @@ from dashboard.audit import audit_api
 from dashboard.bodysize import PAYLOAD
 from runs import engine, logs
 from runs.engine.actions import try_cancel_run
-from runs.models import Run
+from runs.models import Run, Schedule
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 
 REQUEST_KEY_HEADER = "x-trigger-request-idempotency-key"
@@ -68,7 +68,9 @@ def _run_body(request: ApiRequest, run_id: str) -> dict[str, object]:
     if run is None:
         raise ApiError(404, "Run not found")
     children = list(run.children.order_by("created_at", "id"))
-    return serializers.run_detail(run, children, request=request)
+    # A deleted schedule's runs keep its id; the reference then shows no schedule.
+    schedule = Schedule.objects.filter(pk=run.schedule_id, environment=environment).first() if run.schedule_id else None
+    return serializers.run_detail(run, children, request=request, schedule=schedule)
 
 
 @api_view("POST")

@@ -11,8 +11,8 @@ created meanwhile neither shifts nor repeats a page, and no COUNT is ever taken.
 
 Differences from the real server, on purpose:
 * no default time window: without from/to/period every run of the environment is listed;
-* `filter[version]`, `filter[bulkAction]` and `filter[schedule]` are accepted, but Runyard
-  has no deployed versions, bulk actions or schedules yet: a non-empty value matches nothing;
+* `filter[version]` and `filter[bulkAction]` are accepted, but Runyard has no deployed
+  versions or bulk actions: a non-empty value matches nothing;
 * legacy statuses are accepted; those with no Runyard state (INTERRUPTED) match nothing.
 """
 
@@ -41,7 +41,7 @@ LEGACY_STATUSES: dict[str, list[str]] = {
     "INTERRUPTED": [],
 }
 # Filters on things Runyard does not have yet: any value but "" matches no run.
-UNSUPPORTED_FILTERS = ("filter[version]", "filter[bulkAction]", "filter[schedule]")
+UNSUPPORTED_FILTERS = ("filter[version]", "filter[bulkAction]")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ def filtered(runs: RunQuerySet, params: Params, now: datetime) -> RunQuerySet:
     columns = {
         "filter[taskIdentifier]": "task_identifier",
         "filter[batch]": "batch_id",
+        "filter[schedule]": "schedule_id",  # the runs a schedule fired (the run_env_schedule index)
         "filter[queue]": "queue",  # task queues are stored as "task/<name>", as the SDK sends them
         "filter[region]": "region",
     }

@@ -21,6 +21,7 @@ Options take the wire protocol's camelCase keys or snake_case.
 
 from __future__ import annotations
 
+import builtins
 import functools
 import json
 import os
@@ -32,11 +33,12 @@ from typing import Any, TypeVar
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit
+from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit, schedule_items
 from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import QUEUE_KINDS
-from runs.models import Batch, Environment, Queue, Run, Waitpoint
+from runs.models import Batch, Environment, Queue, Run, Schedule, Waitpoint
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
+from runs.schedule_spec import ScheduleSpecError, parse_schedule
 from runs.sdk_remote import REPLAY_KEYS, Client, pause_fields
 from runs.sdk_types import (
     UNSET,
@@ -56,6 +58,8 @@ from runs.sdk_types import (
     RunStateError,
     RunSummary,
     RunyardError,
+    ScheduleInfo,
+    SchedulePage,
     ServerError,
     SubtaskUnwrapError,
     TaskRunResult,
@@ -66,6 +70,9 @@ from runs.sdk_types import (
     list_params,
     log_params,
     run_error,
+    schedule_body,
+    schedule_info,
+    schedule_page,
 )
 from runs.states import RunStatus, api_flags
 
@@ -86,6 +93,8 @@ __all__ = [
     "RunStateError",
     "RunSummary",
     "RunyardError",
+    "ScheduleInfo",
+    "SchedulePage",
     "ServerError",
     "SubtaskUnwrapError",
     "TaskRunResult",
@@ -97,6 +106,7 @@ __all__ = [
     "hash_idempotency_key",
     "queues",
     "runs",
+    "schedules",
     "tasks",
 ]
 
@@ -498,6 +508,125 @@ def _queue_item(queue: Queue) -> dict[str, Any]:
     return queue_items.items([queue], timezone.now())[0]
 
 
+class Schedules:
+    """Cron schedules of one environment, as the official SDK's `schedules` manages them.
+
+    create and update take the schedule's fields as keywords (the wire's names in snake_case);
+    creating with a deduplication_key that exists updates that schedule. update replaces task,
+    cron, timezone and external_id (left out: UTC and none), and keeps the payload, options,
+    overlap and missed it is not given. A schedule a task's code declares is changed there:
+    update and delete refuse it (ValidationError).
+    """
+
+    def create(self, task: str, cron: str, *, env: str | None = None, **fields: Any) -> ScheduleInfo:
+        """A new schedule, or the one of the same deduplication_key updated. Raises ValidationError."""
+        body = schedule_body(task, cron, **fields)
+        if (client := _remote(env)) is not None:
+            return client.schedules.create(body)
+        environment = _environment(env or "dev")
+        try:
+            spec = parse_schedule(body)
+            made, _ = engine.create_schedule(environment=environment, spec=spec, actor=ACTOR)
+        except ScheduleSpecError as exc:
+            raise ValidationError(exc.field, exc.message) from exc
+        except engine.DeclarativeSchedule as exc:
+            raise ValidationError("deduplicationKey", str(exc)) from exc
+        return _schedule_info(made, environment)
+
+    def retrieve(self, schedule_id: str, *, env: str | None = None) -> ScheduleInfo:
+        """One schedule. Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.schedules.retrieve(schedule_id)
+        environment = _environment(env or "dev")
+        return _schedule_info(_schedule_of(schedule_id, environment), environment)
+
+    def update(self, schedule_id: str, task: str, cron: str, *, env: str | None = None, **fields: Any) -> ScheduleInfo:
+        """Replace the schedule's task, cron and the rest. Raises NotFoundError, ValidationError."""
+        body = schedule_body(task, cron, **fields)
+        if (client := _remote(env)) is not None:
+            return client.schedules.update(schedule_id, body)
+        environment = _environment(env or "dev")
+        found = _schedule_of(schedule_id, environment)
+        try:
+            spec = schedule_items.update_spec(found, body)
+            changed = engine.update_schedule(
+                environment_id=environment.pk, schedule_id=found.id, spec=spec, actor=ACTOR
+            )
+        except ScheduleSpecError as exc:
+            raise ValidationError(exc.field, exc.message) from exc
+        except engine.DeclarativeSchedule as exc:
+            raise ValidationError("", str(exc)) from exc
+        except engine.ScheduleNotFound as exc:  # deleted meanwhile
+            raise NotFoundError(str(exc)) from exc
+        return _schedule_info(changed, environment)
+
+    def list(
+        self, *, page: int = 1, per_page: int = schedule_items.DEFAULT_PER_PAGE, env: str | None = None
+    ) -> SchedulePage:
+        """One page of the environment's schedules, newest first. Raises ValidationError."""
+        if (client := _remote(env)) is not None:
+            return client.schedules.list(page=page, per_page=per_page)
+        bounds = (("page", page, schedule_items.MAX_PAGE), ("perPage", per_page, schedule_items.MAX_PER_PAGE))
+        for name, value, most in bounds:
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+                raise ValidationError(name, f"{name} must be a positive integer of at most {most}")
+        return schedule_page(schedule_items.page(_environment(env or "dev"), page, per_page, timezone.now()))
+
+    def activate(self, schedule_id: str, *, env: str | None = None) -> ScheduleInfo:
+        """Fire the schedule again from its next tick (none missed while inactive). Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.schedules.activate(schedule_id)
+        return _set_schedule_active(schedule_id, True, env)
+
+    def deactivate(self, schedule_id: str, *, env: str | None = None) -> ScheduleInfo:
+        """Fire no tick until activated. Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.schedules.deactivate(schedule_id)
+        return _set_schedule_active(schedule_id, False, env)
+
+    def delete(self, schedule_id: str, *, env: str | None = None) -> str:
+        """Delete the schedule (its runs stay); its id. Raises NotFoundError, ValidationError."""
+        if (client := _remote(env)) is not None:
+            return client.schedules.delete(schedule_id)
+        environment = _environment(env or "dev")
+        try:
+            engine.delete_schedule(environment_id=environment.pk, schedule_id=schedule_id, actor=ACTOR)
+        except engine.ScheduleNotFound as exc:
+            raise NotFoundError(str(exc)) from exc
+        except engine.DeclarativeSchedule as exc:
+            raise ValidationError("", str(exc)) from exc
+        return schedule_id
+
+    def timezones(self, *, exclude_utc: bool = False) -> builtins.list[str]:
+        """Every IANA time zone a schedule takes, "UTC" first unless excluded."""
+        if (client := _remote(None)) is not None:
+            return client.schedules.timezones(exclude_utc=exclude_utc)
+        return schedule_items.timezones(exclude_utc=exclude_utc)
+
+
+def _schedule_of(schedule_id: str, environment: Environment) -> Schedule:
+    try:
+        return engine.find_schedule(environment_id=environment.pk, schedule_id=schedule_id)
+    except engine.ScheduleNotFound as exc:
+        raise NotFoundError(str(exc)) from exc
+
+
+def _set_schedule_active(schedule_id: str, active: bool, env: str | None) -> ScheduleInfo:
+    environment = _environment(env or "dev")
+    reason = f"{'activated' if active else 'deactivated'} through the Python SDK"
+    try:
+        changed = engine.set_schedule_active(
+            environment_id=environment.pk, schedule_id=schedule_id, active=active, actor=ACTOR, reason=reason
+        )
+    except engine.ScheduleNotFound as exc:
+        raise NotFoundError(str(exc)) from exc
+    return _schedule_info(changed, environment)
+
+
+def _schedule_info(schedule: Schedule, environment: Environment) -> ScheduleInfo:
+    return schedule_info(schedule_items.item(schedule, environment, timezone.now()))
+
+
 def _run_of(run_id: str, env: str | None) -> Run:
     run = Run.objects.filter(pk=run_id, environment=_environment(env or "dev")).first()
     if run is None:
@@ -517,6 +646,7 @@ tasks = Tasks()
 runs = Runs()
 queues = Queues()
 environment = EnvironmentPause()
+schedules = Schedules()
 batch = BatchOfTasks()
 
 

@@ -15,6 +15,7 @@ runs.sdk_types for its status, exactly as the in-process mode does.
 
 from __future__ import annotations
 
+import builtins
 import json
 import time
 import uuid
@@ -42,6 +43,8 @@ from runs.sdk_types import (
     RunStateError,
     RunSummary,
     RunyardError,
+    ScheduleInfo,
+    SchedulePage,
     ServerError,
     TriggerHandle,
     ValidationError,
@@ -49,6 +52,8 @@ from runs.sdk_types import (
     iterate,
     list_params,
     log_params,
+    schedule_info,
+    schedule_page,
 )
 
 SUPERJSON = "application/super+json"
@@ -87,6 +92,7 @@ class Client:
         self.runs = RemoteRuns(self)
         self.queues = RemoteQueues(self)
         self.environment = RemoteEnvironment(self)
+        self.schedules = RemoteSchedules(self)
 
     def request(
         self,
@@ -287,6 +293,45 @@ class RemoteEnvironment:
 def _queue_path(queue: str) -> str:
     # As the official SDK does: a "/" of the name is written %2F before the whole is encoded.
     return f"/api/v1/queues/{quote(queue.replace('/', '%2F'), safe='')}"
+
+
+class RemoteSchedules:
+    """/api/v1/schedules as the official SDK calls it. `body` is runs.sdk_types.schedule_body's."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def create(self, body: dict[str, Any]) -> ScheduleInfo:
+        return schedule_info(self.client.post_json("/api/v1/schedules", body))
+
+    def retrieve(self, schedule_id: str) -> ScheduleInfo:
+        return schedule_info(self.client.get_json(_schedule_path(schedule_id)))
+
+    def update(self, schedule_id: str, body: dict[str, Any]) -> ScheduleInfo:
+        return schedule_info(self.client.request("PUT", _schedule_path(schedule_id), body).json())
+
+    def list(self, *, page: int = 1, per_page: int = 10) -> SchedulePage:
+        params = {"page": str(page), "perPage": str(per_page)}
+        return schedule_page(self.client.request("GET", "/api/v1/schedules", params=params).json())
+
+    def activate(self, schedule_id: str) -> ScheduleInfo:
+        return schedule_info(self.client.post_json(f"{_schedule_path(schedule_id)}/activate"))
+
+    def deactivate(self, schedule_id: str) -> ScheduleInfo:
+        return schedule_info(self.client.post_json(f"{_schedule_path(schedule_id)}/deactivate"))
+
+    def delete(self, schedule_id: str) -> str:
+        deleted: str = self.client.request("DELETE", _schedule_path(schedule_id)).json()["id"]
+        return deleted
+
+    def timezones(self, *, exclude_utc: bool = False) -> builtins.list[str]:
+        query = "?excludeUtc=true" if exclude_utc else ""
+        zones: builtins.list[str] = self.client.get_json(f"/api/v1/timezones{query}")["timezones"]
+        return zones
+
+
+def _schedule_path(schedule_id: str) -> str:
+    return f"/api/v1/schedules/{quote(schedule_id, safe='')}"
 
 
 class RemoteRuns:

@@ -22,11 +22,12 @@ import asyncio
 import hashlib
 import threading
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
+UNSET: Any = object()  # an override left out (None is a value: a null payload)
 # Items of a batch: a list, any iterable (a generator) or an async iterable.
 BatchItems = Iterable[dict[str, Any]] | AsyncIterable[dict[str, Any]]
 
@@ -218,6 +219,107 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
+class ScheduleInfo:
+    """A schedule as schedules.create, retrieve, update, activate and deactivate return it.
+
+    next_run is the tick that fires next (None while inactive); upcoming, the next five.
+    payload, options, overlap and missed are Runyard's (the reference has none of them).
+    """
+
+    id: str
+    type: str  # "IMPERATIVE", or "DECLARATIVE" for a schedule a task's code declares
+    task: str
+    active: bool
+    cron: str
+    cron_description: str
+    timezone: str
+    next_run: datetime | None
+    external_id: str | None
+    deduplication_key: str | None
+    environments: list[dict[str, Any]]
+    payload: Any = None
+    options: dict[str, Any] = field(default_factory=dict)
+    overlap: str = "allow"
+    missed: str = "once"
+    upcoming: list[datetime] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SchedulePage:
+    """One page of schedules.list, newest first."""
+
+    schedules: list[ScheduleInfo]
+    current_page: int
+    total_pages: int
+    count: int
+
+
+def schedule_info(body: dict[str, Any]) -> ScheduleInfo:
+    """ScheduleInfo from a ScheduleObject (both modes read the same shape)."""
+    generator = body["generator"]
+    return ScheduleInfo(
+        id=body["id"],
+        type=body["type"],
+        task=body["task"],
+        active=bool(body["active"]),
+        cron=generator["expression"],
+        cron_description=generator["description"],
+        timezone=body["timezone"],
+        next_run=datetime.fromisoformat(body["nextRun"]) if body.get("nextRun") else None,
+        external_id=body.get("externalId"),
+        deduplication_key=body.get("deduplicationKey"),
+        environments=list(body.get("environments", [])),
+        payload=body.get("payload"),
+        options=dict(body.get("options") or {}),
+        overlap=body.get("overlap", "allow"),
+        missed=body.get("missed", "once"),
+        upcoming=[datetime.fromisoformat(moment) for moment in body.get("upcoming", [])],
+    )
+
+
+def schedule_page(body: dict[str, Any]) -> SchedulePage:
+    """SchedulePage from a ListSchedulesResult."""
+    pagination = body["pagination"]
+    return SchedulePage(
+        schedules=[schedule_info(item) for item in body["data"]],
+        current_page=pagination["currentPage"],
+        total_pages=pagination["totalPages"],
+        count=pagination["count"],
+    )
+
+
+def schedule_body(
+    task: str,
+    cron: str,
+    *,
+    timezone: str | None = None,
+    external_id: str | None = None,
+    deduplication_key: str | None = None,
+    payload: Any = UNSET,
+    options: dict[str, Any] | None = None,
+    overlap: str | None = None,
+    missed: str | None = None,
+    active: bool | None = None,
+) -> dict[str, Any]:
+    """The JSON body of schedules.create and update: the wire's keys, only those given."""
+    given = {
+        "task": task,
+        "cron": cron,
+        "timezone": timezone,
+        "externalId": external_id,
+        "deduplicationKey": deduplication_key,
+        "options": options,
+        "overlap": overlap,
+        "missed": missed,
+        "active": active,
+    }
+    body = {key: value for key, value in given.items() if value is not None}
+    if payload is not UNSET:
+        body["payload"] = payload
+    return body
+
+
+@dataclass(frozen=True)
 class RunPage:
     """One page of runs.list: cursors are run ids, None at either end."""
 
@@ -282,9 +384,6 @@ def log_params(*, attempt: int | None = None, level: str | None = None, search: 
     """runs.logs's keywords as the API's query parameters (checked by the server's rules)."""
     given = {"attempt": attempt, "level": level, "search": search}
     return {name: str(value) for name, value in given.items() if value is not None}
-
-
-UNSET: Any = object()  # an override left out (None is a value: a null payload)
 
 
 def list_params(

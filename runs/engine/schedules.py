@@ -76,6 +76,19 @@ def create_schedule(
     (schedule, created). Raises DeclarativeSchedule if that one is declared in code and this
     call is not."""
     now = now or timezone.now()
+    try:
+        return _upsert(environment, spec, actor, type, user, now)
+    except IntegrityError:
+        # Two creates of one new key at once: neither saw a row to lock, the second's insert
+        # waited on the unique key for the first's commit and failed. It is an update now.
+        if spec.deduplication_key is None:
+            raise
+        return _upsert(environment, spec, actor, type, user, now)
+
+
+def _upsert(
+    environment: Environment, spec: ScheduleSpec, actor: Actor, type: str, user: Any, now: datetime
+) -> tuple[Schedule, bool]:
     with transaction.atomic():
         existing = None
         if spec.deduplication_key is not None:

@@ -123,11 +123,21 @@ def test_filter_is_test_takes_only_true_or_false(api):
     assert api.get("/api/v1/runs?filter%5BisTest%5D=yes").status_code == 400
 
 
-def test_filters_on_versions_bulk_actions_and_schedules_match_nothing_yet(api):
+def test_filters_on_versions_and_bulk_actions_match_nothing(api):
     run = make_run()
-    for name in ("filter[version]", "filter[bulkAction]", "filter[schedule]"):
+    for name in ("filter[version]", "filter[bulkAction]"):
         assert ids(page(api, {name: "x"})) == []
         assert ids(page(api, {name: ""})) == [run.id]
+
+
+def test_the_schedule_filter_lists_the_runs_a_schedule_fired(api):
+    first, second = make_run(schedule_id="sched_a"), make_run(schedule_id="sched_b", at=T0 + timedelta(seconds=1))
+    unscheduled = make_run(at=T0 + timedelta(seconds=2))
+    make_run(env="prod", schedule_id="sched_a")  # another environment's
+    assert ids(page(api, {"filter[schedule]": "sched_a"})) == [first.id]
+    assert ids(page(api, {"filter[schedule]": "sched_a,sched_b"})) == [second.id, first.id]
+    assert ids(page(api, {"filter[schedule]": "sched_none"})) == []
+    assert ids(page(api, {"filter[schedule]": ""})) == [unscheduled.id, second.id, first.id]
 
 
 def test_created_at_from_and_to_are_epoch_milliseconds(api):

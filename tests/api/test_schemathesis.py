@@ -22,8 +22,10 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 
 from runs import engine, ratelimit
+from runs.models import Run
 from runs.packets import SUPERJSON
 from runs.registry import Retry
+from runs.schedule_spec import ScheduleSpec
 from runs.sdk import batch, tasks
 from tests import factories
 
@@ -40,8 +42,9 @@ schema = schemathesis.openapi.from_wsgi("/api/openapi.json", get_wsgi_applicatio
 
 @pytest.fixture
 def real_ids(api_key: str) -> dict[str, str]:
-    """Ids that exist, so the fuzzer also sees the shapes of real runs and batches: a delayed
-    run with every option, a completed one, a failed one (with a stack trace) and a batch."""
+    """Ids that exist, so the fuzzer also sees the shapes of real runs, batches and schedules: a
+    delayed run with every option, a completed one, a failed one (with a stack trace), a batch
+    and a schedule with every field."""
     delayed = tasks.trigger("hello-world", {"n": 1}, {"delay": "1h", "tags": ["a"], "metadata": {"m": 1}, "ttl": 60})
     handle = batch.trigger([{"id": "hello-world", "payload": i} for i in range(2)])
     completed, failed = handle.run_ids
@@ -54,7 +57,12 @@ def real_ids(api_key: str) -> dict[str, str]:
         else:
             error = {"message": "boom", "name": "ValueError", "stackTrace": "Traceback ..."}
             engine.fail_attempt(run_id=run_id, attempt=attempt.number, error=error, retry=Retry(max_attempts=1))
-    return {"runId": ",".join([delayed.id, completed, failed]), "batchId": handle.batch_id}
+    spec = ScheduleSpec(
+        task_id="hello-world", cron="@hourly", timezone="Europe/Paris", external_id="e", deduplication_key="d"
+    )
+    schedule, _ = engine.create_schedule(environment=factories.environment("dev"), spec=spec, actor="fuzz")
+    Run.objects.filter(pk=delayed.id).update(schedule_id=schedule.id)
+    return {"runId": ",".join([delayed.id, completed, failed]), "batchId": handle.batch_id, "scheduleId": schedule.id}
 
 
 @pytest.fixture
@@ -98,6 +106,6 @@ def test_no_operation_answers_a_server_error_or_breaks_its_schema(
         # Which real run: picked by the generated value, so the choice is as repeatable as it is.
         generated = str(case.path_parameters.get("runId", ""))
         runs = real_ids["runId"].split(",")
-        real = {"runId": runs[zlib.crc32(generated.encode()) % len(runs)], "batchId": real_ids["batchId"]}
+        real = {**real_ids, "runId": runs[zlib.crc32(generated.encode()) % len(runs)]}
         case.path_parameters.update({k: v for k, v in real.items() if k in case.path_parameters})
         case.call_and_validate(headers=headers, checks=checks)

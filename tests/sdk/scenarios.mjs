@@ -11,7 +11,7 @@
 //   SDK_RATELIMIT_KEY    the "ratelimit" group's key: another environment, whose batch rate
 //                        limit bucket the group empties (default: TRIGGER_SECRET_KEY)
 //   SDK_POLL_TIMEOUT_MS  how long to wait for runs to finish (default 30000)
-import { AuthenticationError, BatchTriggerError, batch, configure, queues, runs, tasks } from "@trigger.dev/sdk";
+import { AuthenticationError, BatchTriggerError, batch, configure, queues, runs, schedules, tasks } from "@trigger.dev/sdk";
 
 const baseURL = process.env.TRIGGER_API_URL;
 const secretKey = process.env.TRIGGER_SECRET_KEY;
@@ -352,7 +352,76 @@ const queueScenarios = {
   },
 };
 
-const GROUPS = { core, ratelimit, listAndReplay, queues: queueScenarios };
+// --- schedules: create (an upsert), retrieve, update, list, activate/deactivate, del -------
+
+const scheduleScenarios = {
+  // One scenario, its steps in order; every answer went through the SDK's zod schemas.
+  async lifecycle() {
+    const deduplicationKey = `sdk-schedule-${TAG}`;
+    const created = await schedules.create({
+      task: "hello-world",
+      cron: "0 9 * * *",
+      timezone: "Europe/Paris",
+      externalId: "user-1",
+      deduplicationKey,
+    });
+    const again = await schedules.create({
+      task: "hello-world",
+      cron: "30 2 * * *",
+      externalId: "user-2",
+      deduplicationKey,
+    });
+    const retrieved = await schedules.retrieve(created.id);
+    const updated = await schedules.update(created.id, { task: "hello-world", cron: "*/5 * * * *", externalId: "user-3" });
+    const deactivated = await schedules.deactivate(created.id);
+    const activated = await schedules.activate(created.id);
+    const page = await schedules.list({ perPage: 100 });
+    const deleted = await schedules.del(created.id);
+    let afterDelete;
+    try {
+      await schedules.retrieve(created.id);
+      afterDelete = { thrownStatus: null };
+    } catch (error) {
+      afterDelete = { thrownStatus: error?.status ?? null };
+    }
+    return {
+      created: plain(created),
+      nextRunIsDate: created.nextRun instanceof Date,
+      again: plain(again),
+      retrieved: plain(retrieved),
+      updated: plain(updated),
+      deactivated: plain(deactivated),
+      activated: plain(activated),
+      listed: plain(page.data.filter((schedule) => schedule.deduplicationKey === deduplicationKey)),
+      pagination: plain(page.pagination),
+      deleted: plain(deleted),
+      afterDelete,
+    };
+  },
+
+  async timezones() {
+    const all = await schedules.timezones();
+    const withoutUtc = await schedules.timezones({ excludeUtc: true });
+    return {
+      first: all.timezones[0],
+      count: all.timezones.length,
+      paris: all.timezones.includes("Europe/Paris"),
+      withoutUtc: withoutUtc.timezones.slice(0, 3),
+      withoutCount: withoutUtc.timezones.length,
+    };
+  },
+
+  async badCron() {
+    try {
+      await schedules.create({ task: "hello-world", cron: "61 * * * *", deduplicationKey: `sdk-bad-${TAG}` });
+      return { thrownStatus: null };
+    } catch (error) {
+      return { thrownStatus: error?.status ?? null, message: String(error?.message) };
+    }
+  },
+};
+
+const GROUPS = { core, ratelimit, listAndReplay, queues: queueScenarios, schedules: scheduleScenarios };
 
 const results = { tag: TAG };
 for (const group of process.argv.slice(2)) {

@@ -264,3 +264,50 @@ def test_sdk_queue_items_parse_and_a_pause_holds_a_run_until_resume(queue_result
 
 def test_sdk_retrieving_an_unknown_queue_is_a_404(queue_results: dict[str, Any]) -> None:
     assert scenario(queue_results, "unknownQueue")["thrownStatus"] == 404
+
+
+@pytest.fixture(scope="module")
+def schedule_results(live_stack: LiveStack) -> dict[str, Any]:
+    return run_node(live_stack, "schedules")
+
+
+def test_sdk_schedules_are_created_once_per_key_changed_listed_and_deleted(schedule_results: dict[str, Any]) -> None:
+    result = scenario(schedule_results, "lifecycle")
+    created, again = result["created"], result["again"]
+    assert created["id"].startswith("sched_") and result["nextRunIsDate"] is True
+    assert (created["type"], created["task"], created["active"], created["timezone"]) == (
+        "IMPERATIVE",
+        "hello-world",
+        True,
+        "Europe/Paris",
+    )
+    assert created["generator"] == {"type": "CRON", "expression": "0 9 * * *", "description": "At 09:00 AM"}
+    assert created["environments"][0]["type"] == "DEVELOPMENT"
+    # The same deduplicationKey twice: one schedule, updated by the second call.
+    assert again["id"] == created["id"]
+    assert (again["generator"]["expression"], again["externalId"]) == ("30 2 * * *", "user-2")
+    assert result["retrieved"]["id"] == created["id"] and result["retrieved"]["externalId"] == "user-2"
+    updated = result["updated"]
+    assert (updated["generator"]["expression"], updated["externalId"], updated["timezone"]) == (
+        "*/5 * * * *",
+        "user-3",
+        "UTC",
+    )
+    assert updated["deduplicationKey"] == created["deduplicationKey"]
+    assert (result["deactivated"]["active"], result["deactivated"].get("nextRun")) == (False, None)
+    assert result["activated"]["active"] is True and result["activated"]["nextRun"]
+    assert [schedule["id"] for schedule in result["listed"]] == [created["id"]]
+    assert result["pagination"]["currentPage"] == 1 and result["pagination"]["count"] >= 1
+    assert result["deleted"] == {"id": created["id"]}
+    assert result["afterDelete"]["thrownStatus"] == 404
+
+
+def test_sdk_lists_the_time_zones_utc_first_unless_excluded(schedule_results: dict[str, Any]) -> None:
+    result = scenario(schedule_results, "timezones")
+    assert (result["first"], result["paris"]) == ("UTC", True)
+    assert "UTC" not in result["withoutUtc"] and result["withoutCount"] == result["count"] - 1
+
+
+def test_sdk_gets_the_servers_refusal_of_a_bad_cron(schedule_results: dict[str, Any]) -> None:
+    result = scenario(schedule_results, "badCron")
+    assert result["thrownStatus"] == 422 and "cron is not a valid expression" in result["message"]

@@ -8,7 +8,7 @@ finds the run in another status and changes nothing.
     triggering  creating runs
     execution   attempts reported by workers
     actions     cancel, reschedule
-    workers     worker registration
+    workers     worker registration, draining workers
     queues      pausing queues and overriding their limits
     scheduler   time-driven work done by the engine process
 """
@@ -51,7 +51,14 @@ from runs.engine.scheduler import (
 )
 from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
 from runs.engine.waiting import add_waitpoint, resume_ready, suspend_run
-from runs.engine.workers import register_worker, unregister_worker, worker_seen
+from runs.engine.workers import (
+    WorkerNotFound,
+    drain_worker,
+    register_worker,
+    undrain_worker,
+    unregister_worker,
+    worker_seen,
+)
 
 __all__ = [
     "ADMIT_BATCH",
@@ -68,6 +75,7 @@ __all__ = [
     "StagedItem",
     "TriggerOptions",
     "TriggerResult",
+    "WorkerNotFound",
     "abort_batch",
     "add_batch_items",
     "add_waitpoint",
@@ -77,6 +85,7 @@ __all__ = [
     "celery_task_id",
     "complete_attempt",
     "create_batch",
+    "drain_worker",
     "expire_runs",
     "fail_attempt",
     "find_queue",
@@ -103,6 +112,7 @@ __all__ = [
     "time_out_runs",
     "trigger",
     "trigger_batch",
+    "undrain_worker",
     "unregister_worker",
     "worker_seen",
 ]

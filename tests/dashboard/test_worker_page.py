@@ -15,6 +15,7 @@ import example_tasks  # noqa: F401 - registers the example tasks
 from dashboard import worker_views
 from runs import engine, registry, worker
 from runs.models import AuditEntry, Environment, Run, Worker
+from runs.states import RunStatus
 from tests import factories
 
 pytestmark = pytest.mark.django_db
@@ -184,3 +185,34 @@ def test_the_drain_form_carries_a_csrf_token_and_a_post_without_one_is_refused(b
     assert "csrfmiddlewaretoken" in page(client).split('id="worker-drain"')[0].rsplit("<form", 1)[1]
     assert strict.post(f"/workers/{HOST}/drain/?env=dev").status_code == 403
     assert Worker.objects.get(hostname=HOST).draining_at is None
+
+
+def why(client: Client, run: Run) -> str:
+    html = client.get(f"/runs/{run.id}/?env=dev").content.decode()
+    if '<p class="run-why"' not in html:
+        return ""
+    start = html.index('<p class="run-why"')
+    return " ".join(re.sub(r"<[^>]+>", " ", html[start : html.index("</p>", start)]).split())
+
+
+def dequeued() -> Run:
+    run = factories.run("hello-world", payload={"name": "Ada"})
+    engine.admit(now=timezone.now())
+    run.refresh_from_db()
+    assert run.status == RunStatus.DEQUEUED
+    return run
+
+
+def test_a_sent_run_whose_only_worker_drains_says_so_on_its_page(operator: Client, box: Worker) -> None:
+    run = dequeued()
+    assert why(operator, run) == ""  # a worker may take it
+    engine.drain_worker(hostname=HOST, actor="user:olga", reason="disk")
+    text = why(operator, run)
+    assert "Sent to Celery queue runyard.small-1x" in text and f"{HOST} (disk)" in text and "draining" in text
+    engine.register_worker(hostname="celery@box-2", queues=["runyard.small-1x"], specs=[])
+    assert why(operator, run) == ""  # another worker of the queue takes it
+
+
+def test_a_sent_run_no_worker_consumes_says_so_on_its_page(operator: Client, dev: Environment) -> None:
+    run = dequeued()
+    assert "no worker online consumes it" in why(operator, run)

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, queues, views
+from api import batches, docs, openapi, packets, queues, views, workers
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -29,6 +29,11 @@ urlpatterns = [
     path("api/v1/queues/<str:queue>/pause", queues.pause_queue, name="api-pause-queue"),
     path("api/v1/queues/<str:queue>/concurrency/override", queues.override_limit, name="api-override-queue-limit"),
     path("api/v1/queues/<str:queue>/concurrency/reset", queues.reset_limit, name="api-reset-queue-limit"),
+    # Workers serve every environment; draining one takes a production key (api.workers).
+    path("api/v1/workers", workers.list_workers, name="api-list-workers"),
+    path("api/v1/workers/<str:hostname>", workers.retrieve_worker, name="api-retrieve-worker"),
+    path("api/v1/workers/<str:hostname>/drain", workers.drain_worker, name="api-drain-worker"),
+    path("api/v1/workers/<str:hostname>/undrain", workers.undrain_worker, name="api-undrain-worker"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

@@ -18,6 +18,7 @@ Each call writes an AuditEntry in its transaction.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from runs.models import AuditEntry, Environment, Queue, TaskDefinition, Worker
 from runs.states import RunStatus
 
 REASON_LENGTH = 512
+
+log = logging.getLogger(__name__)
 
 
 class WorkerNotFound(EngineError):
@@ -138,8 +141,12 @@ def _control(hostname: str, command: str, queues: list[str]) -> None:
     reply: a worker that is down misses it, and its start-up applies the row instead."""
     from celery import current_app
 
-    for queue in queues:
-        current_app.control.broadcast(command, arguments={"queue": queue}, destination=[hostname])
+    try:
+        for queue in queues:
+            current_app.control.broadcast(command, arguments={"queue": queue}, destination=[hostname])
+    except Exception:
+        # The drain is committed: the broker being away must not turn its answer into an error.
+        log.warning("could not send %s to worker %s; its start applies the row", command, hostname, exc_info=True)
 
 
 def _audit(

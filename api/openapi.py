@@ -34,7 +34,7 @@ def _ok(description: str, schema: dict[str, Any], **extra: Any) -> dict[str, Any
 ERROR_DESCRIPTIONS = {
     400: "Malformed request: the message names the field and the rule",
     401: "Missing or invalid API key",
-    403: "Invalid or expired signature",
+    403: "Not allowed: an invalid or expired signature, or (draining a worker) a key of no production environment",
     404: "Not found in the key's environment",
     405: "Method not allowed",
     413: "Request body or payload too large",
@@ -98,6 +98,8 @@ QUEUE_TYPE: dict[str, Any] = {
 }
 SCHEDULE_ID = _param("scheduleId", "A schedule id (`sched_...`)")
 QUEUE = _param("queue", 'A queue id, task id or queue name (a "/" in it written as %2F)')
+HOSTNAME = _param("hostname", "The worker's Celery hostname (celery@host)", {"type": "string", "minLength": 1})
+NULLABLE_TEXT: dict[str, Any] = {"type": ["string", "null"]}
 FLAGS = ("isQueued", "isExecuting", "isWaiting", "isCompleted", "isSuccess", "isFailed", "isCancelled", "isTest")
 TRIGGER_FUNCTIONS = ["trigger", "triggerAndWait", "batchTrigger", "batchTriggerAndWait"]
 
@@ -462,6 +464,43 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {"timezones": {"type": "array", "items": STRING}},
         "required": ["timezones"],
+    },
+    "WorkerItem": {
+        "type": "object",
+        "description": "A Celery worker that announced itself; workers serve every environment",
+        "properties": {
+            "hostname": STRING,
+            "queues": {"type": "array", "items": STRING},
+            "tasks": {"type": "array", "items": STRING},
+            "startedAt": {"type": "string", "format": "date-time"},
+            "lastSeenAt": {"type": "string", "format": "date-time"},
+            "online": {"type": "boolean", "description": "seen within RUNYARD_WORKER_TIMEOUT"},
+            "draining": {"type": "boolean", "description": "finishes its runs and starts no other"},
+            "drainingSince": {"type": ["string", "null"], "format": "date-time"},
+            "drainedBy": NULLABLE_TEXT,
+            "drainReason": NULLABLE_TEXT,
+        },
+        "required": [
+            "hostname",
+            "queues",
+            "tasks",
+            "startedAt",
+            "lastSeenAt",
+            "online",
+            "draining",
+            "drainingSince",
+            "drainedBy",
+            "drainReason",
+        ],
+    },
+    "ListWorkersResponse": {
+        "type": "object",
+        "properties": {"data": {"type": "array", "items": _ref("WorkerItem")}},
+        "required": ["data"],
+    },
+    "DrainWorkerRequest": {
+        "type": "object",
+        "properties": {"reason": {"type": "string", "maxLength": 512, "description": "kept in the audit log"}},
     },
     "RunId": {"type": "object", "properties": {"id": STRING}, "required": ["id"]},
     "RescheduleRunRequest": {
@@ -900,6 +939,39 @@ PATHS: dict[str, Any] = {
                 _query("excludeUtc", 'true leaves "UTC" out', {"type": "string", "enum": ["true", "false"]})
             ],
             "responses": {"200": _ok("The time zones", _ref("Timezones")), **_errors(400)},
+        }
+    },
+    "/api/v1/workers": {
+        "get": {
+            "operationId": "listWorkers",
+            "summary": "The workers with a row: online, offline, or shut down while draining",
+            "responses": {"200": _ok("The workers by hostname", _ref("ListWorkersResponse")), **_errors(401)},
+        }
+    },
+    "/api/v1/workers/{hostname}": {
+        "get": {
+            "operationId": "retrieveWorker",
+            "summary": "One worker",
+            "parameters": [HOSTNAME],
+            "responses": {"200": _ok("The worker", _ref("WorkerItem")), **_errors(400, 401, 404)},
+        }
+    },
+    "/api/v1/workers/{hostname}/drain": {
+        "post": {
+            "operationId": "drainWorker",
+            "summary": "Drain a worker: it finishes its runs and starts no other (a production key)",
+            "parameters": [HOSTNAME],
+            "requestBody": {"required": False, "content": _json(_ref("DrainWorkerRequest"))},
+            "responses": {"200": _ok("The worker", _ref("WorkerItem")), **_errors(403, *JSON_BODY_ERRORS)},
+        }
+    },
+    "/api/v1/workers/{hostname}/undrain": {
+        "post": {
+            "operationId": "undrainWorker",
+            "summary": "Undrain a worker: it takes runs again (a production key)",
+            "parameters": [HOSTNAME],
+            "requestBody": {"required": False, "content": _json(_ref("DrainWorkerRequest"))},
+            "responses": {"200": _ok("The worker", _ref("WorkerItem")), **_errors(403, *JSON_BODY_ERRORS)},
         }
     },
     "/api/v3/batches": {

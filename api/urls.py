@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, pauses, queues, schedules, views
+from api import batches, docs, openapi, packets, pauses, queues, schedules, views, workers
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -40,6 +40,11 @@ urlpatterns = [
     path("api/v1/schedules/<str:schedule_id>/activate", schedules.activate, name="api-activate-schedule"),
     path("api/v1/schedules/<str:schedule_id>/deactivate", schedules.deactivate, name="api-deactivate-schedule"),
     path("api/v1/timezones", schedules.timezones, name="api-timezones"),
+    # Workers serve every environment; draining one takes a production key (api.workers).
+    path("api/v1/workers", workers.list_workers, name="api-list-workers"),
+    path("api/v1/workers/<str:hostname>", workers.retrieve_worker, name="api-retrieve-worker"),
+    path("api/v1/workers/<str:hostname>/drain", workers.drain_worker, name="api-drain-worker"),
+    path("api/v1/workers/<str:hostname>/undrain", workers.undrain_worker, name="api-undrain-worker"),
     # Last: everything else under /api/ is a JSON 404 (and CommonMiddleware never appends a slash).
     re_path(r"^api/(?P<path>.*)$", views.not_found, name="api-not-found"),
 ]

@@ -333,6 +333,8 @@ def worker_digest(row: WorkerRow) -> list[Any]:
         w.tasks,
         w.started_at,
         w.last_seen_at,
+        w.draining_at,
+        w.drain_reason,
         runs,
         row.runs_total,
         row.elsewhere,

@@ -2,7 +2,18 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import actions, admin_views, log_views, login, metrics, ops_views, pause_views, task_views, views
+from dashboard import (
+    actions,
+    admin_views,
+    log_views,
+    login,
+    metrics,
+    ops_views,
+    pause_views,
+    task_views,
+    views,
+    worker_views,
+)
 from dashboard.permissions import view_run_not_required
 
 urlpatterns = [
@@ -28,6 +39,8 @@ urlpatterns = [
     path("queues/<int:queue_id>/<str:action>/", ops_views.queue_action, name="queue_action"),
     path("workers/", ops_views.workers, name="workers"),
     path("environment/<str:action>/", pause_views.environment_pause_action, name="environment_pause_action"),
+    path("workers/<str:hostname>/", worker_views.worker, name="worker"),
+    path("workers/<str:hostname>/<str:action>/", worker_views.worker_action, name="worker_action"),
     path("audit/", admin_views.audit_log, name="audit"),
     path("settings/keys/", admin_views.api_keys, name="api_keys"),
     path("settings/environments/", admin_views.environments, name="environments"),

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -33,7 +34,7 @@ from runs.filters import (
     task_choices,
 )
 from runs.holds import held_count, holds_in, mark_held
-from runs.models import Batch, Environment, Queue, Run
+from runs.models import Batch, Environment, Queue, Run, Worker
 from runs.states import ACTIVE_STATUSES, LABELS, RunStatus, is_final
 
 PAGE_SIZE = 25
@@ -226,6 +227,22 @@ def not_running_reason(run: Run, now: datetime) -> dict[str, Any] | None:
         if run.attempt_count and run.available_at is not None and run.available_at > now:
             return {"kind": "retrying", "attempt": run.attempt_count, "at": run.available_at}
         return queue_reason(run, now)
+    if run.status == RunStatus.DEQUEUED:
+        return worker_reason(run, now)
+    return None
+
+
+def worker_reason(run: Run, now: datetime) -> dict[str, Any] | None:
+    """An admitted run waits for a worker of its Celery queue: say so when every worker online
+    there drains, or none is online; None while one could take it."""
+    celery_queue = run.celery_queue or registry.celery_queue(run.machine, run.region)
+    alive_since = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
+    # Workers are a handful of rows: no index needed for the array lookup.
+    serving = list(Worker.objects.filter(queues__contains=[celery_queue], last_seen_at__gte=alive_since))
+    if not serving:
+        return {"kind": "no_worker", "celery_queue": celery_queue}
+    if all(w.draining for w in serving):
+        return {"kind": "draining", "celery_queue": celery_queue, "workers": serving}
     return None
 
 

@@ -180,13 +180,26 @@ class TaskPause(Pausable):
 
 
 class Worker(models.Model):
-    """A Celery worker that announced itself; last_seen_at tells if it is alive."""
+    """A Celery worker that announced itself; last_seen_at tells if it is alive.
+
+    draining_at is set while an operator drains it (runs.engine.workers): it finishes what it
+    runs and takes no more. The row of a draining worker outlives the worker's shutdown, so the
+    same hostname started again keeps draining.
+    """
 
     hostname = models.CharField(max_length=255, unique=True)
     queues = ArrayField(models.CharField(max_length=128), default=list)
     tasks = ArrayField(models.CharField(max_length=128), default=list)
     started_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
+    # db_default: register_worker's INSERT of a new worker names only the columns it sets.
+    draining_at = models.DateTimeField(null=True, blank=True)
+    drained_by = models.CharField(max_length=150, blank=True, default="", db_default="")  # an engine Actor
+    drain_reason = models.CharField(max_length=512, blank=True, default="", db_default="")
+
+    @property
+    def draining(self) -> bool:
+        return self.draining_at is not None
 
 
 class Queue(Pausable):
@@ -553,6 +566,9 @@ class RunAttempt(models.Model):
         ordering = ["number"]
         # Also the index of the run's attempts.
         constraints = [models.UniqueConstraint(fields=["run", "number"], name="attempt_unique_number")]
+        # A worker's recent attempts, for its page. Neither column changes after the insert, so
+        # an attempt's completion (status, finished_at) stays a HOT update.
+        indexes = [models.Index(fields=["worker", "-started_at"], name="attempt_worker_recent")]
 
 
 class RunLog(models.Model):

@@ -33,10 +33,11 @@ from typing import Any, TypeVar
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit, schedule_items
+from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit, schedule_items, worker_items
 from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import QUEUE_KINDS
-from runs.models import Batch, Environment, Queue, Run, Schedule, Waitpoint
+from runs.engine.workers import REASON_LENGTH as MAX_WORKER_REASON
+from runs.models import Batch, Environment, Queue, Run, Schedule, Waitpoint, Worker
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.schedule_spec import ScheduleSpecError, parse_schedule
 from runs.sdk_remote import REPLAY_KEYS, Client, pause_fields
@@ -108,6 +109,7 @@ __all__ = [
     "runs",
     "schedules",
     "tasks",
+    "workers",
 ]
 
 ACTOR = "sdk"
@@ -495,6 +497,52 @@ def _at(fields: dict[str, Any]) -> datetime | None:
     return at
 
 
+class Workers:
+    """The Celery workers, which serve every environment; drain one (it finishes its runs and
+    starts no other) and undrain it. Each verb returns the worker as `workers.retrieve` gives it
+    (a WorkerItem dict). Remote, draining takes a production environment's key."""
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every worker with a row, by hostname."""
+        if (client := _remote(None)) is not None:
+            return client.workers.list()
+        now = timezone.now()
+        return [worker_items.item(w, now) for w in Worker.objects.order_by("hostname")]
+
+    def retrieve(self, hostname: str) -> dict[str, Any]:
+        """One worker. Raises NotFoundError."""
+        if (client := _remote(None)) is not None:
+            return client.workers.retrieve(hostname)
+        found = Worker.objects.filter(hostname=hostname).first()
+        if found is None:
+            raise NotFoundError(f"No worker {hostname!r}")
+        return worker_items.item(found, timezone.now())
+
+    def drain(self, hostname: str, *, reason: str = "") -> dict[str, Any]:
+        """The worker finishes its runs and starts no other, until undrained. Raises NotFoundError."""
+        if (client := _remote(None)) is not None:
+            return client.workers.drain(hostname, reason=reason)
+        return _worker_verb(engine.drain_worker, hostname, reason)
+
+    def undrain(self, hostname: str, *, reason: str = "") -> dict[str, Any]:
+        """The worker takes runs again. Raises NotFoundError."""
+        if (client := _remote(None)) is not None:
+            return client.workers.undrain(hostname, reason=reason)
+        return _worker_verb(engine.undrain_worker, hostname, reason)
+
+
+def _worker_verb(verb: Any, hostname: str, reason: str) -> dict[str, Any]:
+    # The REST API's rules and messages (api.workers).
+    if not isinstance(reason, str):
+        raise ValidationError("reason", "reason must be a string")
+    if len(reason) > MAX_WORKER_REASON:
+        raise ValidationError("reason", f"reason must be at most {MAX_WORKER_REASON} characters")
+    try:
+        return worker_items.item(verb(hostname=hostname, actor=ACTOR, reason=reason), timezone.now())
+    except engine.WorkerNotFound as exc:
+        raise NotFoundError(str(exc)) from exc
+
+
 def _queue_of(queue: str, kind: str, env: str | None) -> Queue:
     if kind not in QUEUE_KINDS:
         raise ValidationError("type", 'type must be "id", "task" or "custom"')
@@ -647,6 +695,7 @@ runs = Runs()
 queues = Queues()
 environment = EnvironmentPause()
 schedules = Schedules()
+workers = Workers()
 batch = BatchOfTasks()
 
 

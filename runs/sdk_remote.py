@@ -93,6 +93,7 @@ class Client:
         self.queues = RemoteQueues(self)
         self.environment = RemoteEnvironment(self)
         self.schedules = RemoteSchedules(self)
+        self.workers = RemoteWorkers(self)
 
     def request(
         self,
@@ -288,6 +289,33 @@ class RemoteEnvironment:
     def resume(self, *, reason: str = "") -> dict[str, Any]:
         result: dict[str, Any] = self.client.post_json("/api/v1/environment/resume", pause_fields(reason, None))
         return result
+
+
+class RemoteWorkers:
+    """/api/v1/workers; each verb returns the WorkerItem."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def list(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.client.get_json("/api/v1/workers")["data"]
+        return items
+
+    def retrieve(self, hostname: str) -> dict[str, Any]:
+        result: dict[str, Any] = self.client.get_json(_worker_path(hostname))
+        return result
+
+    def drain(self, hostname: str, *, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(f"{_worker_path(hostname)}/drain", {"reason": reason})
+        return result
+
+    def undrain(self, hostname: str, *, reason: str = "") -> dict[str, Any]:
+        result: dict[str, Any] = self.client.post_json(f"{_worker_path(hostname)}/undrain", {"reason": reason})
+        return result
+
+
+def _worker_path(hostname: str) -> str:
+    return f"/api/v1/workers/{quote(hostname, safe='')}"
 
 
 def _queue_path(queue: str) -> str:

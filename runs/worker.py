@@ -298,7 +298,13 @@ def load_tasks(sender: Any = None, **_: object) -> None:
 def announce(sender: Any = None, **_: object) -> None:
     hostname = getattr(sender, "hostname", None) or "unknown"
     queues = sorted(q.name for q in sender.task_consumer.queues) if sender is not None else []
-    engine.register_worker(hostname=hostname, queues=queues, specs=list(registry.REGISTRY.values()))
+    worker = engine.register_worker(hostname=hostname, queues=queues, specs=list(registry.REGISTRY.values()))
+    if worker.draining and sender is not None:
+        # Drained before this start: it consumes nothing until undrained (runs.engine.workers).
+        # As the cancel_consumer control command does it: in the consumer's event loop.
+        for name in queues:
+            sender.call_soon(sender.cancel_task_queue, name)
+        log.info("worker %s is draining (since %s): not consuming %s", hostname, worker.draining_at, queues)
     close_old_connections()
     threading.Thread(target=_keep_alive, args=(hostname,), daemon=True, name="runyard-alive").start()
 

@@ -21,6 +21,10 @@ def objects(settings: Any) -> Iterator[Path]:
     root = Path(settings.VAR_DIR) / "test-objects" / uuid.uuid4().hex
     settings.RUNYARD_OBJECTS_DIR = root
     settings.RUNYARD_S3_BUCKET = ""
+    # The log writer thread has a connection of its own: a write of it would commit a test's
+    # lines outside the test's transaction, for later tests to find. In this process lines are
+    # written at each attempt's end (logcapture.finish); the live stack's workers keep 0.5 s.
+    settings.RUNYARD_LOG_FLUSH_INTERVAL = 3600
     yield root
     shutil.rmtree(root, ignore_errors=True)
 

@@ -8,7 +8,7 @@ finds the run in another status and changes nothing.
     triggering  creating runs
     execution   attempts reported by workers
     actions     cancel, reschedule
-    workers     worker registration
+    workers     worker registration, draining workers
     queues      pausing queues and overriding their limits
     pauses      pausing a task of an environment, or a whole environment
     schedules   cron schedules and their ticks
@@ -74,7 +74,14 @@ from runs.engine.schedules import (
 )
 from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
 from runs.engine.waiting import add_waitpoint, resume_ready, suspend_run
-from runs.engine.workers import register_worker, unregister_worker, worker_seen
+from runs.engine.workers import (
+    WorkerNotFound,
+    drain_worker,
+    register_worker,
+    undrain_worker,
+    unregister_worker,
+    worker_seen,
+)
 
 __all__ = [
     "ADMIT_BATCH",
@@ -94,6 +101,7 @@ __all__ = [
     "TaskNotFound",
     "TriggerOptions",
     "TriggerResult",
+    "WorkerNotFound",
     "abort_batch",
     "add_batch_items",
     "add_waitpoint",
@@ -105,6 +113,7 @@ __all__ = [
     "create_batch",
     "create_schedule",
     "delete_schedule",
+    "drain_worker",
     "expire_runs",
     "fail_attempt",
     "find_queue",
@@ -141,6 +150,7 @@ __all__ = [
     "time_out_runs",
     "trigger",
     "trigger_batch",
+    "undrain_worker",
     "unregister_worker",
     "upcoming",
     "update_schedule",

@@ -12,6 +12,7 @@ from django.utils import timezone
 from runs import events, registry
 from runs.engine.core import ENGINE, finish_attempt, mark_queued, prepared_row, set_error, transition
 from runs.engine.waiting import child_finished
+from runs.engine.workers import hand_back
 from runs.models import Run, RunAttempt
 from runs.states import FINAL_STATUSES, RunStatus, can_transition
 
@@ -54,6 +55,7 @@ WITH started AS (
         deadline_at = CASE WHEN COALESCE(max_duration, 0) = 0 THEN NULL
                            ELSE %(now)s + max_duration * interval '1 second' END
     WHERE id = %(run_id)s AND status = %(from)s
+      AND NOT EXISTS (SELECT FROM runs_worker WHERE hostname = %(worker)s AND draining_at IS NOT NULL)
     RETURNING {started}
 ), event AS (
     INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
@@ -120,7 +122,8 @@ def loaded_run(row: dict[str, Any], fields: tuple[str, ...]) -> Run:
 
 
 def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> RunAttempt | None:
-    """DEQUEUED -> EXECUTING and a new attempt; None if the run may not start (e.g. canceled)."""
+    """DEQUEUED -> EXECUTING and a new attempt; None if the run may not start (e.g. canceled,
+    or the worker drains: the run then goes back to its queue)."""
     now = now or timezone.now()
     params = {
         "run_id": run_id,
@@ -131,8 +134,11 @@ def start_attempt(*, run_id: str, worker: str, now: datetime | None = None) -> R
         "actor": f"worker:{worker}",
     }
     sql = START_SQL if transaction.get_connection().in_atomic_block else START_ASYNC_SQL
+    # The drain check rides in the start's statement (one probe of the worker's unique index)
+    # rather than a query of its own per run; only a start refused pays for finding out why.
     row = prepared_row(sql, params)
     if row is None:
+        hand_back(run_id=run_id, hostname=worker, now=now)
         return None
     run = loaded_run(row, STARTED_FIELDS)
     events.publish_run_changed(environment_id=run.environment_id, run_id=run.id)

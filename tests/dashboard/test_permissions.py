@@ -293,6 +293,7 @@ SAMPLE_ARGS = {
     "task_id": "hello-world",
     "queue_id": "1",
     "action": "pause",
+    "hostname": "celery@box",
 }
 # Views anyone may open, or a user without view_run must reach.
 NOT_GUARDED = {"login", "logout"}
@@ -325,6 +326,7 @@ def dashboard_paths() -> list[str]:
 
 def test_the_walk_finds_every_dashboard_page() -> None:
     expected = {"/runs/", "/runs/bulk/bulk_x/", "/runs/run_x/", "/batches/batch_x/", "/queues/", "/workers/"}
+    expected |= {"/workers/celery@box/", "/workers/celery@box/pause/"}
     assert expected <= set(dashboard_paths())
 
 

@@ -344,6 +344,7 @@ def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: 
         "task_id": "hello-world",
         "queue_id": queue.pk,
         "action": "pause",
+        "hostname": engine.register_worker(hostname="celery@csrf", queues=[], specs=[]).hostname,
     }
     client = Client(enforce_csrf_checks=True)
     client.get(reverse("login"))  # sets the csrftoken cookie
@@ -352,6 +353,8 @@ def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: 
     for name, route in dashboard_routes():
         client.force_login(admin)  # again: a POST to logout with a token logs out
         kwargs = {key: value for key, value in arguments.items() if re.search(rf"<(str:|int:)?{key}>", route)}
+        if name == "worker_action":
+            kwargs["action"] = "drain"
         url = reverse(name, kwargs=kwargs)
         refused = client.post(url, {"reason": "csrf test"})
         assert refused.status_code == 403, (name, refused.status_code)
@@ -366,5 +369,6 @@ def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: 
     forms = {
         *("logout", "run_cancel", "run_replay", "run_reschedule", "bulk_start", "task", "api_keys", "environments"),
         "queue_action",
+        "worker_action",
     }
     assert forms <= set(reachable), reachable

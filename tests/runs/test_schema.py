@@ -27,4 +27,6 @@ def test_a_run_transition_updates_six_whole_indexes_and_the_partial_ones_that_fi
 
 def test_timeline_events_and_attempts_are_indexed_once_by_run() -> None:
     assert set(indexes("runs_runevent")) == {"runs_runevent_pkey", "runevent_run_order"}
-    assert set(indexes("runs_runattempt")) == {"runs_runattempt_pkey", "attempt_unique_number"}
+    # And attempts once by worker, for the worker page's history (one entry per attempt: its
+    # columns never change after the insert).
+    assert set(indexes("runs_runattempt")) == {"runs_runattempt_pkey", "attempt_unique_number", "attempt_worker_recent"}

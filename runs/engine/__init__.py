@@ -10,6 +10,7 @@ finds the run in another status and changes nothing.
     actions     cancel, reschedule
     workers     worker registration
     queues      pausing queues and overriding their limits
+    metadata    run metadata written while runs execute
     scheduler   time-driven work done by the engine process
 """
 
@@ -29,6 +30,7 @@ from runs.engine.batches import (
 )
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
+from runs.engine.metadata import MetadataTooLarge, RunFinished, read_metadata, update_metadata
 from runs.engine.queues import (
     QueueNotFound,
     find_queue,
@@ -63,7 +65,9 @@ __all__ = [
     "BatchEntry",
     "BatchItemError",
     "EngineError",
+    "MetadataTooLarge",
     "QueueNotFound",
+    "RunFinished",
     "RunNotFound",
     "StagedItem",
     "TriggerOptions",
@@ -86,6 +90,7 @@ __all__ = [
     "pause_queue",
     "promote_delayed",
     "promote_pending_version",
+    "read_metadata",
     "recover_stalled",
     "register_worker",
     "replay_run",
@@ -104,5 +109,6 @@ __all__ = [
     "trigger",
     "trigger_batch",
     "unregister_worker",
+    "update_metadata",
     "worker_seen",
 ]

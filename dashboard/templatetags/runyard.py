@@ -12,6 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from runs import packets
+from runs.metadata import progress
 from runs.models import BatchStatus, Environment, Run
 from runs.options import format_duration as format_option_duration
 from runs.states import COLOURS, DESCRIPTIONS, LABELS, is_final
@@ -129,6 +130,13 @@ def packet_json(data: str | None, content_type: str) -> str:
     except (RecursionError, ValueError) as exc:
         return cannot_display(exc)
     return pretty_json(value)
+
+
+@register.filter
+def progress_percent(metadata: Any) -> int | None:
+    """The metadata's `progress` (runs.metadata.progress) as a whole percent, or None."""
+    value = progress(metadata)
+    return None if value is None else round(value * 100)
 
 
 @register.filter

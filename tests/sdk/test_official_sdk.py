@@ -264,3 +264,31 @@ def test_sdk_queue_items_parse_and_a_pause_holds_a_run_until_resume(queue_result
 
 def test_sdk_retrieving_an_unknown_queue_is_a_404(queue_results: dict[str, Any]) -> None:
     assert scenario(queue_results, "unknownQueue")["thrownStatus"] == 404
+
+
+@pytest.fixture(scope="module")
+def metadata_results(live_stack: LiveStack) -> dict[str, Any]:
+    return run_node(live_stack, "metadata")
+
+
+def test_sdk_api_client_drives_a_running_tasks_metadata_and_reads_its_progress(
+    metadata_results: dict[str, Any],
+) -> None:
+    result = scenario(metadata_results, "driveAProgressRun")
+    assert result["atStart"]["metadata"] == {"by": "sdk", "progress": 0, "step": 0}
+    assert result["afterFirst"]["metadata"]["advance"] == 1
+    assert result["stepOne"]["metadata"]["progress"] == 0.5
+    assert result["whileRunningStatus"] == "EXECUTING"
+    assert result["whileRunningMetadata"]["step"] == 1
+    assert result["done"] == {
+        "status": "COMPLETED",
+        "metadata": {"by": "sdk", "advance": 2, "progress": 1, "step": 2},
+    }
+
+
+def test_sdk_api_client_replaces_metadata_and_gets_the_errors_it_expects(metadata_results: dict[str, Any]) -> None:
+    result = scenario(metadata_results, "replaceAndRefuse")
+    assert result["replaced"] == {"metadata": {"replaced": True}}
+    assert result["errors"]["badOperation"]["status"] == 400
+    assert "operations[0].value" in result["errors"]["badOperation"]["message"]
+    assert result["errors"]["unknownRun"]["status"] == 404

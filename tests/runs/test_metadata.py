@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from runs import engine, registry, worker
@@ -240,6 +243,24 @@ def not_json(payload: Any) -> str:
     return "accepted"
 
 
+@registry.task(id="test-metadata-too-large")
+def too_large(payload: Any) -> str:
+    metadata.set("fine", 1)
+    metadata.flush()
+    metadata.set("big", "x" * 300_000)
+    metadata.flush()
+    try:
+        metadata.set("after", 1)
+    except ValidationError as exc:
+        return exc.message
+    return "accepted"
+
+
+@registry.task(id="test-metadata-last-progress")
+def last_progress(payload: Any) -> None:
+    metadata.set("progress", 1)
+
+
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[MetadataChange]]:
     """Every metadata write the engine makes (the real one, counted)."""
@@ -298,3 +319,34 @@ def test_outside_a_task_changes_do_nothing_and_reads_are_none() -> None:
     assert metadata.set("progress", 0.5).increment("n") is not None
     assert metadata.get("progress") is None and metadata.current() is None
     metadata.flush()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_metadata_past_256_kib_from_a_task_is_dropped_and_its_next_call_says_so(dev: Environment) -> None:
+    run = executed(factories.run("test-metadata-too-large"))
+    assert run.status == RunStatus.COMPLETED
+    assert "at most 256 KiB" in factories.decode_output(run)
+    assert run.metadata == {"fine": 1}
+
+
+@pytest.mark.django_db
+def test_the_last_progress_is_written_in_the_completions_transaction(dev: Environment) -> None:
+    run = factories.run("test-metadata-last-progress")
+    engine.admit(now=run.created_at)
+    with override_settings(RUNYARD_LOG_FLUSH_INTERVAL=3600), CaptureQueriesContext(connection) as queries:
+        worker.execute(run_id=run.id, hostname="w1")
+    statements = [q["sql"].replace("1 times:", "").split()[0] for q in queries.captured_queries]
+    # Inside the test's transaction, the completion's transaction is its first savepoint: the
+    # metadata's read, its row lock and write, then the completion, released (committed) together.
+    completion = statements.index("SAVEPOINT")
+    assert statements[completion:] == [
+        "SAVEPOINT",
+        "SELECT",
+        "SAVEPOINT",
+        "SELECT",
+        "UPDATE",
+        "RELEASE",
+        "WITH",
+        "RELEASE",
+    ]
+    assert Run.objects.get(pk=run.id).metadata == {"progress": 1}

@@ -1,10 +1,14 @@
 """What a person sees of a run reporting its progress: the bar moves on the run page and in the
 runs list while the run executes (example_tasks.progress_steps, gated: each step waits until
-the test raises the run's `advance` through the API, so nothing here waits on a clock)."""
+the test raises the run's `advance` through the API, so nothing here waits on a clock).
+
+Set RUNYARD_SCREENSHOTS to a directory (e.g. docs/screenshots) to also save run-progress.png."""
 
 from __future__ import annotations
 
+import os
 import secrets
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -45,6 +49,8 @@ def test_the_progress_bar_moves_while_the_run_executes(logged_in: Page, live_sta
     expect(row_bar).to_have_attribute("value", "50", timeout=LIVE_TIMEOUT)
     expect(bar).to_have_attribute("value", "50", timeout=LIVE_TIMEOUT)
     expect(listing.locator(f"#run-{run_id} .cell-status .badge")).to_have_text("Executing")
+    if shots := os.environ.get("RUNYARD_SCREENSHOTS"):
+        page.locator("#run-panel .run-head").screenshot(path=str(Path(shots) / "run-progress.png"))
 
     advance(live_stack, run_id)
     advance(live_stack, run_id)

@@ -93,3 +93,28 @@ def log_lines(payload: Any) -> dict[str, int]:
         log.error("giving up after %d lines", lines)
         raise RuntimeError("log-lines was asked to fail")
     return {"lines": lines}
+
+
+@task(id="progress-steps", max_duration=3600)
+def progress_steps(payload: Any) -> dict[str, int]:
+    """Sets its metadata's `progress` from 0 to 1 in payload["steps"] steps (4), one every
+    payload["interval"] seconds (0.5): the run page and the runs list show a moving bar.
+
+    payload["gated"]: step n waits instead until the run's metadata key `advance` is at least
+    n, which anyone may raise while it runs (PUT /api/v1/runs/{id}/metadata with an increment
+    operation): a run whose progress you drive by hand."""
+    from runs.sdk import metadata  # imported here: task modules load before Django is ready
+
+    options = payload if isinstance(payload, dict) else {}
+    steps, interval = max(int(options.get("steps", 4)), 1), float(options.get("interval", 0.5))
+    metadata.set("progress", 0).set("step", 0)
+    metadata.flush()
+    for step in range(1, steps + 1):
+        if options.get("gated"):
+            while (metadata.get("advance") or 0) < step:
+                time.sleep(0.05)
+                metadata.refresh()
+        else:
+            time.sleep(interval)
+        metadata.set("progress", step / steps).set("step", step)
+    return {"steps": steps}

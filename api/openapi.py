@@ -76,6 +76,7 @@ ID: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": "^[^/]+$"}
 DATE: dict[str, Any] = {"type": "string", "format": "date-time"}
 ANY: dict[str, Any] = {}  # any JSON value, null included (payloads and outputs are the caller's)
 OBJECT: dict[str, Any] = {"type": "object"}
+METADATA_KEY: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 1024}
 RUN_ID = _param("runId", "A run id (`run_...`)")
 TASK_ID = _param(
     "taskId",
@@ -503,6 +504,44 @@ SCHEMAS: dict[str, Any] = {
         "properties": {"reason": {"type": "string", "maxLength": 512, "description": "kept in the audit log"}},
     },
     "RunId": {"type": "object", "properties": {"id": STRING}, "required": ["id"]},
+    "MetadataOperation": {
+        "description": "One change (the official SDK's RunMetadataChangeOperation); a key starting $. is a path",
+        "oneOf": [
+            {
+                "type": "object",
+                "properties": {"type": {"enum": ["set", "append", "remove"]}, "key": METADATA_KEY, "value": ANY},
+                "required": ["type", "key", "value"],
+            },
+            {
+                "type": "object",
+                "properties": {"type": {"const": "delete"}, "key": METADATA_KEY},
+                "required": ["type", "key"],
+            },
+            {
+                "type": "object",
+                "properties": {"type": {"const": "increment"}, "key": METADATA_KEY, "value": {"type": "number"}},
+                "required": ["type", "key", "value"],
+            },
+            {
+                "type": "object",
+                "properties": {"type": {"const": "update"}, "value": OBJECT},
+                "required": ["type", "value"],
+            },
+        ],
+    },
+    "UpdateMetadataRequest": {
+        "description": "The official SDK's FlushedRunMetadata: `metadata` replaces the whole object unless"
+        " `operations` is given; parent/root operations change the parent and root runs (the run itself if it"
+        " has none)",
+        "type": "object",
+        "properties": {
+            "metadata": OBJECT,
+            "operations": {"type": "array", "items": _ref("MetadataOperation"), "maxItems": 10000},
+            "parentOperations": {"type": "array", "items": _ref("MetadataOperation"), "maxItems": 10000},
+            "rootOperations": {"type": "array", "items": _ref("MetadataOperation"), "maxItems": 10000},
+        },
+    },
+    "RunMetadata": {"type": "object", "properties": {"metadata": OBJECT}, "required": ["metadata"]},
     "RescheduleRunRequest": {
         "type": "object",
         "properties": {"delay": {"type": "string", "description": 'A duration ("2h") or an ISO date in the future'}},
@@ -751,6 +790,25 @@ PATHS: dict[str, Any] = {
                 **_errors(400, 401, 404),
             },
         }
+    },
+    "/api/v1/runs/{runId}/metadata": {
+        "get": {
+            "operationId": "getRunMetadata",
+            "summary": "A run's metadata as stored now ({} when it has none)",
+            "parameters": [RUN_ID],
+            "responses": {"200": _ok("The metadata", _ref("RunMetadata")), **_errors(401, 404)},
+        },
+        "put": {
+            "operationId": "updateRunMetadata",
+            "summary": "Change a run's metadata while it runs (the SDK's metadata.flush): at most 256 KiB; a run"
+            " finished over an hour ago refuses (422)",
+            "parameters": [RUN_ID],
+            "requestBody": {"required": False, "content": _json(_ref("UpdateMetadataRequest"))},
+            "responses": {
+                "200": _ok("The metadata after the change", _ref("RunMetadata")),
+                **_errors(*JSON_BODY_ERRORS),
+            },
+        },
     },
     "/api/v1/runs/{runId}/logs": {
         "get": {

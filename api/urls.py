@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from api import batches, docs, openapi, packets, pauses, queues, schedules, views, workers
+from api import batches, docs, metadata, openapi, packets, pauses, queues, schedules, views, workers
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/runs/<str:run_id>/reschedule", views.reschedule_run, name="api-reschedule-run"),
     path("api/v1/runs/<str:run_id>/logs", views.run_logs, name="api-run-logs"),
     path("api/v1/runs/<str:run_id>/replay", views.replay_run, name="api-replay-run"),
+    path("api/v1/runs/<str:run_id>/metadata", metadata.run_metadata, name="api-run-metadata"),
     # Batches (reference 3.2, 3.3, 3.10)
     path("api/v3/batches", batches.create_batch, name="api-create-batch"),
     path("api/v3/batches/<str:batch_id>/items", batches.stream_batch_items, name="api-batch-items"),

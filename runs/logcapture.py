@@ -25,7 +25,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -495,6 +495,13 @@ class LogWriter:
         self.event = threading.Event()
         self.writing = threading.Lock()  # held while the thread writes
         self.pid: int | None = None
+        self.others: list[Callable[[], None]] = []  # more writes on the same beat (also())
+
+    def also(self, write: Callable[[], None]) -> None:
+        """Call `write` after each write of lines, while attempts run: another per-attempt
+        buffer (runs.metadata_buffer) written on the same thread and connection."""
+        if write not in self.others:
+            self.others.append(write)
 
     def add(self, capture: Capture) -> None:
         with self.lock:
@@ -527,6 +534,12 @@ class LogWriter:
             except Exception:
                 log.warning("could not write the logs of %d runs; trying again", len(captures), exc_info=True)
                 close_old_connections()
+            for other in self.others:
+                try:
+                    other()
+                except Exception:
+                    log.warning("a background write failed; trying again", exc_info=True)
+                    close_old_connections()
 
 
 WRITER = LogWriter()

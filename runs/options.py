@@ -22,11 +22,11 @@ from typing import Any
 from django.utils import timezone
 
 from runs import packets, registry
+from runs.metadata import MAX_METADATA_BYTES
 from runs.textcheck import UnstorableValue, check_json, check_text, too_deep
 
 MAX_TAGS = 10
 MAX_TAG_LENGTH = 128
-MAX_METADATA_BYTES = 256 * 1024
 MAX_INT = 2**31 - 1  # PostgreSQL integer columns (ttl, max_duration, max_attempts)
 MIN_MAX_DURATION = 5  # seconds; the reference server clamps maxDuration to [5, 2^31-1]
 PAYLOAD_TYPES = (packets.SUPERJSON, packets.JSON, packets.TEXT)

@@ -1,11 +1,12 @@
 """The Python SDK: the verbs of the official SDK in Python naming.
 
-    from runs.sdk import tasks, runs
+    from runs.sdk import tasks, runs, metadata
 
     handle = tasks.trigger("send-email", {"to": "ada@example.com"}, {"queue": "emails", "ttl": "1h"})
     run = runs.retrieve(handle.id)
     for failed in runs.list(status="FAILED", period="1d"):
         runs.replay(failed.id)
+    metadata.set("progress", 0.5)  # inside a task: its run's metadata (runs.metadata_buffer)
 
 Two modes, one surface (results and errors are the classes of runs.sdk_types):
 
@@ -34,9 +35,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit, schedule_items, worker_items
+from runs import metadata as metadata_ops
 from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import QUEUE_KINDS
 from runs.engine.workers import REASON_LENGTH as MAX_WORKER_REASON
+from runs.metadata_buffer import metadata
 from runs.models import Batch, Environment, Queue, Run, Schedule, Waitpoint, Worker
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.schedule_spec import ScheduleSpecError, parse_schedule
@@ -105,6 +108,7 @@ __all__ = [
     "configure",
     "environment",
     "hash_idempotency_key",
+    "metadata",
     "queues",
     "runs",
     "schedules",
@@ -369,6 +373,43 @@ class Runs:
             now=now,
         )
         return TriggerHandle(id=run.id, is_cached=False)
+
+    def update_metadata(
+        self,
+        run_id: str,
+        *,
+        metadata: dict[str, Any] | None = None,
+        operations: Sequence[dict[str, Any]] | None = None,
+        parent_operations: Sequence[dict[str, Any]] | None = None,
+        root_operations: Sequence[dict[str, Any]] | None = None,
+        env: str | None = None,
+    ) -> dict[str, Any]:
+        """Change a run's metadata from outside it, as PUT /api/v1/runs/{id}/metadata does:
+        replace it with `metadata`, or apply `operations` (the official SDK's shapes, as
+        {"type": "increment", "key": "done", "value": 1}); parent_/root_operations change its
+        parent's or root's. Returns the run's metadata after. Raises NotFoundError,
+        ValidationError, RunStateError (the run finished over an hour ago)."""
+        lists = {"operations": operations, "parentOperations": parent_operations, "rootOperations": root_operations}
+        body: dict[str, Any] = {"metadata": metadata}
+        body.update({name: None if given is None else list(given) for name, given in lists.items()})
+        if (client := _remote(env)) is not None:
+            return client.runs.update_metadata(run_id, body)
+        run = _run_of(run_id, env)
+        try:
+            change = metadata_ops.parse_change(body)
+            return engine.update_metadata(run_id=run.id, change=change, environment_id=run.environment_id)
+        except metadata_ops.MetadataError as exc:
+            raise ValidationError(exc.field, exc.message) from exc
+        except engine.MetadataTooLarge as exc:
+            raise ValidationError(exc.error.field, exc.error.message) from exc
+        except engine.RunFinished as exc:
+            raise RunStateError(str(exc)) from exc
+
+    def get_metadata(self, run_id: str, *, env: str | None = None) -> dict[str, Any]:
+        """A run's metadata as stored now ({} when it has none). Raises NotFoundError."""
+        if (client := _remote(env)) is not None:
+            return client.runs.get_metadata(run_id)
+        return _run_of(run_id, env).metadata or {}
 
 
 # The replay overrides that replace a field replay_run would otherwise copy from the original.

@@ -423,6 +423,24 @@ class RemoteRuns:
         answer = self.client.post_json(path, body or None, request_key=True)
         return TriggerHandle(id=answer["id"], is_cached=False)
 
+    def update_metadata(self, run_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT the metadata change (FlushedRunMetadata's keys, those given); the metadata after."""
+        given = {key: value for key, value in body.items() if value is not None}
+        try:
+            answer = self.client.request("PUT", self._metadata_path(run_id), given).json()
+        except ValidationError as exc:
+            if exc.http_status == 422 and not exc.field:  # the run finished over an hour ago
+                raise RunStateError(exc.message, http_status=exc.http_status) from exc
+            raise
+        return dict(answer["metadata"])
+
+    def get_metadata(self, run_id: str) -> dict[str, Any]:
+        return dict(self.client.get_json(self._metadata_path(run_id))["metadata"])
+
+    @staticmethod
+    def _metadata_path(run_id: str) -> str:
+        return f"/api/v1/runs/{quote(run_id, safe='')}/metadata"
+
     def _download(self, url: str) -> Any:
         try:
             response = self.client.session.get(url, timeout=self.client.timeout)

@@ -17,7 +17,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 
-from runs import celery_serving, context, engine, logcapture, packets, registry
+from runs import celery_serving, context, engine, logcapture, metadata_buffer, packets, registry
 from runs.models import Run
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,9 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
     logs = logcapture.capturing(
         run_id=run_id, attempt=number, environment_id=run.environment_id, resumed=attempt.resumed
     )
+    changes = metadata_buffer.buffering(run_id=run_id)
     try:
-        with logs as capture, context.running(task_context):
+        with logs as capture, changes as pending, context.running(task_context):
             payload = packets.load(run.payload, run.payload_type, environment_id=run.environment_id)
             output, output_type = packets.encode(spec.call(payload))
             # Over the output limit fails like any task error, retries included: the output
@@ -60,36 +61,42 @@ def execute(*, run_id: str, hostname: str, finish_in_background: bool = False) -
             )
     except context.Suspend:
         beat.stop()
-        write_logs(capture)
+        write_logs(capture, pending)
         engine.suspend_run(run_id=run_id, attempt=number)
         return
     except registry.RetryLater as later:
         beat.stop()
-        write_logs(capture)
+        write_logs(capture, pending)
         error = error_from(later.cause)
         engine.fail_attempt(run_id=run_id, attempt=number, error=error, retry=None, retry_in=later.seconds)
         return
     except Exception as exc:  # noqa: BLE001 - any failure of task code fails the attempt
         beat.stop()
-        write_logs(capture)
+        write_logs(capture, pending)
         engine.fail_attempt(run_id=run_id, attempt=number, error=error_from(exc), retry=spec.retry)
         return
     except BaseException:
         beat.stop()
         raise
-    completion = Completion(run_id, number, output, output_type, run.environment_id, beat, capture)
+    completion = Completion(run_id, number, output, output_type, run.environment_id, beat, capture, pending)
     if finish_in_background:
         FINISHER.submit(completion)
     else:
         completion()
 
 
-def write_logs(capture: logcapture.Capture) -> None:
-    """Write the attempt's last log lines, before its outcome: a failed write loses only them."""
+def write_logs(capture: logcapture.Capture, pending: metadata_buffer.Pending) -> None:
+    """Write the attempt's last log lines and metadata changes, before its outcome: a failed
+    write loses only them."""
     try:
         logcapture.finish(capture)
     except Exception:
         log.warning("could not write the last log lines of run %s", capture.run_id, exc_info=True)
+        close_old_connections()
+    try:
+        metadata_buffer.finish(pending)
+    except Exception:
+        log.warning("could not write the last metadata changes of run %s", capture.run_id, exc_info=True)
         close_old_connections()
 
 
@@ -105,8 +112,9 @@ class Completion:
         environment_id: int,
         beat: Heartbeat,
         logs: logcapture.Capture,
+        metadata: metadata_buffer.Pending,
     ) -> None:
-        self.run_id, self.attempt, self.beat, self.logs = run_id, attempt, beat, logs
+        self.run_id, self.attempt, self.beat, self.logs, self.metadata = run_id, attempt, beat, logs, metadata
         self.output, self.output_type, self.environment_id = output, output_type, environment_id
 
     def __str__(self) -> str:
@@ -121,18 +129,23 @@ class Completion:
             self.beat.stop()
 
     def complete(self) -> Run | None:
-        """The attempt's last log lines and its completion in one transaction: one commit (one
-        WAL flush) for both, a good part of what 100 lines cost a run (docs/performance.md).
-        Lines that cannot be written are given up, and the completion is written alone."""
-        if not self.logs.unwritten_lines():
+        """The attempt's last log lines, its last metadata changes and its completion in one
+        transaction: one commit (one WAL flush) for all, a good part of what 100 lines cost a
+        run (docs/performance.md), and a finished run never misses its last progress. What
+        cannot be written is given up, and the completion is written alone."""
+        if not self.logs.unwritten_lines() and not self.metadata.unwritten():
             logcapture.finish(self.logs)  # nothing to write: no transaction around the completion
+            metadata_buffer.finish(self.metadata)
             return self.record()
         try:
             with transaction.atomic():
                 logcapture.finish(self.logs)
+                metadata_buffer.finish(self.metadata)
                 return self.record()
         except Exception:
-            log.warning("could not write run %s's last log lines with its completion", self.run_id, exc_info=True)
+            log.warning(
+                "could not write run %s's last logs or metadata with its completion", self.run_id, exc_info=True
+            )
             close_old_connections()
         return self.record()
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from dashboard.permissions import can_operate
 from runs import packets
 from runs.holds import Hold, held_count
+from runs.metadata import progress
 from runs.models import BatchStatus, Environment, Run
 from runs.options import format_duration as format_option_duration
 from runs.states import COLOURS, DESCRIPTIONS, LABELS, is_final
@@ -131,6 +132,13 @@ def packet_json(data: str | None, content_type: str) -> str:
     except (RecursionError, ValueError) as exc:
         return cannot_display(exc)
     return pretty_json(value)
+
+
+@register.filter
+def progress_percent(metadata: Any) -> int | None:
+    """The metadata's `progress` (runs.metadata.progress) as a whole percent, or None."""
+    value = progress(metadata)
+    return None if value is None else round(value * 100)
 
 
 @register.filter

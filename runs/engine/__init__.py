@@ -10,6 +10,7 @@ finds the run in another status and changes nothing.
     actions     cancel, reschedule
     workers     worker registration, draining workers
     queues      pausing queues and overriding their limits
+    metadata    run metadata written while runs execute
     pauses      pausing a task of an environment, or a whole environment
     schedules   cron schedules and their ticks
     scheduler   time-driven work done by the engine process
@@ -31,6 +32,7 @@ from runs.engine.batches import (
 )
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
+from runs.engine.metadata import MetadataTooLarge, RunFinished, read_metadata, update_metadata
 from runs.engine.pauses import (
     TaskNotFound,
     lift_expired_pauses,
@@ -94,7 +96,9 @@ __all__ = [
     "BatchItemError",
     "DeclarativeSchedule",
     "EngineError",
+    "MetadataTooLarge",
     "QueueNotFound",
+    "RunFinished",
     "RunNotFound",
     "ScheduleNotFound",
     "StagedItem",
@@ -128,6 +132,7 @@ __all__ = [
     "pause_task",
     "promote_delayed",
     "promote_pending_version",
+    "read_metadata",
     "recover_stalled",
     "register_worker",
     "replay_run",
@@ -153,6 +158,7 @@ __all__ = [
     "undrain_worker",
     "unregister_worker",
     "upcoming",
+    "update_metadata",
     "update_schedule",
     "worker_seen",
 ]

@@ -12,6 +12,7 @@
 //                        limit bucket the group empties (default: TRIGGER_SECRET_KEY)
 //   SDK_POLL_TIMEOUT_MS  how long to wait for runs to finish (default 30000)
 import { AuthenticationError, BatchTriggerError, batch, configure, queues, runs, schedules, tasks } from "@trigger.dev/sdk";
+import { apiClientManager } from "@trigger.dev/core/v3";
 
 const baseURL = process.env.TRIGGER_API_URL;
 const secretKey = process.env.TRIGGER_SECRET_KEY;
@@ -421,7 +422,62 @@ const scheduleScenarios = {
   },
 };
 
-const GROUPS = { core, ratelimit, listAndReplay, queues: queueScenarios, schedules: scheduleScenarios };
+// --- metadata: the API client's updateRunMetadata / getRunMetadata -----------------------
+// What the SDK's metadata.flush() sends from inside a task; from outside, the API client is
+// the way (4.8.3 has no runs.updateMetadata).
+
+const metadataScenarios = {
+  // A gated progress-steps run takes a step each time `advance` is raised: the client drives it
+  // and reads the progress the task wrote back, while it executes.
+  async driveAProgressRun() {
+    const client = apiClientManager.clientOrThrow();
+    const handle = await tasks.trigger("progress-steps", { steps: 2, gated: true }, { tags: [TAG], metadata: { by: "sdk" } });
+    const atStart = await until(() => client.getRunMetadata(handle.id), (m) => m.metadata.step === 0, "step 0");
+    const bump = { operations: [{ type: "increment", key: "advance", value: 1 }], parentOperations: [], rootOperations: [] };
+    const afterFirst = await client.updateRunMetadata(handle.id, bump);
+    const stepOne = await until(() => client.getRunMetadata(handle.id), (m) => m.metadata.step === 1, "step 1");
+    const whileRunning = await runs.retrieve(handle.id);
+    await client.updateRunMetadata(handle.id, bump);
+    const done = await until(() => runs.retrieve(handle.id), finished, `run ${handle.id} to finish`);
+    return {
+      atStart: plain(atStart),
+      afterFirst: plain(afterFirst),
+      stepOne: plain(stepOne),
+      whileRunningStatus: whileRunning.status,
+      whileRunningMetadata: plain(whileRunning.metadata),
+      done: { status: done.status, metadata: plain(done.metadata) },
+    };
+  },
+
+  async replaceAndRefuse() {
+    const client = apiClientManager.clientOrThrow();
+    const handle = await tasks.trigger("hello-world", { name: "meta" }, { tags: [TAG], delay: "1h" });
+    const replaced = await client.updateRunMetadata(handle.id, { metadata: { replaced: true } });
+    const errors = {};
+    for (const [name, runId, body] of [
+      ["badOperation", handle.id, { operations: [{ type: "increment", key: "n", value: "one" }] }],
+      ["unknownRun", "run_doesnotexist00000000", { metadata: { a: 1 } }],
+    ]) {
+      try {
+        await client.updateRunMetadata(runId, body, { retry: { maxAttempts: 1 } });
+        errors[name] = null;
+      } catch (error) {
+        errors[name] = { status: error?.status ?? null, class: error?.constructor?.name, message: String(error?.message) };
+      }
+    }
+    await runs.cancel(handle.id);
+    return { replaced: plain(replaced), errors };
+  },
+};
+
+const GROUPS = {
+  core,
+  ratelimit,
+  listAndReplay,
+  queues: queueScenarios,
+  schedules: scheduleScenarios,
+  metadata: metadataScenarios,
+};
 
 const results = { tag: TAG };
 for (const group of process.argv.slice(2)) {

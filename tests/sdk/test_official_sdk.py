@@ -311,3 +311,30 @@ def test_sdk_lists_the_time_zones_utc_first_unless_excluded(schedule_results: di
 def test_sdk_gets_the_servers_refusal_of_a_bad_cron(schedule_results: dict[str, Any]) -> None:
     result = scenario(schedule_results, "badCron")
     assert result["thrownStatus"] == 422 and "cron is not a valid expression" in result["message"]
+
+
+def metadata_results(live_stack: LiveStack) -> dict[str, Any]:
+    return run_node(live_stack, "metadata")
+
+
+def test_sdk_api_client_drives_a_running_tasks_metadata_and_reads_its_progress(
+    metadata_results: dict[str, Any],
+) -> None:
+    result = scenario(metadata_results, "driveAProgressRun")
+    assert result["atStart"]["metadata"] == {"by": "sdk", "progress": 0, "step": 0}
+    assert result["afterFirst"]["metadata"]["advance"] == 1
+    assert result["stepOne"]["metadata"]["progress"] == 0.5
+    assert result["whileRunningStatus"] == "EXECUTING"
+    assert result["whileRunningMetadata"]["step"] == 1
+    assert result["done"] == {
+        "status": "COMPLETED",
+        "metadata": {"by": "sdk", "advance": 2, "progress": 1, "step": 2},
+    }
+
+
+def test_sdk_api_client_replaces_metadata_and_gets_the_errors_it_expects(metadata_results: dict[str, Any]) -> None:
+    result = scenario(metadata_results, "replaceAndRefuse")
+    assert result["replaced"] == {"metadata": {"replaced": True}}
+    assert result["errors"]["badOperation"]["status"] == 400
+    assert "operations[0].value" in result["errors"]["badOperation"]["message"]
+    assert result["errors"]["unknownRun"]["status"] == 404

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from dashboard import actions, admin_views, log_views, login, metrics, ops_views, task_views, views
+from dashboard import actions, admin_views, log_views, login, metrics, ops_views, schedule_views, task_views, views
 from dashboard.permissions import view_run_not_required
 
 urlpatterns = [
@@ -26,6 +26,12 @@ urlpatterns = [
     path("queues/", ops_views.queues, name="queues"),
     path("queues/<int:queue_id>/<str:action>/", ops_views.queue_action, name="queue_action"),
     path("workers/", ops_views.workers, name="workers"),
+    path("schedules/", schedule_views.schedules_list, name="schedules"),
+    path("schedules/new/", schedule_views.schedule_new, name="schedule_new"),
+    path("schedules/<str:schedule_id>/", schedule_views.schedule_detail, name="schedule"),
+    path("schedules/<str:schedule_id>/edit/", schedule_views.schedule_edit, name="schedule_edit"),
+    path("schedules/<str:schedule_id>/run/", schedule_views.schedule_run_now, name="schedule_run_now"),
+    path("schedules/<str:schedule_id>/<str:action>/", schedule_views.schedule_action, name="schedule_action"),
     path("audit/", admin_views.audit_log, name="audit"),
     path("settings/keys/", admin_views.api_keys, name="api_keys"),
     path("settings/environments/", admin_views.environments, name="environments"),

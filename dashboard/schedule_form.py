@@ -33,7 +33,9 @@ FIELDS = {
 class ScheduleForm(forms.Form):
     task = forms.CharField(max_length=128, help_text="A task workers serve, or any task id.")
     cron = forms.CharField(max_length=128, help_text="Five fields (minute hour day month weekday) or @hourly, @daily…")
-    timezone = forms.CharField(max_length=64, initial="UTC", help_text="An IANA name: the cron is read in it.")
+    timezone = forms.CharField(
+        label="Time zone", max_length=64, initial="UTC", help_text="An IANA name: the cron is read in it."
+    )
     external_id = forms.CharField(
         label="External id", max_length=256, required=False, help_text="Your own id, e.g. a customer's."
     )

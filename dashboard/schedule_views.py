@@ -98,6 +98,7 @@ def detail_context(request: HtmxHttpRequest, environment: Environment, schedule:
         "runs": shown_runs,
         "runs_query": urlencode({"env": environment.slug, "schedule": schedule.id}),
         "env_query": urlencode({"env": environment.slug}),
+        "created_by": schedule.created_by.removeprefix("user:"),  # as the audit log names users
         "payload_text": pretty(schedule.payload),
         "options_text": pretty(schedule.options or None),
         **roles(request.user),

@@ -181,7 +181,7 @@ def schedule_action(request: HtmxHttpRequest, schedule_id: str, action: str) -> 
 @require(OPERATE)
 @require_POST
 def schedule_run_now(request: HtmxHttpRequest, schedule_id: str) -> HttpResponse:
-    """Trigger the schedule's task now, as a tick would, without moving its next tick."""
+    """Trigger the schedule's task now, as a tick would, then back to its page (the run is listed there)."""
     environment = current_environment(request)
     schedule = found(environment, schedule_id)
     # Written beside this page by the engine's firing work (#18.2); the merge brings it.

@@ -13,7 +13,8 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 
 from runs import engine
-from runs.models import AuditEntry, Environment, Run, Schedule, ScheduleTick, ScheduleType
+from runs.filters import RunFilters
+from runs.models import AuditEntry, BulkAction, Environment, Run, Schedule, ScheduleTick, ScheduleType
 from runs.schedule_spec import ScheduleSpec
 from tests import factories
 
@@ -176,6 +177,21 @@ def test_the_runs_list_filters_by_schedule(viewer: Client, dev: Environment) -> 
     assert f'href="/schedules/{schedule.id}/?env=dev"' in html  # "Open the schedule"
     refused = viewer.get("/runs/?env=dev&schedule=nope").content.decode()
     assert "Schedule ids start with sched_" in refused and other.id in refused
+
+
+def test_the_schedule_filter_bounds_bulk_actions_and_the_live_list(operator: Client, dev: Environment) -> None:
+    schedule = make(dev)
+    mine = factories.run("report")
+    Run.objects.filter(pk=mine.id).update(schedule_id=schedule.id)
+    factories.run("report")
+    body = {"action": "cancel", "scope": "matching", "schedule": schedule.id, "confirm": "1", "reason": "r"}
+    assert operator.post("/runs/bulk/?env=dev", body).status_code == 303
+    stored = BulkAction.objects.get().filters
+    assert stored == {"schedule": [schedule.id]}
+    filters = RunFilters.from_query(stored, T0)
+    assert list(Run.objects.filter(filters.q()).values_list("id", flat=True)) == [mine.id]
+    # The runs list's websocket scopes new and changed runs by q_except_status.
+    assert list(Run.objects.filter(filters.q_except_status()).values_list("id", flat=True)) == [mine.id]
 
 
 # --- create -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from django import forms
 
 from runs.models import Missed, Overlap, Schedule
 from runs.schedule_spec import ScheduleSpec, ScheduleSpecError, parse_schedule
+from runs.textcheck import UnstorableValue, loads
 
 # parse_schedule's field names (the wire's) -> the form's.
 FIELDS = {
@@ -102,10 +103,12 @@ class ScheduleForm(forms.Form):
         if not text:
             return None
         try:
-            return json.loads(text)
+            return loads(text, name)
+        except UnstorableValue as exc:
+            self.add_error(name, exc.message)
         except ValueError as exc:
             self.add_error(name, f"{name} is not valid JSON: {exc}")
-            return None
+        return None
 
 
 def field_of(name: str) -> str | None:

@@ -8,8 +8,10 @@ worker registration would put anything else back.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
@@ -110,16 +112,35 @@ def schedule_new(request: HtmxHttpRequest) -> HttpResponse:
     environment = current_environment(request)
     form = ScheduleForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
-        schedule, created = engine.create_schedule(
-            environment=environment, spec=form.cleaned_data["spec"], actor=actor(request), user=request.user
-        )
+        try:
+            schedule, created = engine.create_schedule(
+                environment=environment, spec=form.cleaned_data["spec"], actor=actor(request), user=request.user
+            )
+        except engine.DeclarativeSchedule as exc:
+            # The deduplication key is a declared schedule's: only its task's code may change it.
+            form.add_error("deduplication_key", str(exc))
+            return render_form(request, environment, form, None)
         verb = "Created" if created else "Updated the schedule with this deduplication key:"
         messages.success(request, f"{verb} {schedule.id}.")
         return redirect_to(environment, schedule)
     return render_form(request, environment, form, None)
 
 
+def gone_is_404(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """A schedule deleted between the page's lookup and the engine's lock is not found, not a 500."""
+
+    @wraps(view)
+    def guarded(request: HtmxHttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return view(request, *args, **kwargs)
+        except engine.ScheduleNotFound as exc:
+            raise Http404(str(exc)) from None
+
+    return guarded
+
+
 @require(OPERATE)
+@gone_is_404
 def schedule_edit(request: HtmxHttpRequest, schedule_id: str) -> HttpResponse:
     environment = current_environment(request)
     schedule = found(environment, schedule_id)
@@ -159,6 +180,7 @@ SCHEDULE_ACTIONS = ("activate", "deactivate", "delete")
 
 @require(OPERATE)
 @require_POST
+@gone_is_404
 def schedule_action(request: HtmxHttpRequest, schedule_id: str, action: str) -> HttpResponse:
     """Activate, deactivate or delete a schedule, then back to its page (the list after a delete)."""
     environment = current_environment(request)
@@ -180,6 +202,7 @@ def schedule_action(request: HtmxHttpRequest, schedule_id: str, action: str) -> 
 
 @require(OPERATE)
 @require_POST
+@gone_is_404
 def schedule_run_now(request: HtmxHttpRequest, schedule_id: str) -> HttpResponse:
     """Trigger the schedule's task now, as a tick would, then back to its page (the run is listed there)."""
     environment = current_environment(request)

@@ -242,6 +242,9 @@ def test_creating_with_an_existing_deduplication_key_updates_that_schedule(opera
         ({"timezone": "Mars/Base"}, "timezone", "timezone &#x27;Mars/Base&#x27; is not an IANA time zone name"),
         ({"external_id": "x" * 257}, "external_id", "at most 256 characters"),
         ({"payload": "{nope"}, "payload", "payload is not valid JSON"),
+        ({"payload": "[" * 5000 + "]" * 5000}, "payload", "nested deeper than"),
+        ({"payload": '{"a": "\\ud800"}'}, "payload", "payload.a: contains a lone surrogate"),
+        ({"payload": '"\\u0000"'}, "payload", "payload: contains a NUL character"),
         ({"options": "[1]"}, "options", "options must be a JSON object of trigger options"),
         ({"options": '{"delay": "1h"}'}, "options", "options.delay cannot be set on a schedule"),
         ({"options": '{"maxAttempts": 0}'}, "options", "options.maxAttempts must be an integer of at least 1"),
@@ -257,6 +260,17 @@ def test_each_bad_field_is_shown_beside_it_and_nothing_is_made(
     error = re.search(rf'<p class="field-error" id="schedule-{field}-error">(.*?)</p>', html, re.S)
     assert error and message in error.group(1)
     assert not Schedule.objects.exists() and not AuditEntry.objects.exists()
+
+
+def test_the_deduplication_key_of_a_declared_schedule_is_refused_beside_its_field(
+    operator: Client, dev: Environment
+) -> None:
+    schedule = declared(dev)
+    response = operator.post("/schedules/new/?env=dev", form(deduplication_key="declared:nightly"))
+    assert response.status_code == 422
+    assert f"Schedule {schedule.id} is declared by task nightly" in response.content.decode()
+    assert 'id="schedule-deduplication_key-error"' in response.content.decode()
+    assert Schedule.objects.get().cron == "@daily" and not AuditEntry.objects.filter(username="olga").exists()
 
 
 def test_the_form_offers_known_tasks_and_time_zones(operator: Client, dev: Environment) -> None:
@@ -316,7 +330,7 @@ def test_a_declared_schedule_cannot_be_edited_or_deleted_here_but_can_be_deactiv
     schedule = declared(dev)
     page = operator.get(f"/schedules/{schedule.id}/?env=dev").content.decode()
     assert "Declared in the task's code" in page and "schedule-edit" not in page and "schedule-delete" not in page
-    assert "schedule-deactivate" in page
+    assert "schedule-deactivate" in page and "schedule-run-now" in page
     for response in (
         operator.get(f"/schedules/{schedule.id}/edit/?env=dev"),
         operator.post(f"/schedules/{schedule.id}/edit/?env=dev", form()),

@@ -227,12 +227,20 @@ def periodic_task(row: Any) -> Entry:
         return Entry(name=row.name, source=source, reason=str(exc))
     except ValueError as exc:
         return Entry(name=row.name, source=source, reason=f"its args or kwargs are not JSON: {exc}")
-    given = (("queue", row.queue), ("priority", row.priority), ("expires", row.expire_seconds))
+    given = (
+        ("queue", row.queue),
+        ("priority", row.priority),
+        ("expires", row.expire_seconds),
+        ("exchange", row.exchange),
+        ("routing_key", row.routing_key),
+    )
     options = {name: value for name, value in given if value not in (None, "")}
     entry = {"task": row.task, "args": args, "kwargs": kwargs, "options": options, "enabled": bool(row.enabled)}
     converted = convert(row.name, entry, source=source, when=when)
     if row.expires:
         converted.notes.append("its expires date is not kept: deactivate the schedule then instead")
+    if row.start_time:
+        converted.notes.append("its start time is not kept: the schedule fires from its first tick after the import")
     return converted
 
 

@@ -171,6 +171,9 @@ def periodic(name: str, **fields: Any) -> SimpleNamespace:
         "priority": None,
         "expire_seconds": None,
         "expires": None,
+        "exchange": None,
+        "routing_key": None,
+        "start_time": None,
         **fields,
     }
     return SimpleNamespace(**row)
@@ -180,10 +183,16 @@ def test_periodic_task_rows_convert_like_settings_entries() -> None:
     tab = SimpleNamespace(
         minute="0", hour="8", day_of_month="*", month_of_year="*", day_of_week="1", timezone=ZoneInfo("Asia/Tokyo")
     )
-    entry = beat.periodic_task(periodic("tokyo", crontab=tab, args='["x"]', enabled=False, expire_seconds=60))
+    entry = beat.periodic_task(
+        periodic("tokyo", crontab=tab, args='["x"]', enabled=False, expire_seconds=60, routing_key="rk", start_time=T0)
+    )
     assert entry.spec is not None and entry.source == "django-celery-beat"
     assert (entry.spec.cron, entry.spec.timezone, entry.spec.active) == ("0 8 * * 1", "Asia/Tokyo", False)
     assert entry.spec.payload == {"args": ["x"], "kwargs": {}} and entry.spec.options == {"ttl": 60}
+    assert entry.notes == [
+        "the option routing_key='rk' is not kept",
+        "its start time is not kept: the schedule fires from its first tick after the import",
+    ]
     every = beat.periodic_task(periodic("often", interval=SimpleNamespace(every=10, period="minutes")))
     assert every.spec is not None and every.spec.cron == "*/10 * * * *"
 

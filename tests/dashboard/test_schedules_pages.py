@@ -127,6 +127,13 @@ def test_the_list_shows_only_the_current_environment_and_pages(
     assert sorted(shown) == sorted(s.id for s in mine)
 
 
+def test_the_environment_switcher_opens_the_schedules_of_the_other_environment(
+    viewer: Client, dev: Environment, prod: Environment
+) -> None:
+    html = viewer.get("/schedules/?env=dev").content.decode()
+    assert 'href="/schedules/?env=prod"' in html
+
+
 def test_viewers_see_no_buttons(viewer: Client, dev: Environment) -> None:
     schedule = make(dev)
     assert "New schedule" not in viewer.get("/schedules/?env=dev").content.decode()

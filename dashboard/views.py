@@ -84,6 +84,7 @@ MORE_FILTERS = [
     ("region", "Region", "", 10),
     ("idempotency", "Idempotency key", "", 16),
     ("id", "Run ID", "run_…", 22),
+    ("schedule", "Schedule", "sched_…", 22),
 ]
 
 

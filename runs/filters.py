@@ -9,7 +9,7 @@ Query parameters (repeat a multi-valued one: `?status=QUEUED&status=EXECUTING`):
                                             an offset is given); `to` alone is inclusive of that minute
   period                                    created within the last 15m, 1h, 6h, 1d, 7d, 30d,
                                             or any duration like "90m"
-  batch, queue, machine, region, idempotency, id   one value each
+  batch, queue, machine, region, idempotency, id, schedule   one value each
   root=1                                    root runs only (no parent)
   logs                                      runs whose logs have words starting with each word
                                             given (runs.logsearch), at most 200 characters
@@ -19,7 +19,7 @@ A value that makes no sense is reported in `errors` (field -> message) and ignor
 
 Every filter is meant to be cheap at a million runs: the list is read newest first through
 run_env_created (or run_env_status / run_env_task / the tags GIN index, the batch and parent
-foreign key indexes, the primary key), and the other filters narrow that scan.
+foreign key indexes, the primary key, run_env_schedule), and the other filters narrow that scan.
 """
 
 from __future__ import annotations
@@ -43,11 +43,15 @@ from runs.states import COLOURS, DESCRIPTIONS, LABELS, RunStatus
 
 PERIODS = ["15m", "1h", "6h", "1d", "7d", "30d"]
 MULTI = ("status", "task", "tag")
-SINGLE = ("batch", "queue", "machine", "region", "idempotency", "id")
+SINGLE = ("batch", "queue", "machine", "region", "idempotency", "id", "schedule")
 MAX_VALUE_LENGTH = 256
 MAX_VALUES = 50
 MAX_TASK_CHOICES = 200  # distinct task ids offered by the task filter
-PREFIXES = {"id": ("run_", "Run ids start with run_"), "batch": ("batch_", "Batch ids start with batch_")}
+PREFIXES = {
+    "id": ("run_", "Run ids start with run_"),
+    "batch": ("batch_", "Batch ids start with batch_"),
+    "schedule": ("sched_", "Schedule ids start with sched_"),
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class RunFilters:
     region: str = ""
     idempotency: str = ""
     id: str = ""
+    schedule: str = ""  # the schedule whose ticks made the runs
     root: bool = False
     logs: str = ""
     log_errors: bool = False
@@ -122,7 +127,8 @@ class RunFilters:
             q &= Q(created_at__lt=self.created_to)
         if self.period and (since := period_start(self.period, self.now or datetime.now(UTC))) is not None:
             q &= Q(created_at__gte=since)
-        for name, column in (("batch", "batch_id"), ("queue", "queue"), ("machine", "machine"), ("region", "region")):
+        columns = (("batch", "batch_id"), ("queue", "queue"), ("machine", "machine"), ("region", "region"))
+        for name, column in (*columns, ("schedule", "schedule_id")):
             if value := getattr(self, name):
                 q &= Q(**{column: value})
         if self.idempotency:

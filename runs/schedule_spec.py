@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from runs import cron
-from runs.models import Missed, Overlap
+from runs.models import Missed, Overlap, Schedule
 from runs.options import OptionError, camel_case, parse_task_id, parse_trigger_options
 from runs.textcheck import UnstorableValue, check_json, check_text
 
@@ -77,6 +77,22 @@ def parse_schedule(data: object, *, base: ScheduleSpec | None = None) -> Schedul
         if key:
             changes[key] = parsed
     return spec.with_changes(**changes)
+
+
+def spec_of(schedule: Schedule) -> ScheduleSpec:
+    """What a stored schedule is made of: the base of an edit, or what a new spec is compared with."""
+    return ScheduleSpec(
+        task_id=schedule.task_id,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        external_id=schedule.external_id,
+        deduplication_key=schedule.deduplication_key,
+        payload=schedule.payload,
+        options=dict(schedule.options or {}),
+        active=schedule.active,
+        overlap=schedule.overlap,
+        missed=schedule.missed,
+    )
 
 
 def _task(value: Any) -> tuple[str, Any]:

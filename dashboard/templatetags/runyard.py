@@ -186,6 +186,8 @@ SWITCH_KEEPS: dict[str, tuple[str, ...]] = {
     "task": (),
     "queues": (),
     "workers": (),
+    "schedules": (),
+    "schedule_new": (),
     "audit": ("user", "action", "target"),
     "api_keys": (),
     "environments": (),

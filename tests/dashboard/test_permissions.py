@@ -292,6 +292,7 @@ SAMPLE_ARGS = {
     "bulk_id": "bulk_x",
     "task_id": "hello-world",
     "queue_id": "1",
+    "schedule_id": "sched_x",
     "action": "pause",
     "hostname": "celery@box",
 }
@@ -327,6 +328,7 @@ def dashboard_paths() -> list[str]:
 def test_the_walk_finds_every_dashboard_page() -> None:
     expected = {"/runs/", "/runs/bulk/bulk_x/", "/runs/run_x/", "/batches/batch_x/", "/queues/", "/workers/"}
     expected |= {"/workers/celery@box/", "/workers/celery@box/pause/"}
+    expected |= {"/schedules/", "/schedules/new/", "/schedules/sched_x/", "/schedules/sched_x/run/"}
     assert expected <= set(dashboard_paths())
 
 
@@ -351,7 +353,7 @@ def test_a_user_without_view_run_may_still_log_out(db: None) -> None:
 
 def test_a_user_in_no_group_keeps_viewer_rights_on_every_page(run: Run) -> None:
     client = client_for(make_user("lou"))
-    for path in ["/runs/", f"/runs/{run.id}/", "/tasks/", "/queues/", "/workers/"]:
+    for path in ["/runs/", f"/runs/{run.id}/", "/tasks/", "/queues/", "/workers/", "/schedules/"]:
         assert client.get(path).status_code == 200, path
 
 

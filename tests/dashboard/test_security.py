@@ -343,6 +343,7 @@ def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: 
         "bulk_id": "bulk_x",
         "task_id": "hello-world",
         "queue_id": queue.pk,
+        "schedule_id": "sched_x",
         "action": "pause",
         "hostname": engine.register_worker(hostname="celery@csrf", queues=[], specs=[]).hostname,
     }
@@ -370,5 +371,6 @@ def test_every_dashboard_post_without_a_csrf_token_is_refused(admin: User, dev: 
         *("logout", "run_cancel", "run_replay", "run_reschedule", "bulk_start", "task", "api_keys", "environments"),
         "queue_action",
         "worker_action",
+        "schedule_new",
     }
     assert forms <= set(reachable), reachable

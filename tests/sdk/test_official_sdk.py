@@ -313,6 +313,7 @@ def test_sdk_gets_the_servers_refusal_of_a_bad_cron(schedule_results: dict[str, 
     assert result["thrownStatus"] == 422 and "cron is not a valid expression" in result["message"]
 
 
+@pytest.fixture(scope="module")
 def metadata_results(live_stack: LiveStack) -> dict[str, Any]:
     return run_node(live_stack, "metadata")
 

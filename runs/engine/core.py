@@ -10,12 +10,41 @@ from django.db import connection
 from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
 
 from runs import events
-from runs.models import Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition
+from runs.models import AuditEntry, Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition
 from runs.states import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus, can_transition, sources_of
 
 Actor = str  # "engine", "worker:<host>", "api:<key hint>", "user:<username>", "sdk"
 ENGINE: Actor = "engine"
 Change = Callable[[Run], list[str]]  # sets fields on the locked run, returns their names
+
+
+AUDIT_REASON_LENGTH = 512
+
+
+def audit(
+    *,
+    action: str,
+    target: str,
+    actor: Actor,
+    now: datetime,
+    environment_id: int | None,
+    user: Any = None,
+    reason: str = "",
+    data: dict[str, Any] | None = None,
+) -> None:
+    """One AuditEntry for an operator control, in the caller's transaction. People are named
+    as the rest of the audit log names them: a dashboard user by username, an API key as
+    `api:<hint>` (dashboard.audit)."""
+    AuditEntry.objects.create(
+        at=now,
+        user=user,
+        username=actor.removeprefix("user:")[:150],
+        environment_id=environment_id,
+        action=action,
+        target=target[:128],
+        reason=reason[:AUDIT_REASON_LENGTH],
+        data=data or {},
+    )
 
 
 class EngineError(Exception):

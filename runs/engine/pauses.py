@@ -20,9 +20,9 @@ from django.db.models import OuterRef, QuerySet
 from django.utils import timezone
 
 from runs import events
-from runs.engine.core import ENGINE, Actor, EngineError
+from runs.engine.core import ENGINE, Actor, EngineError, audit
 from runs.holds import paused_now
-from runs.models import AuditEntry, Environment, Pausable, Queue, Run, TaskDefinition, TaskPause
+from runs.models import Environment, Pausable, Queue, Run, TaskDefinition, TaskPause
 
 REASON_LENGTH = 512  # Pausable.pause_reason
 
@@ -205,14 +205,13 @@ def _audit(
     now: datetime,
     data: dict[str, Any],
 ) -> None:
-    # Named as runs.engine.queues names people: a user by username, an API key `api:<hint>`.
-    AuditEntry.objects.create(
-        at=now,
-        user=user,
-        username=actor.removeprefix("user:")[:150],
-        environment_id=environment_id,
+    audit(
         action=action,
-        target=target[:128],
-        reason=reason[:REASON_LENGTH],
+        target=target,
+        actor=actor,
+        now=now,
+        environment_id=environment_id,
+        user=user,
+        reason=reason,
         data=data,
     )

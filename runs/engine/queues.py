@@ -16,9 +16,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import events
-from runs.engine.core import ENGINE, Actor, EngineError
+from runs.engine.core import ENGINE, Actor, EngineError, audit
 from runs.engine.pauses import REASON_LENGTH, lift_expired_pauses
-from runs.models import QUEUE_ID_PREFIX, AuditEntry, Queue
+from runs.models import QUEUE_ID_PREFIX, Queue
 
 MAX_LIMIT = 100_000  # the reference's bound on a concurrency limit
 QUEUE_KINDS = ("id", "task", "custom")
@@ -185,15 +185,13 @@ def _clear_override(queue: Queue) -> None:
 def _audit(
     queue: Queue, action: str, *, actor: Actor, reason: str, now: datetime, data: dict[str, Any], user: Any = None
 ) -> None:
-    # Named as the rest of the audit log names people: a dashboard user by username, an API
-    # key as `api:<hint>` (dashboard.audit).
-    AuditEntry.objects.create(
-        at=now,
-        user=user,
-        username=actor.removeprefix("user:")[:150],
-        environment_id=queue.environment_id,
+    audit(
         action=action,
         target=queue.public_id,
-        reason=reason[:REASON_LENGTH],
+        actor=actor,
+        now=now,
+        environment_id=queue.environment_id,
+        user=user,
+        reason=reason,
         data={"queue": queue.name, **data},
     )

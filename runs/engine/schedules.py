@@ -17,10 +17,9 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
 from runs import celery_serving, cron, events, packets, registry
-from runs.engine.core import Actor, EngineError, record
+from runs.engine.core import Actor, EngineError, audit, record
 from runs.engine.triggering import trigger
 from runs.models import (
-    AuditEntry,
     Environment,
     Missed,
     Overlap,
@@ -473,13 +472,13 @@ def _audit(
     reason: str = "",
     data: dict[str, Any] | None = None,
 ) -> None:
-    AuditEntry.objects.create(
-        at=now,
-        user=user,
-        username=actor.removeprefix("user:")[:150],
-        environment_id=schedule.environment_id,
+    audit(
         action=action,
         target=schedule.id,
-        reason=reason[:REASON_LENGTH],
+        actor=actor,
+        now=now,
+        environment_id=schedule.environment_id,
+        user=user,
+        reason=reason,
         data={"task": schedule.task_id, "cron": schedule.cron, "timezone": schedule.timezone, **(data or {})},
     )

@@ -26,9 +26,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import events, registry
-from runs.engine.core import Actor, EngineError, transition
+from runs.engine.core import Actor, EngineError, audit, transition
 from runs.engine.schedules import sync_declared_schedules
-from runs.models import AuditEntry, Environment, Queue, TaskDefinition, Worker
+from runs.models import Environment, Queue, TaskDefinition, Worker
 from runs.states import RunStatus
 
 REASON_LENGTH = 512
@@ -160,13 +160,13 @@ def _audit(
     worker: Worker, action: str, *, actor: Actor, reason: str, now: datetime, data: dict[str, Any], user: Any = None
 ) -> None:
     # Workers serve every environment: the entry belongs to none.
-    AuditEntry.objects.create(
-        at=now,
-        user=user,
-        username=actor.removeprefix("user:")[:150],
-        environment=None,
+    audit(
         action=action,
-        target=worker.hostname[:128],
-        reason=reason[:REASON_LENGTH],
+        target=worker.hostname,
+        actor=actor,
+        now=now,
+        environment_id=None,
+        user=user,
+        reason=reason,
         data={"worker": worker.hostname, "queues": worker.queues, **data},
     )

@@ -427,7 +427,10 @@ class RunsConsumer(CoalescingConsumer):
         ids = {run_id for _, batch in members for run_id in batch}
         known = {run_id for consumer, batch in members for run_id in batch if run_id in consumer.shown}
         runs = Run.objects.filter(Q(pk__in=ids) & (base | Q(pk__in=known)))
-        return list(runs.annotate(in_base=ExpressionWrapper(base, output_field=BooleanField())))
+        fetched = list(runs.annotate(in_base=ExpressionWrapper(base, output_field=BooleanField())))
+        # The pauses holding them, read once for every socket that renders them (render_push).
+        mark_held(fetched, timezone.now())
+        return fetched
 
     def pick(self, batch: dict[str, bool], runs: list[Run]) -> list[Run]:
         """Of the runs fetched for the key, those of batch this socket's render would have queried:
@@ -689,7 +692,8 @@ def render_push(kind: str, runs: list[Run], perms: dict[str, bool]) -> str:
     get the same frame, never one rendered for other permissions. A queued run's frame also
     carries the pause holding it (runs.holds): a pause changes no run, so its updated_at would
     not tell the frames apart."""
-    mark_held(runs, timezone.now())
+    if unmarked := [run for run in runs if not hasattr(run, "hold")]:
+        mark_held(unmarked, timezone.now())  # fetch_group marks the runs it shares between sockets
     key = (
         kind,
         tuple(sorted(perms.items())),

@@ -70,6 +70,20 @@ async def test_a_hundred_sockets_of_the_same_list_cost_one_query_per_change(user
     assert 1 <= len(queries.of_rows(run.id)) <= 3, queries.of_rows(run.id)
 
 
+async def test_a_hundred_sockets_read_the_pauses_holding_a_queued_run_once_per_change(
+    user: User, connected: list
+) -> None:
+    run = await make_run()
+    sockets = [await connect("/ws/runs/?env=dev", user, connected) for _ in range(SOCKETS)]
+    await set_status(run, "QUEUED")
+    async with Queries() as queries:
+        await publish(run)
+        await asyncio.gather(*(socket.receive_from(timeout=10) for socket in sockets))
+    # A socket marking its own rows read the environment's, tasks' and queues' pauses itself.
+    pause_reads = [sql for sql in queries.sql() if '"runs_taskpause"' in sql]
+    assert 1 <= len(pause_reads) <= 3, pause_reads
+
+
 async def test_sockets_with_other_filters_or_windows_still_get_only_their_rows(user: User, connected: list) -> None:
     shown = await make_run()
     cursor = f"{to_micros(shown.created_at)}.{shown.id}"

@@ -28,6 +28,7 @@ from dashboard.bodysize import BATCH_STREAM
 from runs import engine, ratelimit
 from runs.models import Batch, BatchStatus, Environment, Run
 from runs.options import OptionError, parse_task_id, parse_trigger_options
+from runs.redis_client import redis_client
 from runs.textcheck import deep_path, too_deep
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson")
@@ -224,7 +225,7 @@ def _claim_request_key(environment: Environment, key: str | None) -> Batch | Non
     """
     if key is None:
         return None
-    redis, name = ratelimit.redis_client(), _request_key_name(environment, key)
+    redis, name = redis_client(), _request_key_name(environment, key)
     if redis.set(name, CLAIMED, nx=True, ex=CLAIM_TTL):
         return None
     batch_id = redis.get(name)
@@ -237,7 +238,7 @@ def _settle_request_key(environment: Environment, key: str | None, batch_id: str
     """Remember the batch a request created; free its key when it created none."""
     if key is None:
         return
-    redis, name = ratelimit.redis_client(), _request_key_name(environment, key)
+    redis, name = redis_client(), _request_key_name(environment, key)
     if batch_id is None:
         redis.delete(name)
     else:

@@ -7,12 +7,12 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.models import Worker
+from runs.redis_client import connect
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def check_database() -> dict[str, Any]:
 def check_redis() -> dict[str, Any]:
     started = time.monotonic()
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+        client = connect(socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
         try:
             client.ping()
         finally:

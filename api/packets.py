@@ -35,7 +35,7 @@ from dashboard.bodysize import PAYLOAD
 from runs import packets, storage
 from runs.models import Environment, Run
 from runs.options import OptionError, parse_payload
-from runs.ratelimit import redis_client
+from runs.redis_client import redis_client
 
 SIGNATURE_SALT = "runyard.api.packets.signed-url"
 USED_UPLOAD_PREFIX = "runyard:used-upload:"  # Redis keys: upload URLs already PUT to

@@ -47,7 +47,7 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from redis.commands.core import Script
 
-from runs.ratelimit import redis_client
+from runs.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 

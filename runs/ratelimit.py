@@ -24,6 +24,7 @@ from django.utils import timezone
 from redis.commands.core import Script
 
 from runs.options import parse_duration
+from runs.redis_client import redis_client
 
 KEY_PREFIX = "runyard:batch-rate"
 
@@ -136,12 +137,6 @@ def take(key: str, cost: int, *, bucket: Bucket, now_ms: int) -> Decision:
     args = [bucket.max_tokens, bucket.refill_tokens, bucket.interval_ms, now_ms, cost]
     allowed, remaining, reset_ms = script(keys=[key], args=args)
     return Decision(bool(allowed), bucket.max_tokens, max(int(remaining), 0), int(reset_ms), now_ms)
-
-
-@cache
-def redis_client() -> redis.Redis:
-    """One connection pool per process; REDIS_URL may be redis://... or unix:///path."""
-    return redis.Redis.from_url(settings.REDIS_URL)
 
 
 @cache

@@ -38,6 +38,7 @@ from runs.engine.queues import lift_expired_controls
 from runs.engine.schedules import fire_due_schedules
 from runs.engine.waiting import resume_ready
 from runs.models import Queue, Run, TaskDefinition
+from runs.redis_client import redis_client
 from runs.states import ACTIVE_STATUSES, RunStatus
 
 log = logging.getLogger(__name__)
@@ -281,15 +282,13 @@ def requeue_lost(*, now: datetime) -> int:
 def celery_backlog(queues: set[str]) -> dict[str, int]:
     """Messages waiting in each of these Celery queues (on the broker, not yet taken by a
     worker); a queue that could not be read counts as empty."""
-    from runs import ratelimit  # it imports the engine's options
-
     if not queues:
         return {}
     names = sorted(queues)
     try:
         # The broker is REDIS_URL's Redis (dashboard.settings); a Celery queue is a list there,
         # one per queue as Runyard sends without a priority.
-        pipe = ratelimit.redis_client().pipeline(transaction=False)
+        pipe = redis_client().pipeline(transaction=False)
         for name in names:
             pipe.llen(name)
         return dict(zip(names, (int(n) for n in pipe.execute()), strict=True))

@@ -10,10 +10,20 @@ from django.db import transaction
 from django.utils import timezone
 
 from runs import events
-from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, mark_queued, record, revoke
+from runs.engine.core import (
+    Actor,
+    EngineError,
+    RunNotFound,
+    _resolve_open_waitpoints,
+    _resume,
+    celery_task_id,
+    mark_queued,
+    record,
+    revoke,
+)
 from runs.engine.core import transition as move
 from runs.engine.triggering import TriggerOptions, trigger
-from runs.engine.waiting import _resolve_open_waitpoints, _resume, open_children
+from runs.engine.waiting import open_children
 from runs.models import Run, RunAttempt, RunEvent, Waitpoint
 from runs.states import ACTIVE_STATUSES, RunStatus, sources_of
 
@@ -137,7 +147,7 @@ def _finish_canceled(plan: dict[str, str], locked: Locked, actor: Actor, now: da
 
 
 def _children_finished(run_ids: list[str], now: datetime) -> None:
-    """waiting.child_finished for many runs made final: one query finds the parents waiting on any
+    """core.child_finished for many runs made final: one query finds the parents waiting on any
     of them; each such parent is resolved (and resumed) once."""
     waits = Waitpoint.objects.filter(children__overlap=run_ids, resolved_at__isnull=True)
     for parent_id in sorted(set(waits.values_list("run_id", flat=True))):

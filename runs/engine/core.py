@@ -10,7 +10,7 @@ from django.db import connection
 from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
 
 from runs import events
-from runs.models import AuditEntry, Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition
+from runs.models import AuditEntry, Environment, Queue, Run, RunAttempt, RunEvent, TaskDefinition, Waitpoint
 from runs.states import ACTIVE_STATUSES, FINAL_STATUSES, RunStatus, can_transition, sources_of
 
 Actor = str  # "engine", "worker:<host>", "api:<key hint>", "user:<username>", "sdk"
@@ -156,8 +156,6 @@ def transition(
 
 
 def _wake_parents(run: Run, now: datetime) -> None:
-    from runs.engine.waiting import child_finished  # waiting builds on this module
-
     child_finished(run, now)
 
 
@@ -238,3 +236,49 @@ def bulk_transition(
     if moved and to_status == RunStatus.QUEUED:
         events.wake_engine()
     return len(moved)
+
+
+# Waking waiting parents: here, not in runs.engine.waiting, as a transition to a final status
+# resumes the parents waiting on the run through transition itself (waiting builds on this module).
+
+
+def child_finished(run: Run, now: datetime) -> None:
+    """Called in the transaction that made `run` final: resume parents now free to go on."""
+    for waitpoint in Waitpoint.objects.filter(children__contains=[run.id], resolved_at__isnull=True):
+        # The parent row lock orders this with suspend_run, so no wake-up is lost.
+        parent = Run.objects.select_for_update().get(pk=waitpoint.run_id)
+        if _resolve_open_waitpoints(parent, now) and parent.status == RunStatus.WAITING:
+            _resume(parent, now, allowed_from=RunStatus.WAITING)
+
+
+def _resolve_open_waitpoints(parent: Run, now: datetime) -> bool:
+    """Mark open waitpoints whose children are all final; True if none is left open."""
+    open_points = list(Waitpoint.objects.filter(run=parent, resolved_at__isnull=True))
+    for waitpoint in open_points:
+        pending = Run.objects.filter(pk__in=waitpoint.children).exclude(status__in=FINAL_STATUSES)
+        if pending.exists():
+            return False
+        waitpoint.resolved_at = now
+        waitpoint.save(update_fields=["resolved_at"])
+    return True
+
+
+def _resume(parent: Run, now: datetime, *, allowed_from: str) -> Run | None:
+    def go_on(run: Run) -> list[str]:
+        run.resuming = True
+        return ["resuming", *_clear_deadline(run), *mark_queued(run, now)]
+
+    return transition(
+        parent.id,
+        RunStatus.QUEUED,
+        actor=ENGINE,
+        now=now,
+        allowed_from=[allowed_from],
+        changes=go_on,
+        reason="its child runs finished; resuming",
+    )
+
+
+def _clear_deadline(run: Run) -> list[str]:
+    run.deadline_at = None  # waits do not count toward maxDuration
+    return ["deadline_at"]

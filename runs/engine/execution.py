@@ -10,8 +10,7 @@ from django.db.models.base import ModelState
 from django.utils import timezone
 
 from runs import events, registry
-from runs.engine.core import ENGINE, finish_attempt, mark_queued, prepared_row, set_error, transition
-from runs.engine.waiting import child_finished
+from runs.engine.core import ENGINE, child_finished, finish_attempt, mark_queued, prepared_row, set_error, transition
 from runs.engine.workers import hand_back
 from runs.models import Run, RunAttempt
 from runs.states import FINAL_STATUSES, RunStatus, can_transition
@@ -82,7 +81,7 @@ START_ASYNC_SQL = START_SQL.replace(
 assert START_ASYNC_SQL != START_SQL
 
 # Completing wakes the engine only if the run's queue has a limit (events.wake_engine_for_slot)
-# and reports whether a parent waits on the run, to resume it (waiting.child_finished).
+# and reports whether a parent waits on the run, to resume it (core.child_finished).
 COMPLETE_SQL = """
 WITH done AS (
     UPDATE runs_run SET

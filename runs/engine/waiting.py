@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from runs.engine.core import ENGINE, mark_queued, transition
+from runs.engine.core import ENGINE, _clear_deadline, _resolve_open_waitpoints, _resume, transition
 from runs.models import Run, RunAttempt, Waitpoint
 from runs.states import FINAL_STATUSES, RunStatus
 
@@ -50,15 +50,6 @@ def suspend_run(*, run_id: str, attempt: int, now: datetime | None = None) -> Ru
         )
 
 
-def child_finished(run: Run, now: datetime) -> None:
-    """Called in the transaction that made `run` final: resume parents now free to go on."""
-    for waitpoint in Waitpoint.objects.filter(children__contains=[run.id], resolved_at__isnull=True):
-        # The parent row lock orders this with suspend_run, so no wake-up is lost.
-        parent = Run.objects.select_for_update().get(pk=waitpoint.run_id)
-        if _resolve_open_waitpoints(parent, now) and parent.status == RunStatus.WAITING:
-            _resume(parent, now, allowed_from=RunStatus.WAITING)
-
-
 def resume_ready(*, now: datetime, limit: int = 500) -> int:
     """Safety net for the engine tick: WAITING runs whose children are all final go on."""
     count = 0
@@ -74,36 +65,3 @@ def open_children(run_id: str) -> list[str]:
     """Ids of the not-yet-final children a run is waiting on."""
     ids = [child for wp in Waitpoint.objects.filter(run_id=run_id, resolved_at__isnull=True) for child in wp.children]
     return list(Run.objects.filter(pk__in=ids).exclude(status__in=FINAL_STATUSES).values_list("id", flat=True))
-
-
-def _resolve_open_waitpoints(parent: Run, now: datetime) -> bool:
-    """Mark open waitpoints whose children are all final; True if none is left open."""
-    open_points = list(Waitpoint.objects.filter(run=parent, resolved_at__isnull=True))
-    for waitpoint in open_points:
-        pending = Run.objects.filter(pk__in=waitpoint.children).exclude(status__in=FINAL_STATUSES)
-        if pending.exists():
-            return False
-        waitpoint.resolved_at = now
-        waitpoint.save(update_fields=["resolved_at"])
-    return True
-
-
-def _resume(parent: Run, now: datetime, *, allowed_from: str) -> Run | None:
-    def go_on(run: Run) -> list[str]:
-        run.resuming = True
-        return ["resuming", *_clear_deadline(run), *mark_queued(run, now)]
-
-    return transition(
-        parent.id,
-        RunStatus.QUEUED,
-        actor=ENGINE,
-        now=now,
-        allowed_from=[allowed_from],
-        changes=go_on,
-        reason="its child runs finished; resuming",
-    )
-
-
-def _clear_deadline(run: Run) -> list[str]:
-    run.deadline_at = None  # waits do not count toward maxDuration
-    return ["deadline_at"]

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from api.errors import ApiError
-from runs.engine.triggering import definition_from_row
+from runs.engine import definition_from_row
 from runs.models import ApiKey, Environment, TaskDefinition
 
 # last_used_at is for people ("used 3 minutes ago"); a write per request would cost more.

@@ -14,7 +14,7 @@ from api.auth import actor
 from api.errors import ApiError
 from api.http import ApiRequest, api_view, read_json_object
 from runs import engine
-from runs.engine.pauses import REASON_LENGTH
+from runs.engine import PAUSE_REASON_LENGTH
 from runs.holds import environment_pause_item, task_pause_item
 
 
@@ -78,8 +78,8 @@ def _reason(body: dict[str, Any]) -> str:
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise ApiError(400, "reason must be a string", "reason")
-    if len(reason) > REASON_LENGTH:
-        raise ApiError(422, f"reason must be at most {REASON_LENGTH} characters ({len(reason)} given)", "reason")
+    if len(reason) > PAUSE_REASON_LENGTH:
+        raise ApiError(422, f"reason must be at most {PAUSE_REASON_LENGTH} characters ({len(reason)} given)", "reason")
     return reason
 
 

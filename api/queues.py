@@ -12,7 +12,7 @@ from api.auth import actor
 from api.errors import ApiError
 from api.http import ApiRequest, api_view, positive_param, read_json_object
 from runs import engine, queue_items
-from runs.engine.queues import MAX_LIMIT, QUEUE_KINDS
+from runs.engine import MAX_QUEUE_LIMIT, QUEUE_KINDS
 from runs.models import Queue
 
 DEFAULT_PER_PAGE = 10
@@ -64,8 +64,8 @@ def override_limit(request: ApiRequest, queue: str) -> JsonResponse:
     limit = body.get("concurrencyLimit")
     if not isinstance(limit, int) or isinstance(limit, bool):
         raise ApiError(400, "concurrencyLimit is required and must be an integer", "concurrencyLimit")
-    if not 0 <= limit <= MAX_LIMIT:
-        raise ApiError(422, f"concurrencyLimit must be between 0 and {MAX_LIMIT}", "concurrencyLimit")
+    if not 0 <= limit <= MAX_QUEUE_LIMIT:
+        raise ApiError(422, f"concurrencyLimit must be between 0 and {MAX_QUEUE_LIMIT}", "concurrencyLimit")
     reason = "overridden through the API"
     changed = engine.override_queue_limit(queue_id=found.pk, limit=limit, actor=actor(request.api_key), reason=reason)
     return JsonResponse(queue_items.items([changed], timezone.now())[0])

@@ -16,7 +16,7 @@ from api.http import ApiRequest, api_view, read_json_object
 from dashboard.audit import audit_api
 from dashboard.bodysize import PAYLOAD
 from runs import engine, logs
-from runs.engine.actions import try_cancel_run
+from runs.engine import try_cancel_run
 from runs.models import Run, Schedule
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 

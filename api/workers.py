@@ -16,7 +16,7 @@ from api.auth import actor
 from api.errors import ApiError
 from api.http import ApiRequest, api_view, read_json_object
 from runs import engine, worker_items
-from runs.engine.workers import REASON_LENGTH
+from runs.engine import WORKER_REASON_LENGTH
 from runs.models import Worker
 
 OPERATING_KIND = "PRODUCTION"
@@ -56,8 +56,8 @@ def _operate(request: ApiRequest, hostname: str, verb: Any) -> JsonResponse:
     reason = body.get("reason", "")
     if not isinstance(reason, str):
         raise ApiError(400, "reason must be a string", "reason")
-    if len(reason) > REASON_LENGTH:
-        raise ApiError(422, f"reason must be at most {REASON_LENGTH} characters", "reason")
+    if len(reason) > WORKER_REASON_LENGTH:
+        raise ApiError(422, f"reason must be at most {WORKER_REASON_LENGTH} characters", "reason")
     try:
         changed = verb(hostname=_checked(hostname), actor=actor(request.api_key), reason=reason)
     except engine.WorkerNotFound as exc:

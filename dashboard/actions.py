@@ -26,9 +26,16 @@ from dashboard.audit import actor, audit
 from dashboard.permissions import OPERATE, can_view_payload, require, roles
 from dashboard.views import HtmxHttpRequest, current_environment, with_relations
 from runs import registry
-from runs.engine import EngineError, replay_run, reschedule_run
-from runs.engine.actions import start_now, try_cancel_run
-from runs.engine.bulk import ACTIONS, MAX_SELECTED, create_bulk_action
+from runs.engine import (
+    BULK_ACTIONS,
+    MAX_BULK_SELECTED,
+    EngineError,
+    create_bulk_action,
+    replay_run,
+    reschedule_run,
+    start_now,
+    try_cancel_run,
+)
 from runs.filters import RunFilters
 from runs.models import BulkAction, BulkActionStatus, Environment, Run
 from runs.states import LABELS, RunStatus, is_final
@@ -239,7 +246,7 @@ def bulk_preview(environment: Environment, post: QueryDict, now: Any) -> dict[st
     errors: dict[str, str] = {}
     action, _, scope = post.get("do", "").partition(":")
     action, scope = post.get("action", action), post.get("scope", scope)
-    if action not in ACTIONS:
+    if action not in BULK_ACTIONS:
         errors["form"] = f"Unknown bulk action {action!r}: cancel or replay"
     if scope not in SCOPES:
         errors["form"] = "Choose the selected runs or every run matching the filters"
@@ -247,9 +254,11 @@ def bulk_preview(environment: Environment, post: QueryDict, now: Any) -> dict[st
     selected = list(dict.fromkeys(run_id.strip() for run_id in post.getlist("runs") if run_id.strip()))
     runs = Run.objects.filter(environment=environment, created_at__lte=now)
     if scope == "selected":
-        if len(selected) > MAX_SELECTED:
-            errors["form"] = f"{len(selected)} runs selected: at most {MAX_SELECTED}; act on all matching runs instead"
-        runs = runs.filter(pk__in=selected[:MAX_SELECTED])
+        if len(selected) > MAX_BULK_SELECTED:
+            errors["form"] = (
+                f"{len(selected)} runs selected: at most {MAX_BULK_SELECTED}; act on all matching runs instead"
+            )
+        runs = runs.filter(pk__in=selected[:MAX_BULK_SELECTED])
         selected = list(runs.values_list("id", flat=True))
         if not selected and "form" not in errors:
             errors["form"] = "No runs selected: tick the runs on the list first, or act on every matching run"

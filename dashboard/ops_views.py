@@ -40,7 +40,7 @@ from dashboard.audit import actor
 from dashboard.permissions import OPERATE, can_operate, require
 from dashboard.views import HtmxHttpRequest, current_environment
 from runs import engine, registry
-from runs.engine.queues import MAX_LIMIT
+from runs.engine import MAX_QUEUE_LIMIT
 from runs.models import Environment, Queue, Run, Worker
 from runs.states import ACTIVE_STATUSES, RunStatus
 
@@ -188,8 +188,8 @@ def queue_action(request: HtmxHttpRequest, queue_id: int, action: str) -> HttpRe
 
 def override_limit(post: QueryDict, errors: dict[str, str]) -> int | None:
     text = post.get("limit", "").strip()
-    if not (text.isascii() and text.isdigit()) or int(text) > MAX_LIMIT:
-        errors["limit"] = f"Limit must be a whole number from 0 to {MAX_LIMIT}"
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_QUEUE_LIMIT:
+        errors["limit"] = f"Limit must be a whole number from 0 to {MAX_QUEUE_LIMIT}"
         return None
     return int(text)
 

@@ -23,7 +23,7 @@ from django_htmx.middleware import HtmxDetails
 from dashboard import log_views
 from dashboard.permissions import roles
 from runs import registry
-from runs.engine.waiting import open_children
+from runs.engine import open_children
 from runs.filters import (
     SINGLE,
     RunFilters,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from celery import Task, shared_task
 from django.db import DatabaseError, close_old_connections
 
-from runs import worker
+from runs import engine, worker
 
 
-@shared_task(bind=True, name="runyard.execute_run", acks_late=True, reject_on_worker_lost=True)
+@shared_task(bind=True, name=engine.EXECUTE_RUN, acks_late=True, reject_on_worker_lost=True)
 def execute_run(self: Task, run_id: str) -> None:
     # The pool process keeps its database connection from run to run (CELERY_DB_REUSE_MAX):
     # one PostgreSQL closed meanwhile (a restart) is dropped before it fails the run, and one

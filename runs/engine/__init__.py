@@ -16,7 +16,7 @@ finds the run in another status and changes nothing.
     scheduler   time-driven work done by the engine process
 """
 
-from runs.engine.actions import cancel_run, replay_run, reschedule_run
+from runs.engine.actions import cancel_run, replay_run, reschedule_run, start_now, try_cancel_run
 from runs.engine.batches import (
     MAX_BATCH_ITEMS,
     BatchEntry,
@@ -30,9 +30,13 @@ from runs.engine.batches import (
     set_batch_run_count,
     trigger_batch,
 )
+from runs.engine.bulk import ACTIONS as BULK_ACTIONS
+from runs.engine.bulk import MAX_SELECTED as MAX_BULK_SELECTED
+from runs.engine.bulk import create_bulk_action
 from runs.engine.core import ENGINE, Actor, EngineError, RunNotFound, celery_task_id
 from runs.engine.execution import complete_attempt, fail_attempt, heartbeat, start_attempt, system_failure
 from runs.engine.metadata import MetadataTooLarge, RunFinished, read_metadata, update_metadata
+from runs.engine.pauses import REASON_LENGTH as PAUSE_REASON_LENGTH
 from runs.engine.pauses import (
     TaskNotFound,
     lift_expired_pauses,
@@ -42,7 +46,9 @@ from runs.engine.pauses import (
     resume_task,
     task_known,
 )
+from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import (
+    QUEUE_KINDS,
     QueueNotFound,
     find_queue,
     lift_expired_controls,
@@ -53,6 +59,7 @@ from runs.engine.queues import (
 )
 from runs.engine.scheduler import (
     ADMIT_BATCH,
+    EXECUTE_RUN,
     admit,
     expire_runs,
     promote_delayed,
@@ -74,8 +81,16 @@ from runs.engine.schedules import (
     upcoming,
     update_schedule,
 )
-from runs.engine.triggering import DEV_DEFAULT_TTL, MAX_TTL, TriggerOptions, TriggerResult, trigger
-from runs.engine.waiting import add_waitpoint, resume_ready, suspend_run
+from runs.engine.triggering import (
+    DEV_DEFAULT_TTL,
+    MAX_TTL,
+    TriggerOptions,
+    TriggerResult,
+    definition_from_row,
+    trigger,
+)
+from runs.engine.waiting import add_waitpoint, open_children, resume_ready, suspend_run
+from runs.engine.workers import REASON_LENGTH as WORKER_REASON_LENGTH
 from runs.engine.workers import (
     WorkerNotFound,
     drain_worker,
@@ -87,10 +102,17 @@ from runs.engine.workers import (
 
 __all__ = [
     "ADMIT_BATCH",
+    "BULK_ACTIONS",
     "DEV_DEFAULT_TTL",
     "ENGINE",
+    "EXECUTE_RUN",
     "MAX_BATCH_ITEMS",
+    "MAX_BULK_SELECTED",
+    "MAX_QUEUE_LIMIT",
     "MAX_TTL",
+    "PAUSE_REASON_LENGTH",
+    "QUEUE_KINDS",
+    "WORKER_REASON_LENGTH",
     "Actor",
     "BatchEntry",
     "BatchItemError",
@@ -115,7 +137,9 @@ __all__ = [
     "celery_task_id",
     "complete_attempt",
     "create_batch",
+    "create_bulk_action",
     "create_schedule",
+    "definition_from_row",
     "delete_schedule",
     "drain_worker",
     "expire_runs",
@@ -126,6 +150,7 @@ __all__ = [
     "heartbeat",
     "lift_expired_controls",
     "lift_expired_pauses",
+    "open_children",
     "override_queue_limit",
     "pause_environment",
     "pause_queue",
@@ -148,6 +173,7 @@ __all__ = [
     "set_batch_run_count",
     "set_schedule_active",
     "start_attempt",
+    "start_now",
     "suspend_run",
     "system_failure",
     "task_known",
@@ -155,6 +181,7 @@ __all__ = [
     "time_out_runs",
     "trigger",
     "trigger_batch",
+    "try_cancel_run",
     "undrain_worker",
     "unregister_worker",
     "upcoming",

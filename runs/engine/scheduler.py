@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 
 import redis
+from celery import current_app
 from django.conf import settings
 from django.contrib.postgres.expressions import ArraySubquery
 from django.db import connection, transaction
@@ -47,6 +48,7 @@ BATCH = 500
 # Runs a tick admits per queue, in one transaction: its Celery messages go out at its commit,
 # so the first runs of a burst reach the workers after 100 rows are written, not 500.
 ADMIT_BATCH = 100
+EXECUTE_RUN = "runyard.execute_run"  # the Celery task of runs.tasks that executes an attempt
 SEND_BATCH = 100  # Celery messages per Redis pipeline: the first reach workers soon after commit
 PROMOTE_BATCH = 50_000  # one statement: 10,000 runs due in the same second move together
 
@@ -483,9 +485,7 @@ def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
     (Redis restarted): if it fails, the messages go again one by one, with the retry. A message
     sent twice is harmless: a run starts once, and its later copies are skipped.
     """
-    from runs.tasks import execute_run
-
-    app = execute_run.app
+    app = current_app
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
             for run_id, dispatch, queue in sends:
@@ -501,10 +501,16 @@ def _send_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
     # apply_async, though building and sending through Celery's AMQP layer directly
     # (create_task_message, send_task_message) costs the engine half as much a send: end to end
     # was no faster with it. (It was once blamed for workers dying when Redis restarts; that was
-    # Celery 5.7's consumer, see runs/consumer.py.)
-    from runs.tasks import execute_run
-
-    options: dict[str, Any] = {"declare": []}  # not in celery-types' signature of apply_async
-    execute_run.apply_async(
-        args=(run_id,), task_id=celery_task_id(run_id, dispatch), queue=queue, producer=producer, **options
+    # Celery 5.7's consumer, see runs/consumer.py.) By name, as runs.tasks imports the engine:
+    # send_task is what execute_run.apply_async calls, less the task's own options, of which
+    # only ignore_result is not Celery's default (acks_late is the worker's, from the task).
+    options: dict[str, Any] = {"declare": []}  # not in celery-types' signature of send_task
+    current_app.send_task(
+        EXECUTE_RUN,
+        args=(run_id,),
+        task_id=celery_task_id(run_id, dispatch),
+        queue=queue,
+        producer=producer,
+        ignore_result=current_app.conf.task_ignore_result,
+        **options,
     )

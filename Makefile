@@ -22,6 +22,7 @@ test: deps node-deps chromium
 	$(BIN)/ruff check .; \
 	$(BIN)/ruff format --check .; \
 	$(BIN)/mypy .; \
+	$(BIN)/lint-imports; \
 	$(PY) manage.py makemigrations --check --dry-run; \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -35,7 +36,8 @@ lint: deps
 	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \
 	$(BIN)/ruff check .; \
 	$(BIN)/ruff format --check .; \
-	$(BIN)/mypy .
+	$(BIN)/mypy .; \
+	$(BIN)/lint-imports
 
 fmt: deps
 	$(BIN)/ruff check --fix .

@@ -233,6 +233,23 @@ def test_a_dequeued_run_behind_a_backlog_in_its_celery_queue_is_not_taken_for_lo
     assert Run.objects.get(pk=run.pk).status == RunStatus.QUEUED
 
 
+def test_an_admitted_run_reaches_its_celery_queue_as_a_message_of_the_execute_run_task(
+    dev: Environment, lonely_queue: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    """The engine sends the task by name (it does not import runs.tasks): the message names the
+    task the workers register, on the run's queue, with the run's Celery id and no result."""
+    from runs.tasks import execute_run
+
+    run = factories.run(region="lost-test")
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        assert engine.admit(now=T0) == 1
+    [message] = [json.loads(raw) for raw in ratelimit.redis_client().lrange(lonely_queue, 0, -1)]
+    headers = message["headers"]
+    assert (headers["task"], headers["id"], headers["argsrepr"]) == (execute_run.name, f"{run.id}-1", repr((run.id,)))
+    assert headers["ignore_result"] is True  # as the task's apply_async sent it (CELERY_TASK_IGNORE_RESULT)
+    assert message["properties"]["delivery_info"]["routing_key"] == lonely_queue
+
+
 def test_runs_whose_pipeline_to_redis_failed_are_sent_again_one_at_a_time(
     dev: Environment, lonely_queue: str, monkeypatch: pytest.MonkeyPatch, django_capture_on_commit_callbacks: Any
 ) -> None:

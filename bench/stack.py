@@ -117,6 +117,30 @@ class Stack:
         if "worker" in names:
             self.wait_for(lambda: self._worker_starts() != registered, "the worker to register")
 
+    def start_daphne(self, name: str, app: str = launcher.ASGI_APP, processes: int = 1, **extra_env: str) -> int:
+        """Start another web, serving app with Runyard's daphne command on a port of its own;
+        returns the port. Several processes share one listening socket, as `up --web-processes`."""
+        port = launcher.free_port()
+        procs = launcher.Processes({**self.env, **extra_env})
+        shared = launcher.listen(port) if processes > 1 else None
+        try:
+            fd = shared.fileno() if shared else None
+            argvs = launcher.commands(port, web_fd=fd, web_processes=processes)
+            with (self.log_dir / f"{self.name}-{name}.log").open("a") as out:
+                for web, argv in argvs.items():
+                    if launcher.is_web(web):
+                        procs.start(web, [*argv[:-1], app], out, pass_fds=(fd,) if fd is not None else ())
+        finally:
+            if shared:
+                shared.close()
+        self.processes[name] = procs
+        self.wait_for(lambda: launcher.http_answers(f"http://{launcher.HOST}:{port}/healthz"), f"{name} to answer")
+        return port
+
+    def pids(self, name: str) -> list[int]:
+        """The processes started as name (several for a web of several daphnes)."""
+        return [proc.pid for proc in self.processes[name].running.values()]
+
     def stop(self, *names: str) -> None:
         for name in names or list(self.processes):
             procs = self.processes.pop(name, None)

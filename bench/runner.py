@@ -20,6 +20,7 @@ BENCHMARKS = {
     "trigger": "bench.trigger_api",
     "batch": "bench.batch",
     "e2e": "bench.end_to_end",
+    "e2e-api": "bench.api_end_to_end",
     "celery": "bench.celery_publish",
     "time": "bench.timing",
     "realtime": "bench.realtime",

@@ -99,12 +99,17 @@ def run(
                 tally=lua_string(str(tally)),
             )
         )
-        argv = [executable(), f"-t{min(threads, connections)}", f"-c{connections}", f"-d{seconds:g}s"]
+        argv = [executable(), f"-t{min(threads, connections)}", f"-c{connections}", f"-d{whole(seconds)}s"]
         argv += ["--latency", "--timeout", "30s", "-s", str(script), url]
         done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
         if done.returncode != 0 or not tally.exists():
             raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
         return parse(done.stdout, tally.read_text())
+
+
+def whole(seconds: float) -> int:
+    """wrk takes whole seconds only (-d0.5s is refused): at least 1."""
+    return max(1, round(seconds))
 
 
 def parse(output: str, tally: str) -> WrkResult:

@@ -85,3 +85,8 @@ def postgres_version() -> str:
     with stack.admin_connection() as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else "?"
+
+
+def merge_last(existing: str) -> str:
+    """existing (docs/performance.md) with the last run's keys replaced by its figures."""
+    return report.merge(existing, report.Run.read(settings.VAR_DIR / LAST_RUN), list(BENCHMARKS))

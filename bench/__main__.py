@@ -3,7 +3,7 @@
 python -m bench                 the full run (15 to 30 minutes on 2 cores)
 python -m bench --quick         small sizes, to check the benchmarks themselves
 python -m bench --only trigger,batch
-python -m bench --only trigger,e2e-api --write-docs   measure those keys, replace only their figures in docs/performance.md
+python -m bench --only trigger,e2e-api --write-docs   replace only those keys' figures in docs/performance.md
 python -m bench --only logs --size medium    quick, medium or full sizes (bench/context.py)
 python -m bench --render        the last run's figures again, with bench/findings.py as it is now
 """
@@ -27,7 +27,9 @@ os.environ.setdefault("RUNYARD_VAR", str(BASE_DIR / "var" / "bench"))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes; does not write docs/performance.md")
-    parser.add_argument("--only", default="", help="comma-separated keys; writes docs/performance.md only with --write-docs")
+    parser.add_argument(
+        "--only", default="", help="comma-separated keys; writes docs/performance.md only with --write-docs"
+    )
     parser.add_argument(
         "--write-docs",
         action="store_true",

@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--write-docs goes with --only (a full run rewrites docs/performance.md anyway)")
     docs = BASE_DIR / "docs" / "performance.md"
     if args.render:
-        text = runner.render_last()
-        (out or BASE_DIR / "docs" / "performance.md").write_text(text)
+        target = out or docs
+        # The last run of some keys only (--only) replaces just those in an existing page.
+        partial = runner.last_keys() < set(runner.BENCHMARKS) and target.exists()
+        target.write_text(runner.merge_last(target.read_text()) if partial else runner.render_last())
         return 0
     command = "python -m bench" + (" --quick" if args.quick else "") + (f" --only {args.only}" if args.only else "")
     command += " --write-docs" if args.write_docs else ""

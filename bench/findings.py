@@ -160,22 +160,28 @@ FINDINGS = """
 - *The old plain Celery baseline measured the sender.* It was 433 tasks/s where
   ARCHITECTURE.md says 1,000 to 1,300. Timed in the bench process at a load average of 6 to 8:
   `.delay()` alone, with no worker, managed about 500 to 540 calls a second, from one thread or
-  from 16 alike (the GIL), so a round of "send then wait" is bound by its sending. A worker at
-  `-l info` (what `up` starts) also logs two lines per task; at `-l warning` it drained a queue
-  filled beforehand several times faster in the same session (noisy: one run each). The figures
-  keep up's worker command on both sides, so the ratios compare like with like; the absolute
-  Celery rate is the sender's and the machine's, not Celery's best.
+  from 16 alike (the GIL). The worker matters more: `up` starts it at `-l info`, which logs two
+  lines per task. In one session (load average 6 to 8, one run each) the e2e-api baseline's
+  plain `.delay()` from 16 threads finished 2,603 tasks at 111 a second with that worker, and
+  2,356 at 391 a second with the same worker at `-l warning`. The figures keep up's worker
+  command on both sides, so the ratios compare like with like; the absolute Celery rate is
+  that worker's on a shared machine, not Celery's best.
 - *End to end over the API*, 16 clients each sending single triggers: 75 runs/s against 418
-  tasks/s of plain `.delay()` from 16 threads (0.18x, `--size quick`, load 1.0); in-process
-  single `tasks.trigger` from 16 threads 148 runs/s (0.36x). The targets (0.30x, 0.50x) belong to
-  the trigger-path and engine work of the same issue; these figures are what they are judged by.
+  tasks/s of plain `.delay()` from 16 threads (0.18x, `--size quick`, load 1.0), and 72 against
+  139 (0.52x) in a second quick run at load 5, where the shared machine slowed the plain worker
+  most; in-process single `tasks.trigger` from 16 threads 148 runs/s (0.36x) and 63 (0.46x).
+  One round a side at quick size: the medians of full runs on a quiet machine decide. The
+  targets (0.30x, 0.50x) belong to the trigger-path and engine work of the same issue; these
+  figures are what they are judged by.
 - *Two web processes* (`up --web-processes 2`: up binds the port once and hands the socket to
   both daphnes with `--fd`; they accept from one kernel queue) served 1.21x the triggers of one
-  daphne (134 against 111 a second, `--size quick`). The CPU profile of that round says why not
-  1.6x on this machine: the two daphnes used 1.15 of the 2 cores, the engine 0.27 and
-  PostgreSQL 0.32 (wrk 0.02), so the cores were full with the other sessions' load on top. A
-  trigger costs the engine and PostgreSQL about as much again as the web, and they stay on the
-  same two cores; the 1.6x target needs 4 cores, where the bench applies it.
+  daphne in a quick run at load 1.5 (134 against 111 a second), and 0.83x at load 5 to 8. The
+  CPU profile of the first run's 2-process round says why not 1.6x on this machine: the two
+  daphnes used 1.15 of the 2 cores, the engine 0.27 and PostgreSQL 0.32 (wrk 0.02), so the
+  cores were full; in the second, our processes had 0.9 of the 2 cores and other sessions the
+  rest. A trigger costs the engine and PostgreSQL about half as much again as the web, on the
+  same two cores; the 1.6x target needs 4 cores, where the bench applies it (the profile line
+  under the figure now also shows what the rest of the machine used).
 - *Nothing lost*: every figure that triggers checks that each 200 is one distinct run (and, end
   to end, COMPLETED with one completed attempt), and 20 triggers each found committed the
   moment their 200 arrived. `--only K1,K2 --write-docs` now replaces only those keys in this

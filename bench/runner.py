@@ -90,3 +90,8 @@ def postgres_version() -> str:
 def merge_last(existing: str) -> str:
     """existing (docs/performance.md) with the last run's keys replaced by its figures."""
     return report.merge(existing, report.Run.read(settings.VAR_DIR / LAST_RUN), list(BENCHMARKS))
+
+
+def last_keys() -> set[str]:
+    """The keys the last run measured."""
+    return {fig.key for fig in report.Run.read(settings.VAR_DIR / LAST_RUN).figures}

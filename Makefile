@@ -17,7 +17,7 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 run: deps
 	$(PY) manage.py up
 
-test: deps node-deps chromium
+test: deps node-deps chromium wrk
 	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \
 	$(BIN)/ruff check .; \
 	$(BIN)/ruff format --check .; \

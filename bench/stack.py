@@ -4,7 +4,7 @@ Every benchmark gets a fresh database cloned from a template that was migrated o
 `python -m bench` (with a superuser and a dev API key), on the PostgreSQL of RUNYARD_VAR
 (or DATABASE_URL), and an empty Redis. Web, worker and engine are started with exactly the
 commands `manage.py up` uses (dashboard.management.launcher), with DJANGO_SETTINGS_MODULE
-set to bench.settings so the web process also serves the bare view /bench/ping/.
+set to bench.settings (Runyard's, with the bench's Celery adoption list).
 """
 
 from __future__ import annotations

@@ -175,7 +175,9 @@ FINDINGS = """
   figures are what they are judged by.
 - *Two web processes* (`up --web-processes 2`: up binds the port once and hands the socket to
   both daphnes with `--fd`; they accept from one kernel queue) served 1.21x the triggers of one
-  daphne in a quick run at load 1.5 (134 against 111 a second), and 0.83x at load 5 to 8. The
+  daphne in a quick run at load 1.5 (134 against 111 a second), 1.49x at load 0.2 (136 against
+  92; the profile: daphnes 1.15 cores, engine 0.28, PostgreSQL 0.34, wrk 0.02, other sessions
+  0.17, so 1.96 of 2 cores busy), and 0.83x at load 5 to 8. The
   CPU profile of the first run's 2-process round says why not 1.6x on this machine: the two
   daphnes used 1.15 of the 2 cores, the engine 0.27 and PostgreSQL 0.32 (wrk 0.02), so the
   cores were full; in the second, our processes had 0.9 of the 2 cores and other sessions the

@@ -12,12 +12,12 @@ TEST_VAR ?= $(CURDIR)/var/test
 STOP_SERVERS := $(PY) -W ignore -c "import pathlib, sys; from dashboard import embedded; embedded.stop_all(pathlib.Path(sys.argv[1]))"
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: run test lint fmt deps node-deps chromium clean bench
+.PHONY: run test lint fmt deps node-deps chromium wrk clean bench
 
 run: deps
 	$(PY) manage.py up
 
-test: deps node-deps chromium
+test: deps node-deps chromium wrk
 	export RUNYARD_VAR=$(TEST_VAR); trap '$(STOP_SERVERS) $(TEST_VAR)' EXIT; set -ex; \
 	$(BIN)/ruff check .; \
 	$(BIN)/ruff format --check .; \
@@ -27,8 +27,9 @@ test: deps node-deps chromium
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Every benchmark, then docs/performance.md rewritten (bench/; 15 to 30 minutes on 2 cores).
+# Some figures: make bench BENCH_ARGS="--only trigger,e2e-api --write-docs" (replaces only theirs).
 BENCH_VAR ?= $(CURDIR)/var/bench
-bench: deps
+bench: deps wrk
 	export RUNYARD_VAR=$(BENCH_VAR); trap '$(STOP_SERVERS) $(BENCH_VAR)' EXIT; \
 	$(PY) -m bench $(BENCH_ARGS)
 
@@ -64,6 +65,12 @@ chromium:
 	@test -x /usr/bin/chromium || { \
 		$(SUDO) apt-get update && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends chromium; }
+
+# The C HTTP load generator of the benchmarks' HTTP figures (bench/wrk.py).
+wrk:
+	@command -v wrk >/dev/null || { \
+		$(SUDO) apt-get update && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends wrk; }
 
 # Stops the embedded servers of var/ and var/*/ before deleting their files.
 clean:

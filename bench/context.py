@@ -13,8 +13,8 @@ from bench.stack import Template
 class Sizes:
     http_seconds: float  # one round of the HTTP load generator
     http_rounds: int  # rounds of each side (baseline and target alternate)
-    http_processes: int
-    http_connections: int  # per client process
+    http_threads: int  # of the load generator (wrk -t)
+    http_connections: int  # keep-alive connections in all (wrk -c)
     batch_items: int
     batch_rounds: int
     e2e_runs: int
@@ -38,8 +38,8 @@ class Sizes:
 FULL = Sizes(
     http_seconds=8,
     http_rounds=3,
-    http_processes=4,
-    http_connections=2,
+    http_threads=2,
+    http_connections=16,
     batch_items=1000,
     batch_rounds=5,
     e2e_runs=2000,  # a rate: a round long enough that its start (the first batch's insert) weighs little
@@ -63,8 +63,8 @@ FULL = Sizes(
 QUICK = Sizes(
     http_seconds=3,
     http_rounds=2,
-    http_processes=4,
-    http_connections=2,
+    http_threads=2,
+    http_connections=16,
     batch_items=1000,
     batch_rounds=2,
     e2e_runs=300,
@@ -92,8 +92,8 @@ MEDIUM = dataclasses.replace(FULL, dashboard_large=100_000, e2e_runs=500, e2e_ro
 TINY = Sizes(
     http_seconds=0.5,
     http_rounds=1,
-    http_processes=1,
-    http_connections=1,
+    http_threads=1,
+    http_connections=2,
     batch_items=5,
     batch_rounds=1,
     e2e_runs=3,

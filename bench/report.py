@@ -111,3 +111,69 @@ def render(run: Run) -> str:
         lines.append("")
     lines += ["## What was found and changed", "", findings.FINDINGS.strip(), ""]
     return "\n".join(lines)
+
+
+@dataclass
+class Parts:
+    """docs/performance.md cut where a partial run replaces it: per key, rows and sections."""
+
+    header: list[str]
+    table_head: list[str]
+    rows: dict[str, list[str]]
+    sections: dict[str, list[str]]
+    tail: list[str]  # "## What was found and changed" to the end
+
+
+TABLE_HEAD = "| key | figure |"
+MEASURED = "## How each figure is measured"
+FOUND = "## What was found and changed"
+REMEASURED = "- Re-measured: "
+
+
+def cut(text: str) -> Parts:
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(TABLE_HEAD))
+    rows: dict[str, list[str]] = {}
+    end = start + 2
+    while end < len(lines) and lines[end].startswith("| "):
+        rows.setdefault(lines[end].split("|")[1].strip(), []).append(lines[end])
+        end += 1
+    sections: dict[str, list[str]] = {}
+    found = lines.index(FOUND)
+    current: list[str] | None = None
+    for line in lines[lines.index(MEASURED) + 1 : found]:
+        if line.startswith("### "):
+            current = sections.setdefault(line[4:].strip(), [])
+        if current is not None:
+            current.append(line)
+    return Parts(lines[:start], lines[start : start + 2], rows, sections, lines[found:])
+
+
+def merge(existing: str, run: Run, order: list[str]) -> str:
+    """existing (docs/performance.md) with the table rows and sections of the keys `run`
+    measured replaced by its figures; the other keys stay as they were, and the header says
+    which keys were measured again, when."""
+    old, new = cut(existing), cut(render(run))
+    keys = list(new.rows)
+    header = [line for line in old.header if not _superseded(line, set(keys))]
+    while header and not header[-1]:
+        header.pop()
+    quick = " (quick mode: small sizes)" if run.quick else ""
+    header += [
+        f"{REMEASURED}{', '.join(keys)} on {run.machine.when:%Y-%m-%d %H:%M} UTC with `{run.command}`{quick};"
+        f" load average when it started: {run.load}",
+        "",
+    ]
+    every = [*order, *(key for key in [*old.rows, *old.sections] if key not in order)]
+    rows = [line for key in every for line in (new.rows if key in keys else old.rows).get(key, [])]
+    sections = [line for key in every for line in (new.sections if key in keys else old.sections).get(key, [])]
+    lines = [*header, *old.table_head, *rows, "", MEASURED, "", *sections, *new.tail]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _superseded(line: str, keys: set[str]) -> bool:
+    """A re-measure note of the header whose keys are all measured again now."""
+    if not line.startswith(REMEASURED):
+        return False
+    named = line[len(REMEASURED) :].split(" on ", 1)[0]
+    return {key.strip() for key in named.split(",")} <= keys

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "trigger": "bench.trigger_api",
     "batch": "bench.batch",
     "e2e": "bench.end_to_end",
+    "e2e-api": "bench.api_end_to_end",
     "celery": "bench.celery_publish",
     "time": "bench.timing",
     "realtime": "bench.realtime",
@@ -84,3 +85,13 @@ def postgres_version() -> str:
     with stack.admin_connection() as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else "?"
+
+
+def merge_last(existing: str) -> str:
+    """existing (docs/performance.md) with the last run's keys replaced by its figures."""
+    return report.merge(existing, report.Run.read(settings.VAR_DIR / LAST_RUN), list(BENCHMARKS))
+
+
+def last_keys() -> set[str]:
+    """The keys the last run measured."""
+    return {fig.key for fig in report.Run.read(settings.VAR_DIR / LAST_RUN).figures}

@@ -4,7 +4,7 @@ Every benchmark gets a fresh database cloned from a template that was migrated o
 `python -m bench` (with a superuser and a dev API key), on the PostgreSQL of RUNYARD_VAR
 (or DATABASE_URL), and an empty Redis. Web, worker and engine are started with exactly the
 commands `manage.py up` uses (dashboard.management.launcher), with DJANGO_SETTINGS_MODULE
-set to bench.settings so the web process also serves the bare view /bench/ping/.
+set to bench.settings (Runyard's, with the bench's Celery adoption list).
 """
 
 from __future__ import annotations
@@ -116,6 +116,30 @@ class Stack:
             self.wait_for(lambda: launcher.http_answers(f"{self.base_url}/healthz"), "web to answer")
         if "worker" in names:
             self.wait_for(lambda: self._worker_starts() != registered, "the worker to register")
+
+    def start_daphne(self, name: str, app: str = launcher.ASGI_APP, processes: int = 1, **extra_env: str) -> int:
+        """Start another web, serving app with Runyard's daphne command on a port of its own;
+        returns the port. Several processes share one listening socket, as `up --web-processes`."""
+        port = launcher.free_port()
+        procs = launcher.Processes({**self.env, **extra_env})
+        shared = launcher.listen(port) if processes > 1 else None
+        try:
+            fd = shared.fileno() if shared else None
+            argvs = launcher.commands(port, web_fd=fd, web_processes=processes)
+            with (self.log_dir / f"{self.name}-{name}.log").open("a") as out:
+                for web, argv in argvs.items():
+                    if launcher.is_web(web):
+                        procs.start(web, [*argv[:-1], app], out, pass_fds=(fd,) if fd is not None else ())
+        finally:
+            if shared:
+                shared.close()
+        self.processes[name] = procs
+        self.wait_for(lambda: launcher.http_answers(f"http://{launcher.HOST}:{port}/healthz"), f"{name} to answer")
+        return port
+
+    def pids(self, name: str) -> list[int]:
+        """The processes started as name (several for a web of several daphnes)."""
+        return [proc.pid for proc in self.processes[name].running.values()]
 
     def stop(self, *names: str) -> None:
         for name in names or list(self.processes):

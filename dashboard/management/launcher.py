@@ -26,18 +26,29 @@ from django.conf import settings
 from runs import registry
 
 HOST = "127.0.0.1"
+ASGI_APP = "dashboard.asgi:application"
+LISTEN_BACKLOG = 1024  # connections the kernel queues for the web processes to accept
 STOP_GRACE = 10.0  # seconds a process gets to finish after SIGTERM before it is killed
 PR_SET_PDEATHSIG = 1
 # Loaded now: the code that runs between fork and exec must not import or allocate much.
 PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
 
 
-def commands(port: int) -> dict[str, list[str]]:
-    """The command line of each process, by name."""
+def commands(port: int, *, web_fd: int | None = None, web_processes: int = 1) -> dict[str, list[str]]:
+    """The command line of each process, by name.
+
+    With web_fd, web is `web_processes` daphnes (web1, web2, ...) all accepting connections on
+    that one inherited listening socket (see listen()) instead of one daphne binding port.
+    """
     queues = ",".join(registry.worker_queues())
     python = sys.executable
+    daphne = [python, "-m", "daphne"]
+    if web_fd is None:
+        web = {"web": [*daphne, "-b", HOST, "-p", str(port), ASGI_APP]}
+    else:
+        web = {f"web{n}": [*daphne, "--fd", str(web_fd), ASGI_APP] for n in range(1, web_processes + 1)}
     return {
-        "web": [python, "-m", "daphne", "-b", HOST, "-p", str(port), "dashboard.asgi:application"],
+        **web,
         "worker": [python, "-m", "celery", "-A", "dashboard", "worker", "-l", "info", "--concurrency=2", "-Q", queues],
         "engine": [python, str(settings.BASE_DIR / "manage.py"), "engine"],
     }
@@ -52,6 +63,25 @@ def child_env(**extra: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
+
+
+def listen(port: int, host: str = HOST) -> socket.socket:
+    """A listening TCP socket on host:port for several web processes to share.
+
+    Each daphne adopts it with `--fd` (Twisted's AdoptedStreamServerEndpoint) and accepts from
+    the same kernel queue, as gunicorn's workers do: whichever process is free takes the next
+    connection, so N processes use N cores with no balancer in front.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(LISTEN_BACKLOG)
+    return sock
+
+
+def is_web(name: str) -> bool:
+    """Whether the process called name (web, or web1, web2, ... of several) serves HTTP."""
+    return name == "web" or (name.startswith("web") and name[3:].isdigit())
 
 
 def port_in_use(port: int) -> bool:
@@ -90,8 +120,11 @@ class Processes:
         self.running: dict[str, subprocess.Popen[str]] = {}
         self.pumps: list[threading.Thread] = []
 
-    def start(self, name: str, argv: list[str], output: IO[str] | Callable[[str], None]) -> None:
-        """Start argv; its output goes to a file, or line by line to a callable."""
+    def start(
+        self, name: str, argv: list[str], output: IO[str] | Callable[[str], None], pass_fds: tuple[int, ...] = ()
+    ) -> None:
+        """Start argv; its output goes to a file, or line by line to a callable. pass_fds: file
+        descriptors the child inherits under the same numbers (a shared listening socket)."""
         stdout: IO[str] | int = subprocess.PIPE if callable(output) else output
         proc = subprocess.Popen(
             argv,
@@ -103,6 +136,7 @@ class Processes:
             text=True,
             errors="replace",
             start_new_session=True,
+            pass_fds=pass_fds,
             preexec_fn=_die_with_parent,
         )
         self.running[name] = proc

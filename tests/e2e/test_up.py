@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import re
 import shutil
@@ -33,14 +34,14 @@ READY_LINE = "Press Ctrl-C to stop."
 class Up:
     """`manage.py up` running on var_dir and port, its output in a file."""
 
-    def __init__(self, var_dir: Path, port: int) -> None:
+    def __init__(self, var_dir: Path, port: int, *args: str) -> None:
         self.output = var_dir.parent / f"{var_dir.name}-up-{time.monotonic_ns()}.log"
         env = {**os.environ, "RUNYARD_VAR": str(var_dir), "PORT": str(port), "PYTHONUNBUFFERED": "1"}
         for name in ("DATABASE_URL", "REDIS_URL"):
             env.pop(name, None)  # the embedded servers are part of what is under test
         with self.output.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(settings.BASE_DIR / "manage.py"), "up"],
+                [sys.executable, str(settings.BASE_DIR / "manage.py"), "up", *args],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
@@ -148,3 +149,56 @@ def test_up_serves_then_ctrl_c_stops_everything_and_a_restart_reuses_the_data(va
         wait_until_gone(started)
     finally:
         kill_leftovers(second)
+
+
+def daphnes(up: Up) -> list[psutil.Process]:
+    return [p for p in psutil.Process(up.proc.pid).children(recursive=True) if "daphne" in p.cmdline()]
+
+
+def serving_pid(client: http.client.HTTPConnection, candidates: list[psutil.Process]) -> int | None:
+    """The web process holding the other end of client's connection."""
+    assert client.sock is not None
+    local_port = client.sock.getsockname()[1]
+    for proc in candidates:
+        if any(conn.raddr and conn.raddr.port == local_port for conn in proc.net_connections("tcp")):
+            return proc.pid
+    return None
+
+
+def test_up_with_two_web_processes_serves_the_port_from_both(var_dir: Path) -> None:
+    port = launcher.free_port()
+    up = Up(var_dir, port, "--web-processes", "2")
+    clients: list[http.client.HTTPConnection] = []
+    try:
+        up.banner()
+        webs = daphnes(up)
+        assert len(webs) == 2, [p.cmdline() for p in webs]
+        assert all("--fd" in p.cmdline() for p in webs)  # one socket, bound by up, shared
+        served: set[int | None] = set()
+        # Both accept from the one kernel queue; which takes a connection is the scheduler's
+        # choice, so keep connections open until each process has answered one.
+        while len(served - {None}) < 2:
+            assert len(clients) < 200, f"only {served} answered 200 connections"
+            client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            client.request("GET", "/healthz")
+            assert client.getresponse().read() and client.sock is not None
+            clients.append(client)
+            served.add(serving_pid(client, webs))
+        assert served - {None} == {p.pid for p in webs}
+        started = up.started_pids(var_dir)
+
+        assert up.ctrl_c() == 0, up.text()
+        wait_until_gone(started)
+    finally:
+        for client in clients:
+            client.close()
+        kill_leftovers(up)
+
+
+def test_up_refuses_zero_web_processes(var_dir: Path) -> None:
+    up = Up(var_dir, launcher.free_port(), "--web-processes", "0")
+    try:
+        assert up.proc.wait(timeout=STOP_TIMEOUT) != 0
+        assert "--web-processes: must be at least 1, not 0" in up.text()
+    finally:
+        kill_leftovers(up)

@@ -7,6 +7,7 @@ on Ctrl-C, SIGTERM or the death of any child stops them all, then the embedded s
 
 from __future__ import annotations
 
+import argparse
 import os
 import secrets
 import signal
@@ -43,11 +44,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 8000))
+        parser.add_argument(
+            "--web-processes",
+            type=positive,
+            default=1,
+            help="daphne processes serving the port, sharing one listening socket (default 1; one per core)",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        port = options["port"]
+        port, web_processes = options["port"], options["web_processes"]
         try:
-            failure = self.serve(port, self.prepare(port))
+            failure = self.serve(port, self.prepare(port), web_processes)
         except KeyboardInterrupt:
             failure = ""  # Ctrl-C before the children started
         finally:
@@ -66,19 +73,27 @@ class Command(BaseCommand):
         self.say("Database migrated.")
         return banner(port, ensure_admin(settings.VAR_DIR), ensure_dev_key(settings.VAR_DIR))
 
-    def serve(self, port: int, text: str) -> str:
+    def serve(self, port: int, text: str, web_processes: int = 1) -> str:
         """Run the children until a signal (returns "") or a child's death (returns why)."""
         stopping = stop_on_signals()
         started = timezone.now()
         processes = launcher.Processes(launcher.child_env())
+        # Several web processes accept on one socket bound here; each daphne inherits it.
+        shared = launcher.listen(port) if web_processes > 1 else None
         try:
-            for name, argv in launcher.commands(port).items():
-                processes.start(name, argv, self.prefixed(name))
+            fds = (shared.fileno(),) if shared else ()
+            argvs = launcher.commands(port, web_fd=fds[0] if fds else None, web_processes=web_processes)
+            for name, argv in argvs.items():
+                processes.start(name, argv, self.prefixed(name), pass_fds=fds if launcher.is_web(name) else ())
+            if shared:
+                shared.close()  # the daphnes hold it now; only they accept
             failure = wait_until_ready(processes, stopping, port, started)
             if not failure and not stopping.is_set():
                 self.say(text)
                 failure = watch(processes, stopping)
         finally:
+            if shared:
+                shared.close()
             self.say("Stopping web, worker and engine...")
             processes.stop()
         return failure
@@ -90,6 +105,14 @@ class Command(BaseCommand):
         with OUTPUT_LOCK:
             self.stdout.write(text)
             self.stdout.flush()
+
+
+def positive(value: str) -> int:
+    """argparse type: an integer of at least 1."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+    return number
 
 
 def stop_on_signals() -> threading.Event:

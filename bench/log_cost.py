@@ -8,14 +8,19 @@ of runs, where the machine's two cores are saturated and the figure is CPU per r
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import statistics
 import time
 from pathlib import Path
 
+import psutil
+from django.conf import settings
+
 from bench import stack
 from bench.context import Context
-from bench.end_to_end import TASK, alternating, runyard_round
+from bench.end_to_end import TASK, Round, alternating, runyard_round
 from bench.report import Figure
 from bench.tasks import LOGGED_LINES
 from runs import engine
@@ -31,8 +36,40 @@ POLL = 0.05
 LATENCY_POLL = 0.0005  # the same for both tasks; a finer poll only takes CPU from the stack
 
 
-def logged_round(bench: stack.Stack, count: int, timeout: float) -> float:
-    return runyard_round(bench, count, timeout, task=LOGGING_TASK)
+PARTS = ("worker", "engine", "postgres")
+
+
+def stack_cpu(bench: stack.Stack) -> dict[str, float]:
+    """CPU seconds each of the stack's processes used so far: the worker and its pool, the
+    engine, and the embedded PostgreSQL (its backends, ended ones included). Unlike a round's
+    time, other work on a shared machine does not move it much."""
+    pids = {"worker": bench.pid("worker"), "engine": bench.pid("engine")}
+    pidfile = settings.VAR_DIR / "pg" / "postmaster.pid"
+    if not os.environ.get("DATABASE_URL") and pidfile.exists():
+        pids["postgres"] = int(pidfile.read_text().split()[0])
+    used = dict.fromkeys(PARTS, 0.0)
+    for part, pid in pids.items():
+        proc = psutil.Process(pid)
+        for each in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = each.cpu_times()
+                used[part] += times.user + times.system + times.children_user + times.children_system
+    return used
+
+
+def cpu_counted(task: str, per_run: list[dict[str, float]], rounds_of: int) -> Round:
+    """A round of `task`'s runs that also appends the stack's CPU seconds per run to per_run
+    (for rounds of `rounds_of` runs: not for the warm-ups)."""
+
+    def measure(bench: stack.Stack, count: int, timeout: float) -> float:
+        before = stack_cpu(bench)
+        seconds = runyard_round(bench, count, timeout, task=task)
+        if count == rounds_of:
+            after = stack_cpu(bench)
+            per_run.append({part: (after[part] - before[part]) / count for part in PARTS})
+        return seconds
+
+    return measure
 
 
 def check_lines(bench: stack.Stack, timeout: float) -> int:
@@ -159,9 +196,12 @@ def run(ctx: Context) -> list[Figure]:
     with stack.stack(KEY, ctx.template, ctx.log_dir) as bench:
         bench.start("engine", "worker")
         single = latencies(bench, max(50, count // 4), timeout)
+        cpu: dict[str, list[dict[str, float]]] = {task: [] for task in SINGLE}
+        rounds = {task: cpu_counted(task, cpu[task], count) for task in SINGLE}
         noops, logged = alternating(
-            bench, runyard_round, logged_round, count=count, rounds=sizes.e2e_rounds, timeout=timeout
+            bench, rounds[TASK], rounds[LOGGING_TASK], count=count, rounds=sizes.e2e_rounds, timeout=timeout
         )
+        alternating(bench, rounds[TASK], rounds[UNCAPTURED], count=count, rounds=sizes.e2e_rounds, timeout=timeout)
         checked = check_lines(bench, timeout)
         profile = in_process_profile(ctx.log_dir)
     base, got = statistics.median(noops) / count, statistics.median(logged) / count
@@ -169,6 +209,11 @@ def run(ctx: Context) -> list[Figure]:
     noop, plain, captured = (statistics.median(single[task]) for task in SINGLE)
     single_ratio = captured / noop
     ours = profile["captured"] - profile["records"]
+    cpu_noop, cpu_plain, cpu_logged = (statistics.median(sum(r.values()) for r in cpu[task]) * 1000 for task in SINGLE)
+    parts = {
+        task: ", ".join(f"{part} {statistics.median(r[part] for r in cpu[task]) * 1000:.2f}" for part in PARTS)
+        for task in SINGLE
+    }
     return [
         Figure(
             key=KEY,
@@ -211,6 +256,12 @@ def run(ctx: Context) -> list[Figure]:
                 f"logging: {LOGGING_TASK} ({LOGGED_LINES} x `log.info('step %d done', n)`), s: "
                 + ", ".join(f"{s:.2f}" for s in logged),
                 f"no-op: {TASK}, s: " + ", ".join(f"{s:.2f}" for s in noops),
+                f"CPU of the stack (worker and pool, engine, PostgreSQL) per run, ms (medians of the rounds):"
+                f" no-op {cpu_noop:.2f}, logging with the capture paused {cpu_plain:.2f}, logging {cpu_logged:.2f};"
+                f" logging itself adds {cpu_plain - cpu_noop:.2f} ({(cpu_plain - cpu_noop) / cpu_noop:.0%}),"
+                f" Runyard's capture and write {cpu_logged - cpu_plain:.2f}"
+                f" ({(cpu_logged - cpu_plain) / cpu_noop:.0%}); by process (ms per run): "
+                + "; ".join(f"{task}: {parts[task]}" for task in SINGLE),
                 f"checked: all {checked:,} logging runs COMPLETED with exactly {LOGGED_LINES} lines each, no-op"
                 " runs with none",
             ],

@@ -123,17 +123,29 @@ making the records, a copy of the worker's console handler, the capture, and the
 After the rounds every bench-log100 run must have exactly 100 lines and the other runs none.
 
 **Verdict (session 13): the 1.2x target is out of reach, and not only because of Runyard.**
-Figures of three runs on the shared machine (load average 7 to 12 on 2 cores), quick, quick and
-medium: a logging run took 1.42x, 1.43x and 1.60x a no-op run end to end. Logging the same lines
-with the capture paused took 1.15x, 1.17x and 1.26x: Python's logging itself (0.65 ms of CPU per
-100 records made, 2.0 ms more for the worker printing them at `-l info`) takes 15% to 26% of a
-no-op run, most or all of the 20% budget, before Runyard does anything. In CPU of the stack per
-run (medium): no-op 7.4 ms, logging itself +1.5 ms, Runyard's capture and write +12.1 ms (worker
-+8.0, PostgreSQL +3.2). In-process, the capture costs 6.8 µs a line (9 µs before this session's
-change to the handler) and the write of 100 lines 1.2 ms of client CPU and about 2 ms with the
-server's part, so most of the worker's +8.0 ms is not in those parts and is not explained yet;
-profiling inside the pool process is the next step. The write stays in the completion's
-transaction: a run seen COMPLETED has all its lines (docs/logs.md, "What logging costs").
+Four runs on the shared machine. Three were at a load average of 7 to 12 on 2 cores (quick,
+quick, medium): a logging run took 1.42x, 1.43x and 1.60x a no-op run end to end, and with the
+capture paused 1.15x, 1.17x and 1.26x. The fourth was quick at 2.5 to 3.5: 1.34x (50.7 ms against
+38.0 ms), and 1.16x (43.9 ms) with the capture paused.
+- *Python's logging itself* costs 0.65 ms of CPU to make 100 records and 2.0 ms more for the
+  worker to print them at `-l info`. That is 15% to 26% of a no-op run end to end: most or all
+  of the 20% budget, before Runyard does anything.
+- *Runyard's part* added 18% end to end in the quieter run (6.8 ms). In CPU of the stack per
+  run, that run gave: no-op 5.4 ms, logging itself +6.0, capture and write +3.4 (worker +2.5,
+  PostgreSQL +1.2). The loaded medium run gave: no-op 7.4, logging itself +1.5, capture and
+  write +12.1 (worker +8.0). The CPU split moves with the load, so it is evidence of size, not
+  a precise figure.
+- *In-process*, the capture costs 5.9 to 6.8 µs a line. The handler alone went from 6.9 µs to
+  3.8 µs this session (thread-local defaults, no set operation for a record without `extra`).
+  The write of 100 lines takes 0.9 to 1.2 ms of client CPU and about 2 ms with the server's
+  part.
+- *Tried, not kept*: lines and summary in one statement (`INSERT ... SELECT FROM unnest(...)`,
+  server-side binding) instead of a COPY and an upsert took 2.3 ms against 1.5 ms, and 1.1 ms
+  of CPU against 0.7. One `execute` instead of `executemany` for a single summary made no
+  difference.
+- *The write stays in the completion's transaction*, so a run seen COMPLETED has all its lines
+  (docs/logs.md, "What logging costs"). Moving it after the completion would save its 1 to
+  3 ms of latency, but none of its CPU.
 """,
 }
 

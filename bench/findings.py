@@ -135,12 +135,49 @@ list with `logs=processing` (every run), `logs=chargeback`, `logs=xylophone` (no
 fill.
 """,
     "logcost": """
-The end-to-end benchmark's stack (one worker, `--concurrency=2` prefork, one engine, a fresh
-database). Rounds alternate between `bench-noop` runs and `bench-log100` runs, a task that logs
-100 INFO lines (`log.info("step %d done", n)`) and returns; each round triggers the same count in
-batches of 1,000 and ends when none of the dev environment's runs is unfinished. The figure is
-the median round time per run. After the rounds the benchmark checks that every bench-log100
-run has a summary of exactly 100 lines and that runs_runlog holds exactly those lines.
+The end-to-end benchmark's stack (one worker, `--concurrency=2` prefork at `-l info`, one engine,
+a fresh database) and three tasks: `bench-noop`; `bench-log100`, which logs 100 INFO lines
+(`log.info("step %d done", n)`) and returns; and `bench-log100-uncaptured`, the same lines with
+the run's capture paused (`runs.logcapture.paused()`), which is what logging costs without
+Runyard (the records made, the worker printing them to its log).
+
+*logcost*: single runs of the three, interleaved one by one, each from its in-process trigger
+until a poll of its row sees COMPLETED (the lines commit with the completion). Each run is
+triggered 100 ms (twice the engine's WAKE_GAP) after the one before finished: back to back, each
+waited for the engine's next tick, about 50 ms on both sides, which hid the lines' cost (1.22x
+then, 55.5 ms against 45.4 ms). The figure is the ratio of the medians, logging over no-op.
+*logcost-rate*: alternating rounds of bursts (no-op against logging, then no-op against logging
+with the capture paused), each ending when no run of the dev environment is unfinished, with the
+CPU the stack's processes used per run (psutil: worker and pool, engine, the embedded PostgreSQL
+and its backends). CPU per run moves far less than time with the load of a shared machine. An
+in-process profile adds each part's CPU (this thread's, `time.thread_time`) for 100 lines:
+making the records, a copy of the worker's console handler, the capture, and the write.
+After the rounds every bench-log100 run must have exactly 100 lines and the other runs none.
+
+**Verdict (session 13): the 1.2x target is out of reach, and not only because of Runyard.**
+Four runs on the shared machine. Three were at a load average of 7 to 12 on 2 cores (quick,
+quick, medium): a logging run took 1.42x, 1.43x and 1.60x a no-op run end to end, and with the
+capture paused 1.15x, 1.17x and 1.26x. The fourth was quick at 2.5 to 3.5: 1.34x (50.7 ms against
+38.0 ms), and 1.16x (43.9 ms) with the capture paused.
+- *Python's logging itself* costs 0.65 ms of CPU to make 100 records and 2.0 ms more for the
+  worker to print them at `-l info`. That is 15% to 26% of a no-op run end to end: most or all
+  of the 20% budget, before Runyard does anything.
+- *Runyard's part* added 18% end to end in the quieter run (6.8 ms). In CPU of the stack per
+  run, that run gave: no-op 5.4 ms, logging itself +6.0, capture and write +3.4 (worker +2.5,
+  PostgreSQL +1.2). The loaded medium run gave: no-op 7.4, logging itself +1.5, capture and
+  write +12.1 (worker +8.0). The CPU split moves with the load, so it is evidence of size, not
+  a precise figure.
+- *In-process*, the capture costs 5.9 to 6.8 µs a line. The handler alone went from 6.9 µs to
+  3.8 µs this session (thread-local defaults, no set operation for a record without `extra`).
+  The write of 100 lines takes 0.9 to 1.2 ms of client CPU and about 2 ms with the server's
+  part.
+- *Tried, not kept*: lines and summary in one statement (`INSERT ... SELECT FROM unnest(...)`,
+  server-side binding) instead of a COPY and an upsert took 2.3 ms against 1.5 ms, and 1.1 ms
+  of CPU against 0.7. One `execute` instead of `executemany` for a single summary made no
+  difference.
+- *The write stays in the completion's transaction*, so a run seen COMPLETED has all its lines
+  (docs/logs.md, "What logging costs"). Moving it after the completion would save its 1 to
+  3 ms of latency, but none of its CPU.
 """,
 }
 

@@ -11,6 +11,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 
+from runs import logcapture
 from runs.registry import task
 
 PLAIN_DONE_KEY = "bench:plain-noop:done"
@@ -29,6 +30,14 @@ def bench_log100(payload: Any) -> None:
     """The no-op, logging LOGGED_LINES short INFO lines through `logging` first."""
     for n in range(LOGGED_LINES):
         log.info("step %d done", n)
+
+
+@task(id="bench-log100-uncaptured")
+def bench_log100_uncaptured(payload: Any) -> None:
+    """The same lines with the run's capture paused: what logging costs without Runyard."""
+    with logcapture.paused():
+        for n in range(LOGGED_LINES):
+            log.info("step %d done", n)
 
 
 @shared_task(name="bench.plain_noop", acks_late=True, ignore_result=True)

@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 LINE = tuple[int, float, int, str, str, str | None]  # seq, at, level, logger, message, extra (JSON)
 # Attributes every LogRecord has: the others are the `extra` fields of the logging call.
-STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)))
+STANDARD_ATTRIBUTES = RECORD_ATTRIBUTES | {"message", "asctime"}
 REDACTED = "[REDACTED]"
 # A line printed without a newline is cut into lines of this many characters.
 MAX_PARTIAL = 64 * 1024
@@ -52,7 +53,18 @@ MAX_WORDS_BYTES = 900_000
 PENDING_WAKE = 1000  # lines waiting in one attempt that wake the writer before its interval
 
 _current: ContextVar[Capture | None] = ContextVar("runyard_log_capture", default=None)
-_here = threading.local()  # .active while a proxy hands a write on; .record: the last record taken
+
+
+class _Here(threading.local):
+    """Per thread: `active` while a proxy hands a write on; `record`: the last record taken.
+    Class defaults, so reading them raises no AttributeError inside getattr (a third of what
+    the handler cost a record)."""
+
+    active = False
+    record: logging.LogRecord | None = None
+
+
+_here = _Here()
 
 
 class Redactor:
@@ -286,6 +298,17 @@ def current() -> Capture | None:
     return _current.get()
 
 
+@contextmanager
+def paused() -> Iterator[None]:
+    """Nothing logged or printed inside is the attempt's (bench/log_cost.py measures logging
+    itself with it)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 class CaptureHandler(logging.Handler):
     """Hands every record logged during an attempt (by any logger) to the attempt's Capture."""
 
@@ -294,9 +317,9 @@ class CaptureHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> bool:
         # No handler lock: a Capture has its own, and most records are outside any attempt.
         capture = _current.get()
-        if capture is None or getattr(_here, "active", False):
+        if capture is None or _here.active:
             return False
-        if record.levelno < self.level or getattr(_here, "record", None) is record:
+        if record.levelno < self.level or _here.record is record:
             return False  # below the level, or met already on a logger further down
         _here.record = record
         self.emit_to(capture, record)
@@ -319,8 +342,10 @@ class CaptureHandler(logging.Handler):
         if record.stack_info:
             message = f"{message}\n{record.stack_info}"
         fields = vars(record)
-        names = fields.keys() - STANDARD_ATTRIBUTES  # a set operation: most records have none
-        extra = {name: fields[name] for name in names} if names else None
+        extra = None
+        if len(fields) > len(RECORD_ATTRIBUTES):  # most records have no extra field: no set operation
+            names = fields.keys() - STANDARD_ATTRIBUTES
+            extra = {name: fields[name] for name in names} if names else None
         capture.add(record.created, record.levelno, record.name, message, extra)
 
 
@@ -333,7 +358,7 @@ class StreamProxy:
 
     def write(self, text: str) -> int:
         capture = _current.get()
-        if capture is not None and text and not getattr(_here, "active", False):
+        if capture is not None and text and not _here.active:
             capture.write_stream(self._name, self._level, text)
         _here.active = True  # a stream that logs what it is given (Celery's) is not captured twice
         try:

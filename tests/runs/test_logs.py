@@ -4,6 +4,7 @@ limits and redaction (the executor called directly, the engine and PostgreSQL fo
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -66,6 +67,29 @@ def logs_secret(payload: Any) -> None:
     log.info("Authorization: Bearer abcdefgh12345678")
     log.info("connecting to postgresql://app:hunter2@db:5432/app password=s3cret!")
     log.info("card 4111-1111-1111-1111", extra={"token": "abc123456789", "ref": "tok_123456789"})
+
+
+@registry.task(id="test-logs-paused")
+def logs_with_capture_paused(payload: Any) -> None:
+    log.info("kept before")
+    with logcapture.paused():
+        log.info("not the run's")
+        print("not the run's either")
+    log.info("kept after")
+
+
+@registry.task(id="test-logs-formatted-first")
+def logs_through_a_formatting_handler(payload: Any) -> None:
+    formatted = logging.getLogger("tests.formatted")
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - closed below
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    formatted.addHandler(handler)  # runs before the root logger's, so the record has message and asctime
+    try:
+        formatted.info("plain")
+        formatted.info("with a field", extra={"order": 7})
+    finally:
+        formatted.removeHandler(handler)
+        handler.stream.close()
 
 
 def executed(task_id: str, payload: Any = None, **options: Any) -> Run:
@@ -203,6 +227,20 @@ def test_nothing_is_captured_outside_an_attempt(dev: Environment) -> None:
     log.warning("outside any run")
     print("outside any run")
     assert not RunLog.objects.exists()
+
+
+def test_what_is_logged_while_the_capture_is_paused_is_not_the_runs(dev: Environment) -> None:
+    run = executed("test-logs-paused")
+    assert messages(run) == ["kept before", "kept after"]
+    assert [line.seq for line in logs.lines(run.id)] == [1, 2]
+
+
+def test_a_record_formatted_by_an_earlier_handler_has_only_its_own_extra_fields(dev: Environment) -> None:
+    run = executed("test-logs-formatted-first")
+    assert [(line.message, line.extra) for line in logs.lines(run.id)] == [
+        ("plain", None),
+        ("with a field", {"order": 7}),
+    ]
 
 
 def test_prune_deletes_the_logs_with_their_runs(dev: Environment) -> None:

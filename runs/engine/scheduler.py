@@ -6,6 +6,7 @@ processes can run at once without doing the same work twice.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timedelta
 from functools import partial
@@ -29,6 +30,7 @@ from runs.engine.core import (
     ensure_queue,
     finish_attempt,
     mark_queued,
+    prepared_row,
     revoke,
     set_error,
     transition,
@@ -85,11 +87,10 @@ def _due_work(now: datetime) -> dict[str, bool]:
     """
     cutoff = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
     unsealed = now - timedelta(seconds=settings.RUNYARD_BATCH_SEAL_TIMEOUT)
-    with connection.cursor() as cursor:
-        cursor.execute(_DUE_WORK_SQL, {"now": now, "cutoff": cutoff, "unsealed": unsealed})
-        row = cursor.fetchone()
-        names = [column.name for column in cursor.description or []]
-    return dict(zip(names, row or (), strict=True))
+    # Prepared: planning nine EXISTS took about as long as running them, every tick.
+    row = prepared_row(_DUE_WORK_SQL, {"now": now, "cutoff": cutoff, "unsealed": unsealed})
+    assert row is not None
+    return {name: bool(value) for name, value in row.items()}
 
 
 _DUE_WORK_SQL = """
@@ -125,10 +126,9 @@ def next_due(*, after: datetime) -> datetime | None:
     nothing. One statement, each part a min() over its partial index (run_delayed,
     run_expiring, run_deadline, schedule_due; queues, task pauses and environments are few).
     """
-    with connection.cursor() as cursor:
-        cursor.execute(_NEXT_DUE_SQL, {"after": after})
-        row = cursor.fetchone()
-    return row[0] if row else None
+    row = prepared_row(_NEXT_DUE_SQL, {"after": after})  # prepared, as _due_work's
+    due: datetime | None = row["due"] if row else None
+    return due
 
 
 _NEXT_DUE_SQL = """
@@ -142,7 +142,7 @@ SELECT least(
     (SELECT min(resume_at) FROM runs_taskpause WHERE resume_at > %(after)s),
     (SELECT min(resume_at) FROM runs_environment WHERE resume_at > %(after)s),
     (SELECT min(next_fire_at) FROM runs_schedule WHERE next_fire_at > %(after)s)
-)
+) AS due
 """
 
 
@@ -364,6 +364,7 @@ def admit(*, now: datetime) -> int:
 
 
 def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime) -> int:
+    own_transaction = not connection.in_atomic_block  # then it may commit asynchronously (_ADMIT_SQL)
     with transaction.atomic():
         # The queue row lock serialises admission per queue across engine processes; pausing a
         # task or an environment takes it too (runs.engine.pauses), so what this statement
@@ -400,12 +401,19 @@ def _admit_queue(environment_id: int, name: str, keys: list[str], now: datetime)
             if limit is not None:
                 free = min(free, limit - active.get(key, 0))
             if free > 0:
-                admitted += _admit_key(environment_id, name, key, free, now, ticked, skipped)
+                admitted += _admit_key(environment_id, name, key, free, now, ticked, skipped, own_transaction)
         return admitted
 
 
 def _admit_key(
-    environment_id: int, name: str, key: str, free: int, now: datetime, ticked: datetime, skipped: list[str]
+    environment_id: int,
+    name: str,
+    key: str,
+    free: int,
+    now: datetime,
+    ticked: datetime,
+    skipped: list[str],
+    async_commit: bool = False,
 ) -> int:
     """QUEUED -> DEQUEUED for up to `free` runs of one concurrency key, in queue order, but none
     of the `skipped` (paused) tasks, handed to Celery after commit.
@@ -430,6 +438,7 @@ def _admit_key(
                 "skipped": skipped,
                 "actor": ENGINE,
                 "reason": "admitted to a worker",
+                "async_commit": async_commit,
             },
         )
         admitted = cursor.fetchall()
@@ -438,7 +447,7 @@ def _admit_key(
     events.publish_runs_changed(environment_id=environment_id, run_ids=[run_id for run_id, *_ in admitted])
     sends = [
         (run_id, dispatch, celery_queue or registry.celery_queue(machine, region))
-        for run_id, dispatch, machine, region, celery_queue in admitted
+        for run_id, dispatch, machine, region, celery_queue, _ in admitted
     ]
     transaction.on_commit(lambda: _send_to_celery(sends))
     return len(admitted)
@@ -449,6 +458,12 @@ def _admit_key(
 # runs of other tasks behind them in the queue still go (an empty array filters nothing). A run
 # whose TTL ran out is left to expire_runs, though the tick that finds it expired has not come
 # yet.
+#
+# An admission in a transaction of its own commits asynchronously (SET LOCAL synchronous_commit
+# = off, in the statement), sparing the engine a WAL flush per tick, as an attempt's start does
+# (runs.engine.execution). PostgreSQL crashing before the WAL writer flushed it loses only the
+# admission: the run is QUEUED again, its sent message finds it not DEQUEUED and is skipped, and
+# the engine admits it again under the same dispatch number (a message sent twice is harmless).
 _ADMIT_SQL = """
 WITH picked AS (
     SELECT ctid, id, available_at, created_at FROM runs_run
@@ -470,7 +485,9 @@ WITH picked AS (
     INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
     SELECT id, %(now)s, %(queued)s, %(dequeued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM admitted
 )
-SELECT id, dispatch_count, machine, region, celery_queue FROM admitted ORDER BY available_at, created_at, id
+SELECT id, dispatch_count, machine, region, celery_queue,
+    CASE WHEN %(async_commit)s THEN set_config('synchronous_commit', 'off', true) END
+FROM admitted ORDER BY available_at, created_at, id
 """
 
 
@@ -486,10 +503,11 @@ def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
     sent twice is harmless: a run starts once, and its later copies are skipped.
     """
     app = current_app
+    publish = _publish_run if _publish_unobserved() else _send_run
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=SEND_BATCH):
             for run_id, dispatch, queue in sends:
-                _send_run(producer, run_id, dispatch, queue)
+                publish(producer, run_id, dispatch, queue)
     except Exception:
         log.warning("could not send %d runs to Celery in pipelines; sending them one by one", len(sends), exc_info=True)
         with app.producer_or_acquire() as producer:
@@ -498,10 +516,9 @@ def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
 
 
 def _send_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
-    # apply_async, though building and sending through Celery's AMQP layer directly
-    # (create_task_message, send_task_message) costs the engine half as much a send: end to end
-    # was no faster with it. (It was once blamed for workers dying when Redis restarts; that was
-    # Celery 5.7's consumer, see runs/consumer.py.) By name, as runs.tasks imports the engine:
+    # Celery's own send, used when something observes publishing (signals, task-sent events)
+    # and to send again after a failed pipeline; otherwise _publish_run stands in for it. By
+    # name, as runs.tasks imports the engine:
     # send_task is what execute_run.apply_async calls, less the task's own options, of which
     # only ignore_result is not Celery's default (acks_late is the worker's, from the task).
     options: dict[str, Any] = {"declare": []}  # not in celery-types' signature of send_task
@@ -514,3 +531,55 @@ def _send_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
         ignore_result=current_app.conf.task_ignore_result,
         **options,
     )
+
+
+def _publish_run(producer: Any, run_id: str, dispatch: int, queue: str) -> None:
+    """The message apply_async would send for the run, from a copy of one built once per process
+    with only the run's own fields put in (its id, task id and their reprs), published straight
+    to the queue's list: a sixth of apply_async's CPU per message. apply_async (routing, the
+    task's options, create_task_message) was most of the engine's CPU per admitted run, on the
+    two cores its workers share (docs/performance.md). tests/runs/test_admission_send.py holds
+    the two messages equal.
+    """
+    task_id = celery_task_id(run_id, dispatch)
+    args = (run_id,)
+    headers, properties, body = _message_template()
+    producer.publish(
+        (args, {}, body[2]),
+        exchange="",
+        routing_key=queue,
+        serializer="json",
+        headers={**headers, "id": task_id, "root_id": task_id, "argsrepr": repr(args)},
+        declare=[],
+        retry=False,  # as a pipeline's publish is: the caller sends again through apply_async
+        **{**properties, "correlation_id": task_id, "reply_to": current_app.thread_oid},
+    )
+
+
+@functools.cache
+def _message_template() -> tuple[dict[str, Any], dict[str, Any], tuple[Any, ...]]:
+    """Headers, properties and body of an execute_run message, as send_task builds them (the task
+    sets none of these options itself: they are the app's)."""
+    app = current_app
+    message = app.amqp.create_task_message(
+        "-",
+        EXECUTE_RUN,
+        ("-",),
+        {},
+        time_limit=app.conf.task_time_limit,
+        soft_time_limit=app.conf.task_soft_time_limit,
+        ignore_result=app.conf.task_ignore_result,
+        create_sent_event=app.conf.task_send_sent_event,
+    )
+    # Celery's default queues' exchange gives none: the configured default applies (kombu maps it).
+    properties = {**message.properties, "delivery_mode": app.conf.task_default_delivery_mode}
+    return dict(message.headers), properties, message.body
+
+
+def _publish_unobserved() -> bool:
+    """Whether nothing listens to Celery's publish signals or sends task-sent events, which only
+    apply_async's path gives: then _publish_run may stand in for it."""
+    from celery import signals
+
+    quiet = not (signals.before_task_publish.receivers or signals.after_task_publish.receivers)
+    return quiet and not signals.task_sent.receivers and not current_app.conf.task_send_sent_event

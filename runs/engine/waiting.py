@@ -52,9 +52,16 @@ def suspend_run(*, run_id: str, attempt: int, now: datetime | None = None) -> Ru
 
 def child_finished(run: Run, now: datetime) -> None:
     """Called in the transaction that made `run` final: resume parents now free to go on."""
-    for waitpoint in Waitpoint.objects.filter(children__contains=[run.id], resolved_at__isnull=True):
+    children_finished([run.id], now)
+
+
+def children_finished(run_ids: list[str], now: datetime) -> None:
+    """child_finished for runs made final together: one query finds the parents waiting on any
+    of them (the waitpoint_open_children index); each such parent is resolved (and resumed) once."""
+    waits = Waitpoint.objects.filter(children__overlap=run_ids, resolved_at__isnull=True)
+    for parent_id in sorted(set(waits.values_list("run_id", flat=True))):
         # The parent row lock orders this with suspend_run, so no wake-up is lost.
-        parent = Run.objects.select_for_update().get(pk=waitpoint.run_id)
+        parent = Run.objects.select_for_update().get(pk=parent_id)
         if _resolve_open_waitpoints(parent, now) and parent.status == RunStatus.WAITING:
             _resume(parent, now, allowed_from=RunStatus.WAITING)
 

@@ -102,3 +102,110 @@ SELECT done.*,
             WHERE children @> ARRAY[%(run_id)s]::varchar(32)[] AND resolved_at IS NULL) AS awaited
 FROM done
 """.format(done=", ".join(DONE_FIELDS))
+
+
+# Which time-driven steps of a tick have work (scheduler._due_work): the same conditions as the
+# steps' own queries, each an EXISTS over its partial index, in one round trip.
+DUE_WORK_SQL = """
+SELECT
+    EXISTS (SELECT FROM runs_run WHERE status = 'DELAYED' AND delay_until <= %(now)s) AS delayed,
+    EXISTS (
+        SELECT FROM runs_run
+        WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at <= %(now)s AND started_at IS NULL
+    ) AS expiring,
+    EXISTS (
+        SELECT FROM runs_run
+        WHERE status = 'PENDING_VERSION' AND task_identifier IN (SELECT task_id FROM runs_taskdefinition)
+    ) AS pending_version,
+    EXISTS (SELECT FROM runs_run WHERE status = 'DEQUEUED' AND updated_at < %(cutoff)s) AS lost,
+    EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND heartbeat_at < %(cutoff)s) AS stalled,
+    EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND deadline_at <= %(now)s) AS overdue,
+    EXISTS (SELECT FROM runs_batch WHERE status = 'PENDING' AND created_at < %(unsealed)s) AS unsealed,
+    (
+        EXISTS (SELECT FROM runs_queue WHERE resume_at <= %(now)s OR limit_override_until <= %(now)s)
+        OR EXISTS (SELECT FROM runs_taskpause WHERE resume_at <= %(now)s)
+        OR EXISTS (SELECT FROM runs_environment WHERE resume_at <= %(now)s)
+    ) AS queue_controls,
+    EXISTS (SELECT FROM runs_schedule WHERE next_fire_at <= %(now)s) AS schedules
+"""
+
+# When the engine should tick next (scheduler.next_due): each part a min() over its partial index
+# (run_delayed, run_expiring, run_deadline, schedule_due; queues, task pauses and environments are few).
+NEXT_DUE_SQL = """
+SELECT least(
+    (SELECT min(delay_until) FROM runs_run WHERE status = 'DELAYED' AND delay_until > %(after)s),
+    (SELECT min(expires_at) FROM runs_run
+     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at > %(after)s),
+    (SELECT min(deadline_at) FROM runs_run WHERE status = 'EXECUTING' AND deadline_at > %(after)s),
+    (SELECT min(resume_at) FROM runs_queue WHERE resume_at > %(after)s),
+    (SELECT min(limit_override_until) FROM runs_queue WHERE limit_override_until > %(after)s),
+    (SELECT min(resume_at) FROM runs_taskpause WHERE resume_at > %(after)s),
+    (SELECT min(resume_at) FROM runs_environment WHERE resume_at > %(after)s),
+    (SELECT min(next_fire_at) FROM runs_schedule WHERE next_fire_at > %(after)s)
+)
+"""
+
+# DELAYED -> QUEUED for every run whose delay is over (scheduler.promote_delayed).
+# SKIP LOCKED: runs another engine is promoting are its own. Joined on ctid (the row version
+# just locked): a join on id was planned as a nested loop over the whole index while the
+# table's statistics still counted few delayed runs, quadratic in the due runs (a minute for
+# 10,000). In an UPDATE every column reads its value from before the update, as mark_queued
+# does; NULLIF: a ttl of 0 means none. A delayed run that already has an expiry keeps it (a
+# Celery task's `expires` counts from its publishing, and may pass before its delay ends).
+PROMOTE_SQL = """
+WITH due AS (
+    SELECT ctid, id FROM runs_run
+    WHERE status = %(delayed)s AND delay_until <= %(now)s
+    ORDER BY delay_until
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), moved AS (
+    UPDATE runs_run AS run SET
+        status = %(queued)s,
+        updated_at = %(now)s,
+        available_at = run.delay_until - run.priority_ms * interval '1 millisecond',
+        queued_at = coalesce(run.queued_at, run.delay_until),
+        expires_at = CASE
+            WHEN run.queued_at IS NULL
+            THEN coalesce(run.expires_at, run.delay_until + nullif(run.ttl, 0) * interval '1 second')
+            ELSE run.expires_at
+        END
+    FROM due
+    WHERE run.ctid = due.ctid AND run.id = due.id AND run.status = %(delayed)s
+    RETURNING run.id, run.environment_id
+), logged AS (
+    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
+    SELECT id, %(now)s, %(delayed)s, %(queued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM moved
+)
+SELECT id, environment_id FROM moved
+"""
+
+# QUEUED -> DEQUEUED for up to %(free)s runs of one concurrency key (scheduler._admit_key).
+# The run's dispatch number names its Celery task (celery_task_id): RETURNING gives the row as
+# updated, so the new number. Sent in queue order; a paused task's runs are passed over, so the
+# runs of other tasks behind them in the queue still go (an empty array filters nothing). A run
+# whose TTL ran out is left to expire_runs, though the tick that finds it expired has not come
+# yet.
+ADMIT_SQL = """
+WITH picked AS (
+    SELECT ctid, id, available_at, created_at FROM runs_run
+    WHERE environment_id = %(environment)s AND queue = %(queue)s AND concurrency_key = %(key)s
+      AND status = %(queued)s AND available_at <= %(now)s
+      AND (expires_at IS NULL OR expires_at > %(ticked)s OR started_at IS NOT NULL)
+      AND task_identifier <> ALL(%(skipped)s::varchar[])
+    ORDER BY available_at, created_at, id
+    LIMIT %(free)s
+    FOR UPDATE SKIP LOCKED
+), admitted AS (
+    UPDATE runs_run AS run SET
+        status = %(dequeued)s, updated_at = %(now)s, dispatch_count = run.dispatch_count + 1
+    FROM picked
+    WHERE run.ctid = picked.ctid AND run.id = picked.id AND run.status = %(queued)s
+    RETURNING run.id, run.dispatch_count, run.machine, run.region, run.celery_queue,
+        picked.available_at, picked.created_at
+), logged AS (
+    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
+    SELECT id, %(now)s, %(queued)s, %(dequeued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM admitted
+)
+SELECT id, dispatch_count, machine, region, celery_queue FROM admitted ORDER BY available_at, created_at, id
+"""

@@ -48,7 +48,7 @@ class Pending:
         self.lock = threading.Lock()  # guards store and queued
         self.writing = threading.Lock()  # one write at a time: the thread's, or the attempt end's
         # Read at the first use: most tasks never touch their metadata, and the worker's start
-        # of a run does not read it (runs.engine.execution.STARTED_FIELDS).
+        # of a run does not read it (runs.engine.sql.STARTED_FIELDS).
         self._store: dict[str, Any] | None = None
         self.queued: dict[str, list[ops.Operation]] = {target: [] for target in TARGETS}
         self.refused: str = ""  # why the last write was refused, told to the task's next call

@@ -4,7 +4,9 @@ Every status change is a compare-and-set under a row lock, appends a RunEvent an
 publishes after commit. A stale caller (a redelivered Celery message, a late heartbeat)
 finds the run in another status and changes nothing.
 
-    core        transitions, timeline events, shared helpers
+    transitions the one transition path: compare-and-set, timeline events, after-commit effects
+    sql         the engine's hand-written statements, one named constant each
+    core        shared helpers (and the transition names, from transitions)
     triggering  creating runs
     execution   attempts reported by workers
     actions     cancel, reschedule

@@ -9,22 +9,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from runs import events
-from runs.engine.core import (
-    Actor,
-    EngineError,
-    RunNotFound,
-    _resolve_open_waitpoints,
-    _resume,
-    celery_task_id,
-    mark_queued,
-    record,
-    revoke,
-)
+from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, mark_queued, record, revoke
 from runs.engine.core import transition as move
+from runs.engine.transitions import Moved, move_rows
 from runs.engine.triggering import TriggerOptions, trigger
 from runs.engine.waiting import open_children
-from runs.models import Run, RunAttempt, RunEvent, Waitpoint
+from runs.models import Run, RunAttempt, Waitpoint
 from runs.states import ACTIVE_STATUSES, RunStatus, sources_of
 
 
@@ -53,7 +43,7 @@ def try_cancel_run(*, run_id: str, actor: Actor, reason: str = "", now: datetime
     return (run, True) if run is not None else (Run.objects.get(pk=run_id), False)
 
 
-Locked = dict[str, tuple[str, int, int]]  # run id -> (status, dispatch_count, environment_id)
+Locked = dict[str, tuple[str, int, int, str]]  # run id -> (status, dispatch_count, environment_id, queue)
 
 
 def cancel_runs(*, run_ids: list[str], actor: Actor, reason: str = "", now: datetime | None = None) -> list[str]:
@@ -77,9 +67,11 @@ def _lock_cancelable(run_ids: list[str]) -> Locked:
         Run.objects.select_for_update()
         .filter(pk__in=run_ids, status__in=sources_of(RunStatus.CANCELED))
         .order_by("id")
-        .values_list("id", "status", "dispatch_count", "environment_id")
+        .values_list("id", "status", "dispatch_count", "environment_id", "queue")
     )
-    return {run_id: (status, dispatch, environment_id) for run_id, status, dispatch, environment_id in rows}
+    return {
+        run_id: (status, dispatch, environment_id, queue) for run_id, status, dispatch, environment_id, queue in rows
+    }
 
 
 def _open_descendants(frontier: list[str], locked: Locked) -> dict[str, list[str]]:
@@ -124,37 +116,14 @@ def _cancel_plan(
 def _finish_canceled(plan: dict[str, str], locked: Locked, actor: Actor, now: datetime) -> None:
     """What transition and try_cancel_run do after a cancel, for every run of the plan at once."""
     ids = list(plan)
-    Run.objects.filter(pk__in=ids).update(status=RunStatus.CANCELED, updated_at=now, finished_at=now)
-    RunEvent.objects.bulk_create(
-        RunEvent(
-            run_id=run_id, at=now, from_status=locked[run_id][0], to_status=RunStatus.CANCELED, actor=actor, reason=why
-        )
-        for run_id, why in plan.items()
-    )
+    rows = [Moved(run_id, locked[run_id][2], locked[run_id][0], locked[run_id][3]) for run_id in ids]
+    move_rows(rows, RunStatus.CANCELED, actor=actor, now=now, reasons=plan)
     RunAttempt.objects.filter(run_id__in=ids, finished_at__isnull=True).update(
         status=RunStatus.CANCELED, finished_at=now
     )
-    by_environment: dict[int, list[str]] = {}
-    for run_id in ids:
-        by_environment.setdefault(locked[run_id][2], []).append(run_id)
-    for environment_id, changed in by_environment.items():
-        events.publish_runs_changed(environment_id=environment_id, run_ids=changed)
     tasks = [celery_task_id(run_id, locked[run_id][1]) for run_id in ids if locked[run_id][0] in ACTIVE_STATUSES]
     if tasks:
         transaction.on_commit(lambda: _revoke_all(tasks))
-        events.wake_engine()  # slots freed: admit without waiting for the poll
-    _children_finished(ids, now)
-
-
-def _children_finished(run_ids: list[str], now: datetime) -> None:
-    """core.child_finished for many runs made final: one query finds the parents waiting on any
-    of them; each such parent is resolved (and resumed) once."""
-    waits = Waitpoint.objects.filter(children__overlap=run_ids, resolved_at__isnull=True)
-    for parent_id in sorted(set(waits.values_list("run_id", flat=True))):
-        # The parent row lock orders this with suspend_run, so no wake-up is lost.
-        parent = Run.objects.select_for_update().get(pk=parent_id)
-        if _resolve_open_waitpoints(parent, now) and parent.status == RunStatus.WAITING:
-            _resume(parent, now, allowed_from=RunStatus.WAITING)
 
 
 def _revoke_all(task_ids: list[str]) -> None:

@@ -20,7 +20,8 @@ from django.db import connection, transaction
 from django.db.models import Count, OuterRef
 from django.utils import timezone
 
-from runs import events, registry
+from runs import registry
+from runs.engine import sql, transitions
 from runs.engine.batches import reap_unsealed_batches
 from runs.engine.bulk import work_bulk_actions
 from runs.engine.core import (
@@ -88,33 +89,9 @@ def _due_work(now: datetime) -> dict[str, bool]:
     cutoff = now - timedelta(seconds=settings.RUNYARD_WORKER_TIMEOUT)
     unsealed = now - timedelta(seconds=settings.RUNYARD_BATCH_SEAL_TIMEOUT)
     # Prepared: planning nine EXISTS took about as long as running them, every tick.
-    row = prepared_row(_DUE_WORK_SQL, {"now": now, "cutoff": cutoff, "unsealed": unsealed})
+    row = prepared_row(sql.DUE_WORK_SQL, {"now": now, "cutoff": cutoff, "unsealed": unsealed})
     assert row is not None
     return {name: bool(value) for name, value in row.items()}
-
-
-_DUE_WORK_SQL = """
-SELECT
-    EXISTS (SELECT FROM runs_run WHERE status = 'DELAYED' AND delay_until <= %(now)s) AS delayed,
-    EXISTS (
-        SELECT FROM runs_run
-        WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at <= %(now)s AND started_at IS NULL
-    ) AS expiring,
-    EXISTS (
-        SELECT FROM runs_run
-        WHERE status = 'PENDING_VERSION' AND task_identifier IN (SELECT task_id FROM runs_taskdefinition)
-    ) AS pending_version,
-    EXISTS (SELECT FROM runs_run WHERE status = 'DEQUEUED' AND updated_at < %(cutoff)s) AS lost,
-    EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND heartbeat_at < %(cutoff)s) AS stalled,
-    EXISTS (SELECT FROM runs_run WHERE status = 'EXECUTING' AND deadline_at <= %(now)s) AS overdue,
-    EXISTS (SELECT FROM runs_batch WHERE status = 'PENDING' AND created_at < %(unsealed)s) AS unsealed,
-    (
-        EXISTS (SELECT FROM runs_queue WHERE resume_at <= %(now)s OR limit_override_until <= %(now)s)
-        OR EXISTS (SELECT FROM runs_taskpause WHERE resume_at <= %(now)s)
-        OR EXISTS (SELECT FROM runs_environment WHERE resume_at <= %(now)s)
-    ) AS queue_controls,
-    EXISTS (SELECT FROM runs_schedule WHERE next_fire_at <= %(now)s) AS schedules
-"""
 
 
 def next_due(*, after: datetime) -> datetime | None:
@@ -126,24 +103,9 @@ def next_due(*, after: datetime) -> datetime | None:
     nothing. One statement, each part a min() over its partial index (run_delayed,
     run_expiring, run_deadline, schedule_due; queues, task pauses and environments are few).
     """
-    row = prepared_row(_NEXT_DUE_SQL, {"after": after})  # prepared, as _due_work's
+    row = prepared_row(sql.NEXT_DUE_SQL, {"after": after})  # prepared, as _due_work's
     due: datetime | None = row["due"] if row else None
     return due
-
-
-_NEXT_DUE_SQL = """
-SELECT least(
-    (SELECT min(delay_until) FROM runs_run WHERE status = 'DELAYED' AND delay_until > %(after)s),
-    (SELECT min(expires_at) FROM runs_run
-     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at > %(after)s),
-    (SELECT min(deadline_at) FROM runs_run WHERE status = 'EXECUTING' AND deadline_at > %(after)s),
-    (SELECT min(resume_at) FROM runs_queue WHERE resume_at > %(after)s),
-    (SELECT min(limit_override_until) FROM runs_queue WHERE limit_override_until > %(after)s),
-    (SELECT min(resume_at) FROM runs_taskpause WHERE resume_at > %(after)s),
-    (SELECT min(resume_at) FROM runs_environment WHERE resume_at > %(after)s),
-    (SELECT min(next_fire_at) FROM runs_schedule WHERE next_fire_at > %(after)s)
-) AS due
-"""
 
 
 def promote_delayed(*, now: datetime) -> int:
@@ -156,7 +118,7 @@ def promote_delayed(*, now: datetime) -> int:
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            _PROMOTE_SQL,
+            sql.PROMOTE_SQL,
             {
                 "delayed": RunStatus.DELAYED,
                 "queued": RunStatus.QUEUED,
@@ -166,50 +128,9 @@ def promote_delayed(*, now: datetime) -> int:
                 "reason": "delay is over",
             },
         )
-        moved = cursor.fetchall()
-        by_environment: dict[int, list[str]] = {}
-        for run_id, environment_id in moved:
-            by_environment.setdefault(environment_id, []).append(run_id)
-        for environment_id, run_ids in by_environment.items():
-            events.publish_runs_changed(environment_id=environment_id, run_ids=run_ids)
-        if moved:
-            events.wake_engine()
+        moved = [transitions.Moved(run_id, environment_id, RunStatus.DELAYED) for run_id, environment_id in cursor]
+        transitions.moved(moved, RunStatus.QUEUED, now=now)
         return len(moved)
-
-
-# SKIP LOCKED: runs another engine is promoting are its own. Joined on ctid (the row version
-# just locked): a join on id was planned as a nested loop over the whole index while the
-# table's statistics still counted few delayed runs, quadratic in the due runs (a minute for
-# 10,000). In an UPDATE every column reads its value from before the update, as mark_queued
-# does; NULLIF: a ttl of 0 means none. A delayed run that already has an expiry keeps it (a
-# Celery task's `expires` counts from its publishing, and may pass before its delay ends).
-_PROMOTE_SQL = """
-WITH due AS (
-    SELECT ctid, id FROM runs_run
-    WHERE status = %(delayed)s AND delay_until <= %(now)s
-    ORDER BY delay_until
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), moved AS (
-    UPDATE runs_run AS run SET
-        status = %(queued)s,
-        updated_at = %(now)s,
-        available_at = run.delay_until - run.priority_ms * interval '1 millisecond',
-        queued_at = coalesce(run.queued_at, run.delay_until),
-        expires_at = CASE
-            WHEN run.queued_at IS NULL
-            THEN coalesce(run.expires_at, run.delay_until + nullif(run.ttl, 0) * interval '1 second')
-            ELSE run.expires_at
-        END
-    FROM due
-    WHERE run.ctid = due.ctid AND run.id = due.id AND run.status = %(delayed)s
-    RETURNING run.id, run.environment_id
-), logged AS (
-    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
-    SELECT id, %(now)s, %(delayed)s, %(queued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM moved
-)
-SELECT id, environment_id FROM moved
-"""
 
 
 def expire_runs(*, now: datetime) -> int:
@@ -425,7 +346,7 @@ def _admit_key(
     """
     with connection.cursor() as cursor:
         cursor.execute(
-            _ADMIT_SQL,
+            sql.ADMIT_SQL,
             {
                 "environment": environment_id,
                 "queue": name,
@@ -444,51 +365,14 @@ def _admit_key(
         admitted = cursor.fetchall()
     if not admitted:
         return 0
-    events.publish_runs_changed(environment_id=environment_id, run_ids=[run_id for run_id, *_ in admitted])
+    moved = [transitions.Moved(run_id, environment_id, RunStatus.QUEUED) for run_id, *_ in admitted]
+    transitions.moved(moved, RunStatus.DEQUEUED, now=now)
     sends = [
         (run_id, dispatch, celery_queue or registry.celery_queue(machine, region))
         for run_id, dispatch, machine, region, celery_queue, _ in admitted
     ]
     transaction.on_commit(lambda: _send_to_celery(sends))
     return len(admitted)
-
-
-# The run's dispatch number names its Celery task (celery_task_id): RETURNING gives the row as
-# updated, so the new number. Sent in queue order; a paused task's runs are passed over, so the
-# runs of other tasks behind them in the queue still go (an empty array filters nothing). A run
-# whose TTL ran out is left to expire_runs, though the tick that finds it expired has not come
-# yet.
-#
-# An admission in a transaction of its own commits asynchronously (SET LOCAL synchronous_commit
-# = off, in the statement), sparing the engine a WAL flush per tick, as an attempt's start does
-# (runs.engine.execution). PostgreSQL crashing before the WAL writer flushed it loses only the
-# admission: the run is QUEUED again, its sent message finds it not DEQUEUED and is skipped, and
-# the engine admits it again under the same dispatch number (a message sent twice is harmless).
-_ADMIT_SQL = """
-WITH picked AS (
-    SELECT ctid, id, available_at, created_at FROM runs_run
-    WHERE environment_id = %(environment)s AND queue = %(queue)s AND concurrency_key = %(key)s
-      AND status = %(queued)s AND available_at <= %(now)s
-      AND (expires_at IS NULL OR expires_at > %(ticked)s OR started_at IS NOT NULL)
-      AND task_identifier <> ALL(%(skipped)s::varchar[])
-    ORDER BY available_at, created_at, id
-    LIMIT %(free)s
-    FOR UPDATE SKIP LOCKED
-), admitted AS (
-    UPDATE runs_run AS run SET
-        status = %(dequeued)s, updated_at = %(now)s, dispatch_count = run.dispatch_count + 1
-    FROM picked
-    WHERE run.ctid = picked.ctid AND run.id = picked.id AND run.status = %(queued)s
-    RETURNING run.id, run.dispatch_count, run.machine, run.region, run.celery_queue,
-        picked.available_at, picked.created_at
-), logged AS (
-    INSERT INTO runs_runevent (run_id, at, from_status, to_status, actor, reason, data)
-    SELECT id, %(now)s, %(queued)s, %(dequeued)s, %(actor)s, %(reason)s, '{}'::jsonb FROM admitted
-)
-SELECT id, dispatch_count, machine, region, celery_queue,
-    CASE WHEN %(async_commit)s THEN set_config('synchronous_commit', 'off', true) END
-FROM admitted ORDER BY available_at, created_at, id
-"""
 
 
 def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:

@@ -12,7 +12,7 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
-from runs.engine.core import ENGINE, _clear_deadline, _resolve_open_waitpoints, _resume, transition
+from runs.engine.transitions import ENGINE, clear_deadline, resolve_open_waitpoints, resume_parent, transition
 from runs.models import Run, RunAttempt, Waitpoint
 from runs.states import FINAL_STATUSES, RunStatus
 
@@ -36,8 +36,8 @@ def suspend_run(*, run_id: str, attempt: int, now: datetime | None = None) -> Ru
         parent = Run.objects.select_for_update().filter(pk=run_id, status=RunStatus.EXECUTING).first()
         if parent is None or parent.attempt_count != attempt:
             return None
-        if _resolve_open_waitpoints(parent, now):
-            return _resume(parent, now, allowed_from=RunStatus.EXECUTING)
+        if resolve_open_waitpoints(parent, now):
+            return resume_parent(parent, now, allowed_from=RunStatus.EXECUTING)
         RunAttempt.objects.filter(run=parent, number=attempt).update(status=RunStatus.WAITING)
         return transition(
             run_id,
@@ -45,7 +45,7 @@ def suspend_run(*, run_id: str, attempt: int, now: datetime | None = None) -> Ru
             actor=ENGINE,
             now=now,
             allowed_from=[RunStatus.EXECUTING],
-            changes=_clear_deadline,
+            changes=clear_deadline,
             reason="waiting for its child runs",
         )
 
@@ -56,8 +56,8 @@ def resume_ready(*, now: datetime, limit: int = 500) -> int:
     for run_id in Run.objects.filter(status=RunStatus.WAITING).values_list("id", flat=True)[:limit]:
         with transaction.atomic():
             parent = Run.objects.select_for_update().filter(pk=run_id, status=RunStatus.WAITING).first()
-            if parent is not None and _resolve_open_waitpoints(parent, now):
-                count += _resume(parent, now, allowed_from=RunStatus.WAITING) is not None
+            if parent is not None and resolve_open_waitpoints(parent, now):
+                count += resume_parent(parent, now, allowed_from=RunStatus.WAITING) is not None
     return count
 
 

@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from runs import engine, events, registry, worker
-from runs.engine import execution
+from runs.engine import sql
 from runs.models import Run
 from runs.states import RunStatus
 from tests import factories
@@ -105,13 +105,13 @@ def test_the_started_and_completed_runs_hold_the_stored_values_and_load_the_rest
     attempt = engine.start_attempt(run_id=run.id, worker="w1")
     assert attempt is not None
     stored = Run.objects.get(pk=run.pk)
-    for name in execution.STARTED_FIELDS:
+    for name in sql.STARTED_FIELDS:
         assert getattr(attempt.run, name) == getattr(stored, name), name
     assert attempt.run.tags == ["a"] and attempt.run.max_duration == 30  # not returned: loaded when read
     done = engine.complete_attempt(run_id=run.id, attempt=1, output='"x"', output_type="application/json")
     assert done is not None
     stored = Run.objects.get(pk=run.pk)
-    for name in execution.DONE_FIELDS:
+    for name in sql.DONE_FIELDS:
         assert getattr(done, name) == getattr(stored, name), name
     assert (done.status, done.output, done.tags) == (RunStatus.COMPLETED, '"x"', ["a"])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import timedelta
+from functools import lru_cache
 from typing import Any
 
 import redis
@@ -34,14 +35,17 @@ def check_database() -> dict[str, Any]:
 def check_redis() -> dict[str, Any]:
     started = time.monotonic()
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
-        try:
-            client.ping()
-        finally:
-            client.close()
+        _client(settings.REDIS_URL).ping()
     except Exception as exc:  # noqa: BLE001
         return _failed("redis", exc)
     return {"ok": True, "latency_ms": _ms_since(started)}
+
+
+@lru_cache(maxsize=4)
+def _client(url: str) -> redis.Redis:
+    """One client (and connection pool) per Redis URL: a new connection per probe was a good
+    part of a health check's time. redis-py reconnects a dropped connection on its next call."""
+    return redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
 
 
 def check_workers(database_ok: bool) -> dict[str, Any]:

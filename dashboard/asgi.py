@@ -1,6 +1,8 @@
-"""ASGI entry point: HTTP through Django, websockets through Channels (login required)."""
+"""ASGI entry point: the REST API through its lean handler, other HTTP through Django,
+websockets through Channels (login required)."""
 
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -11,11 +13,21 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from dashboard import apihandler  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
+
+api_app = apihandler.ApiHandler()
+
+
+async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/api/v1-3/ and /healthz skip the dashboard's middleware (dashboard.apihandler)."""
+    app = api_app if apihandler.serves(scope["path"]) else django_asgi_app
+    await app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

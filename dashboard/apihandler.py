@@ -15,7 +15,7 @@ from the event loop. The view still returns only after its transaction committed
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import SyncToAsync
 from django.conf import settings
@@ -41,7 +41,7 @@ class ApiHandler(ASGIHandler):
 
     def __init__(self, threads: int | None = None) -> None:
         # One thread per pooled database connection: more would only wait for one.
-        options: dict[str, Any] = settings.DATABASES["default"].get("OPTIONS", {})
+        options = cast(dict[str, Any], settings.DATABASES["default"].get("OPTIONS", {}))
         pool = options.get("pool")
         size = threads or int(pool.get("max_size", 10) if isinstance(pool, dict) else 10)
         self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="runyard-api")

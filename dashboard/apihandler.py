@@ -1,15 +1,17 @@
-"""The REST API's own Django handler: its short middleware chain run in one thread hop.
+"""Django's HTTP handling for daphne in one thread hop a request, and the API's short chain.
 
 Django's ASGIHandler gives every request a ThreadSensitiveContext, so a sync request starts
 a thread of its own, and hops into it three times or more (request_started, the middleware
-chain, response.close and its request_finished). A Bearer-key API needs none of the
-dashboard's sessions, CSRF, login, messages, htmx or static files either. Under load those
-were most of a trigger's CPU in the web process (docs/performance.md, the trigger API).
+chain, response.close and its request_finished), with a hop at each change between async
+and sync middleware. Under load that was most of a request's CPU in the web process, more
+than the view's own work (docs/performance.md, the trigger API). A Bearer-key API needs
+none of the dashboard's sessions, CSRF, login, messages, htmx or static files either.
 
-This handler runs everything sync of a request (the signals, API_MIDDLEWARE and the view,
-closing the response) in one call on a pool of long-lived threads, then sends the response
-from the event loop. The view still returns only after its transaction committed, so the
-200 is still sent after commit.
+OneHopHandler runs everything sync of a request (the signals, the middleware chain and the
+view, closing a response held in memory) in one call on a pool of long-lived threads, then
+sends the response from the event loop; a streaming response is sent as Django sends it.
+ApiHandler is one with settings.API_MIDDLEWARE. A view still returns only after its
+transaction committed, so a trigger's 200 is still sent after commit.
 """
 
 from __future__ import annotations
@@ -36,22 +38,35 @@ def serves(path: str) -> bool:
     return path.startswith(API_PREFIXES) or path in API_PATHS
 
 
-class ApiHandler(ASGIHandler):
-    """ASGIHandler with settings.API_MIDDLEWARE, run sync in one hop per request."""
-
-    def __init__(self, threads: int | None = None) -> None:
-        # One thread per pooled database connection: more would only wait for one.
+def request_threads() -> ThreadPoolExecutor:
+    """The threads requests run on, shared by the handlers: one per pooled database
+    connection (RUNYARD_DB_POOL_SIZE), as more would only wait for one."""
+    global _threads
+    if _threads is None:
         options = cast(dict[str, Any], settings.DATABASES["default"].get("OPTIONS", {}))
         pool = options.get("pool")
-        size = threads or int(pool.get("max_size", 10) if isinstance(pool, dict) else 10)
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="runyard-api")
+        size = int(pool.get("max_size", 10)) if isinstance(pool, dict) else 10
+        _threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="runyard-http")
+    return _threads
+
+
+_threads: ThreadPoolExecutor | None = None
+
+
+class OneHopHandler(ASGIHandler):
+    """ASGIHandler running a request's sync work in one hop on request_threads()."""
+
+    middleware_setting = "MIDDLEWARE"
+
+    def __init__(self) -> None:
+        self.executor = request_threads()
         super().__init__()
 
     def load_middleware(self, is_async: bool = False) -> None:
         # Sync mode: the chain is called from the pool's threads (see _respond).
         original = settings.MIDDLEWARE
         try:
-            settings.MIDDLEWARE = settings.API_MIDDLEWARE
+            settings.MIDDLEWARE = getattr(settings, self.middleware_setting)
             super().load_middleware(is_async=False)
         finally:
             settings.MIDDLEWARE = original
@@ -86,3 +101,9 @@ class ApiHandler(ASGIHandler):
         if not response.streaming:
             response.close()
         return response
+
+
+class ApiHandler(OneHopHandler):
+    """The REST API's handler: settings.API_MIDDLEWARE only."""
+
+    middleware_setting = "API_MIDDLEWARE"

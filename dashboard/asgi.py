@@ -1,5 +1,5 @@
-"""ASGI entry point: the REST API through its lean handler, other HTTP through Django,
-websockets through Channels (login required)."""
+"""ASGI entry point: HTTP through Django in one thread hop a request (the REST API with its
+own short middleware chain), websockets through Channels (login required)."""
 
 import os
 from typing import Any
@@ -7,7 +7,7 @@ from typing import Any
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
-django_asgi_app = get_asgi_application()
+get_asgi_application()  # sets Django up before the imports below
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
@@ -17,11 +17,12 @@ from dashboard import apihandler  # noqa: E402
 from dashboard.routing import websocket_urlpatterns  # noqa: E402
 
 api_app = apihandler.ApiHandler()
+dashboard_app = apihandler.OneHopHandler()
 
 
 async def http_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """/api/v1-3/ and /healthz skip the dashboard's middleware (dashboard.apihandler)."""
-    app = api_app if apihandler.serves(scope["path"]) else django_asgi_app
+    app = api_app if apihandler.serves(scope["path"]) else dashboard_app
     await app(scope, receive, send)
 
 

@@ -118,7 +118,7 @@ def test_the_api_chain_runs_on_its_own_long_lived_threads_one_hop_a_request(key:
             assert call("POST", "/api/v1/tasks/hello-world/trigger", TRIGGER_BODY, key).status == 200
     finally:
         signals.request_started.disconnect(started)
-    assert len(threads) == 3 and all(name.startswith("runyard-api") for name in threads), threads
+    assert len(threads) == 3 and all(name.startswith("runyard-http") for name in threads), threads
 
 
 def test_a_repeated_request_key_through_the_lean_stack_returns_the_first_run(key: str) -> None:
@@ -178,3 +178,20 @@ def test_dashboard_pages_keep_the_full_stack(key: str) -> None:
     page = call("GET", "/runs/")
     assert page.status == 302 and "/login/" in page.headers["location"]
     assert "content-security-policy" in page.headers
+
+
+def test_dashboard_requests_also_run_in_one_hop_and_static_files_stream(key: str) -> None:
+    threads: list[str] = []
+
+    def started(**kwargs: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    signals.request_started.connect(started)
+    try:
+        login = call("GET", "/accounts/login/")
+        css = call("GET", "/static/runyard.css")
+    finally:
+        signals.request_started.disconnect(started)
+    assert login.status == 200 and b"<form" in login.body and "csrftoken" in login.headers["set-cookie"]
+    assert css.status == 200 and css.headers["content-type"].startswith("text/css") and len(css.body) > 100
+    assert all(name.startswith("runyard-http") for name in threads), threads

@@ -179,6 +179,15 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
+# The REST API's chain (/api/v1-3/ and /healthz under daphne, dashboard.apihandler): its views
+# take a Bearer key, never a session or a CSRF token, and answer JSON, so they need only the
+# body cap and the security headers. Tests through Django's test client get MIDDLEWARE.
+API_MIDDLEWARE = [
+    "dashboard.bodysize.BodySizeMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
 ROOT_URLCONF = "dashboard.urls"
 ASGI_APPLICATION = "dashboard.asgi.application"
 WSGI_APPLICATION = None

@@ -32,7 +32,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
 from dashboard.permissions import VIEW_RUN, can
-from dashboard.views import from_micros
+from runs.keyset import from_micros
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -27,7 +26,8 @@ from django.utils.cache import patch_cache_control
 
 from dashboard.audit import audit
 from dashboard.permissions import MANAGE_ENVIRONMENTS, MANAGE_KEYS, VIEW_AUDIT, can, require
-from dashboard.views import HtmxHttpRequest, current_environment, from_micros, to_micros
+from dashboard.views import HtmxHttpRequest, current_environment
+from runs.keyset import Keyset
 from runs.models import ApiKey, AuditEntry, Environment, Run
 
 AUDIT_PAGE_SIZE = 50
@@ -238,15 +238,7 @@ class AuditFilters:
         return {name: value for name, value in vars(self).items() if value}
 
 
-@dataclass
-class AuditPage:
-    entries: list[AuditEntry]
-    is_first: bool
-    newer: str | None
-    older: str | None
-
-
-AuditCursor = tuple[datetime, int]
+AUDIT = Keyset("at")  # newest first, by time then id
 
 
 @require(VIEW_AUDIT)
@@ -254,60 +246,18 @@ def audit_log(request: HtmxHttpRequest, **kwargs: str) -> HttpResponse:
     """Every operator action, newest first, filtered by user, action and target; keyset pages."""
     filters = AuditFilters.from_query(request.GET)
     entries = AuditEntry.objects.filter(filters.q()).select_related("environment")
-    page = paginate_audit(
-        entries,
-        after=parse_audit_cursor(request.GET.get("after")),
-        before=parse_audit_cursor(request.GET.get("before")),
-    )
+    after, before = AUDIT.decode(request.GET.get("after")), AUDIT.decode(request.GET.get("before"))
+    # Bad cursors are ignored (the newest page); with both, `after` wins.
+    page = AUDIT.page(entries, size=AUDIT_PAGE_SIZE, after=after, before=before if after is None else None, refill=True)
     context = {
         "environment": current_environment(request),
         "filters": filters,
         "page": page,
-        "rows": [audit_row(entry) for entry in page.entries],
+        "rows": [audit_row(entry) for entry in page.rows],
         "page_query": urlencode(filters.params()),
         "known_actions": KNOWN_ACTIONS,
     }
     return render(request, "dashboard/audit.html", context)
-
-
-def paginate_audit(
-    entries: QuerySet[AuditEntry], *, after: AuditCursor | None, before: AuditCursor | None
-) -> AuditPage:
-    """One page of entries, newest first: older than `after`, newer than `before`, or the newest. No COUNT(*)."""
-    size = AUDIT_PAGE_SIZE
-    if before is not None and after is None:
-        rows = list(entries.filter(audit_newer(before)).order_by("at", "id")[: size + 1])
-        if len(rows) >= size:
-            more_older = entries.filter(~audit_newer(before)).exists()
-            return audit_page(rows[:size][::-1], more_newer=len(rows) > size, more_older=more_older)
-        # Fewer than a page of newer entries left: that is the first page.
-    scoped = entries.filter(~audit_newer(after, inclusive=True)) if after else entries
-    rows = list(scoped.order_by("-at", "-id")[: size + 1])
-    more_newer = after is not None and entries.filter(audit_newer(after, inclusive=True)).exists()
-    return audit_page(rows[:size], more_newer=more_newer, more_older=len(rows) > size)
-
-
-def audit_page(rows: list[AuditEntry], *, more_newer: bool, more_older: bool) -> AuditPage:
-    newer = audit_cursor(rows[0]) if more_newer and rows else None
-    older = audit_cursor(rows[-1]) if more_older and rows else None
-    return AuditPage(entries=rows, is_first=not more_newer, newer=newer, older=older)
-
-
-def audit_newer(cursor: AuditCursor, *, inclusive: bool = False) -> Q:
-    at, entry_id = cursor
-    same_time = Q(at=at, id__gte=entry_id) if inclusive else Q(at=at, id__gt=entry_id)
-    return Q(at__gt=at) | same_time
-
-
-def audit_cursor(entry: AuditEntry) -> str:
-    return f"{to_micros(entry.at)}.{entry.pk}"
-
-
-def parse_audit_cursor(value: str | None) -> AuditCursor | None:
-    """`<microseconds since epoch>.<entry id>`; anything else is ignored (first page)."""
-    micros, _, entry_id = (value or "").partition(".")
-    at = from_micros(micros)
-    return (at, int(entry_id)) if at is not None and entry_id.isdigit() else None
 
 
 def audit_row(entry: AuditEntry) -> dict[str, Any]:

@@ -7,8 +7,7 @@ The same partials serve the first render, the htmx response and the websocket pu
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,7 +21,7 @@ from django_htmx.middleware import HtmxDetails
 
 from dashboard import log_views
 from dashboard.permissions import roles
-from runs import registry
+from runs import keyset, registry
 from runs.engine import open_children
 from runs.filters import (
     SINGLE,
@@ -34,14 +33,15 @@ from runs.filters import (
     task_choices,
 )
 from runs.holds import held_count, holds_in, mark_held
+from runs.keyset import Keyset, to_micros
+from runs.keyset import from_micros as from_micros  # dashboard.log_views reads times with it
 from runs.models import Batch, Environment, Queue, Run, Worker
 from runs.states import ACTIVE_STATUSES, LABELS, RunStatus, is_final
 
 PAGE_SIZE = 25
 SLUG_RE = re.compile(r"^[-a-zA-Z0-9_]{1,50}$")
-RUN_ID_RE = re.compile(r"^[0-9a-z_]{1,64}$")
+RUN_ID_RE = re.compile(r"[0-9a-z_]{1,64}")  # matched whole (fullmatch)
 DEFAULT_ENVIRONMENT = "dev"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CHILDREN_SHOWN = 50  # child runs listed on a run page; more are reached through their batch
 REPLAYS_SHOWN = 10  # newest replays of a run linked from its page
 WAITING_SHOWN = 10  # open children linked from a waiting run's explanation
@@ -62,7 +62,7 @@ def runs_list(request: HtmxHttpRequest) -> HttpResponse:
     filters = RunFilters.from_query(request.GET, now)
     runs = Run.objects.filter(filters.q(), environment=environment)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
-    mark_held(page.runs, now)
+    mark_held(page.rows, now)
     kept = [("env", environment.slug), *filters.params()]
     context = {
         "environment": environment,
@@ -163,7 +163,7 @@ def batch_detail(request: HtmxHttpRequest, batch_id: str) -> HttpResponse:
         return render(request, "dashboard/batch_not_found.html", context, status=404)
     runs = Run.objects.filter(batch=batch)
     page = paginate(runs, after=parse_cursor(request.GET.get("after")), before=parse_cursor(request.GET.get("before")))
-    mark_held(page.runs, timezone.now())  # its live rows are marked too (dashboard.consumers.render_push)
+    mark_held(page.rows, timezone.now())  # its live rows are marked too (dashboard.consumers.render_push)
     context = {
         "environment": environment,
         "page": page,
@@ -303,89 +303,37 @@ def current_environment(request: HttpRequest) -> Environment:
     return environment
 
 
-# --- keyset pagination on (created_at, id), newest first; never COUNT(*) ------------------
+# --- keyset pagination on (created_at, id), newest first; never COUNT(*) (runs.keyset) -------
 
+RUNS = Keyset("created_at", ids=RUN_ID_RE)
 Cursor = tuple[datetime, str]
-
-
-@dataclass
-class Page:
-    runs: list[Run]
-    is_first: bool  # no newer runs: live updates prepend new runs to this page
-    newer: str | None  # cursor for ?before= (the page of newer runs)
-    older: str | None  # cursor for ?after= (the page of older runs), None on the last page
+Page = keyset.Page[Run]
 
 
 def paginate(runs: QuerySet[Run], *, after: Cursor | None, before: Cursor | None) -> Page:
-    """One page of runs, newest first: older than `after`, newer than `before`, or the newest."""
-    if before is not None and after is None:
-        rows = list(runs.filter(newer_than(before)).order_by("created_at", "id")[: PAGE_SIZE + 1])
-        if len(rows) >= PAGE_SIZE:
-            more_older = runs.filter(older_than(before, inclusive=True)).exists()
-            return _page(rows[:PAGE_SIZE][::-1], more_newer=len(rows) > PAGE_SIZE, more_older=more_older)
-        # Fewer than a page of newer runs left: that is the first page.
-    scoped = runs.filter(older_than(after)) if after else runs
-    rows = list(scoped.order_by("-created_at", "-id")[: PAGE_SIZE + 1])
-    more_newer = after is not None and runs.filter(newer_than(after, inclusive=True)).exists()
-    return _page(rows[:PAGE_SIZE], more_newer=more_newer, more_older=len(rows) > PAGE_SIZE)
-
-
-def _page(rows: list[Run], *, more_newer: bool, more_older: bool) -> Page:
-    newer = make_cursor(rows[0]) if more_newer and rows else None
-    older = make_cursor(rows[-1]) if more_older and rows else None
-    return Page(runs=rows, is_first=not more_newer, newer=newer, older=older)
-
-
-# Each comparison carries a plain bound on created_at as well: PostgreSQL turns that into an
-# index condition on run_env_created (the OR alone would be a filter, read from the newest run).
+    """One page of runs, newest first: older than `after` (which wins), newer than `before`, or the
+    newest; fewer than a page of newer runs make the first page."""
+    return RUNS.page(runs, size=PAGE_SIZE, after=after, before=before if after is None else None, refill=True)
 
 
 def newer_than(cursor: Cursor, *, inclusive: bool = False) -> Q:
-    """Runs whose (created_at, id) sorts after the cursor (or is the cursor, if inclusive)."""
-    at, run_id = cursor
-    same_time = Q(created_at=at, id__gte=run_id) if inclusive else Q(created_at=at, id__gt=run_id)
-    return Q(created_at__gte=at) & (Q(created_at__gt=at) | same_time)
-
-
-def older_than(cursor: Cursor, *, inclusive: bool = False) -> Q:
-    """Runs whose (created_at, id) sorts before the cursor (or is the cursor, if inclusive)."""
-    at, run_id = cursor
-    same_time = Q(created_at=at, id__lte=run_id) if inclusive else Q(created_at=at, id__lt=run_id)
-    return Q(created_at__lte=at) & (Q(created_at__lt=at) | same_time)
-
-
-def to_micros(at: datetime) -> int:
-    return (at - EPOCH) // timedelta(microseconds=1)
-
-
-def from_micros(value: str) -> datetime | None:
-    """The time `value` microseconds after the epoch; None if that is no time."""
-    try:
-        return EPOCH + timedelta(microseconds=int(value)) if value.isdigit() else None
-    except OverflowError:
-        return None
+    return RUNS.newer(cursor, inclusive=inclusive)
 
 
 def make_cursor(run: Run) -> str:
-    return format_cursor((run.created_at, run.id))
-
-
-def format_cursor(cursor: Cursor) -> str:
-    return f"{to_micros(cursor[0])}.{cursor[1]}"
+    return RUNS.encode(RUNS.key(run))
 
 
 def parse_cursor(value: str | None) -> Cursor | None:
     """`<microseconds since epoch>.<run id>`; anything else is ignored (first page)."""
-    micros, _, run_id = (value or "").partition(".")
-    at = from_micros(micros)
-    return (at, run_id) if at is not None and RUN_ID_RE.match(run_id) else None
+    return RUNS.decode(value)
 
 
 def live_query(page: Page, params: list[tuple[str, str]], now: datetime | None = None) -> str:
     """Query string of a runs table's websocket: its filters, which rows are on screen, and since when."""
     live: list[tuple[str, str | int]] = [*params, ("since", to_micros(now or timezone.now()))]
-    if page.runs:
-        live += [("newest", make_cursor(page.runs[0])), ("oldest", make_cursor(page.runs[-1]))]
+    if page.rows:
+        live += [("newest", make_cursor(page.rows[0])), ("oldest", make_cursor(page.rows[-1]))]
     if page.is_first:
         live.append(("prepend", 1))
     return urlencode(live)

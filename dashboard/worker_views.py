@@ -9,13 +9,12 @@ gone (it shut down without draining) still has a page while attempts name it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -26,20 +25,16 @@ from dashboard import action_forms as forms
 from dashboard.audit import actor
 from dashboard.ops_views import RUNNING, RUNS_SHOWN, render_live, who
 from dashboard.permissions import OPERATE, can_operate, require
-from dashboard.views import EPOCH, HtmxHttpRequest, current_environment, from_micros, to_micros
+from dashboard.views import HtmxHttpRequest, current_environment
 from runs import engine
+from runs.keyset import Cursor, Keyset, Page
 from runs.models import Environment, Run, RunAttempt, Worker
 
 HISTORY_SHOWN = 50  # attempts per page of the history
 
-Cursor = tuple[datetime, int]  # an attempt's (started_at, id)
-
-
-@dataclass
-class History:
-    attempts: list[RunAttempt]
-    older: str | None  # cursor of the next page (?before=), None on the last one
-    is_first: bool
+# An attempt's (started_at, id). The page's ?before= is the keyset's `after`: older attempts.
+ATTEMPTS = Keyset("started_at")
+History = Page[RunAttempt]
 
 
 def worker(request: HtmxHttpRequest, hostname: str) -> HttpResponse:
@@ -52,9 +47,9 @@ def worker_context(request: HtmxHttpRequest, hostname: str) -> tuple[dict[str, A
     environment = current_environment(request)
     now = timezone.now()
     row = Worker.objects.filter(hostname=hostname).first()
-    before = parse_cursor(request.GET.get("before", ""))
+    before = ATTEMPTS.decode(request.GET.get("before"))  # a bad one: the newest page
     history = worker_history(hostname, environment, before=before)
-    if row is None and history.is_first and not history.attempts:
+    if row is None and history.is_first and not history.rows:
         raise Http404("No such worker")
     active = Run.objects.filter(status__in=RUNNING, worker=hostname)
     here = list(active.filter(environment=environment).order_by("started_at", "id")[: RUNS_SHOWN + 1])
@@ -82,7 +77,7 @@ def worker_context(request: HtmxHttpRequest, hostname: str) -> tuple[dict[str, A
         row and (row.queues, row.tasks, row.started_at, row.last_seen_at, row.draining_at),
         [(run.id, run.status) for run in here],
         context["elsewhere"],
-        [(a.pk, a.status, a.finished_at) for a in history.attempts],
+        [(a.pk, a.status, a.finished_at) for a in history.rows],
     ]
     return context, digest
 
@@ -101,29 +96,11 @@ def alive(row: Worker, now: datetime) -> bool:
 
 
 def worker_history(hostname: str, environment: Environment, *, before: Cursor | None) -> History:
-    """A page of the attempts the worker ran in the environment, newest first."""
+    """A page of the attempts the worker ran in the environment, newest first (no link to newer ones)."""
     attempts: QuerySet[RunAttempt] = RunAttempt.objects.filter(worker=hostname, run__environment=environment)
-    if before is not None:
-        at, pk = before
-        # The plain bound on started_at lets PostgreSQL start the index scan at the cursor.
-        attempts = attempts.filter(Q(started_at__lte=at) & (Q(started_at__lt=at) | Q(pk__lt=pk)))
     fields = ("number", "status", "started_at", "finished_at", "run__id", "run__task_identifier", "run__status")
-    rows = list(attempts.select_related("run").only(*fields).order_by("-started_at", "-id")[: HISTORY_SHOWN + 1])
-    older = format_cursor(rows[HISTORY_SHOWN - 1]) if len(rows) > HISTORY_SHOWN else None
-    return History(attempts=rows[:HISTORY_SHOWN], older=older, is_first=before is None)
-
-
-def format_cursor(attempt: RunAttempt) -> str:
-    return f"{to_micros(attempt.started_at)}.{attempt.pk}"
-
-
-def parse_cursor(value: str) -> Cursor | None:
-    """`<microseconds since epoch>.<attempt id>`; anything else is ignored (the newest page)."""
-    micros, _, pk = value.partition(".")
-    at = from_micros(micros)
-    if at is None or at == EPOCH or not (pk.isascii() and pk.isdigit() and len(pk) <= 18):
-        return None
-    return at, int(pk)
+    attempts = attempts.select_related("run").only(*fields)
+    return ATTEMPTS.page(attempts, size=HISTORY_SHOWN, after=before, look_newer=False)
 
 
 WORKER_ACTIONS = ("drain", "undrain")

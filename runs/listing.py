@@ -22,9 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import Q
-
 from runs import registry
+from runs.keyset import Cursor, Keyset
 from runs.models import Environment, Run, RunQuerySet
 from runs.options import OptionError, parse_duration
 from runs.states import RunStatus
@@ -42,6 +41,7 @@ LEGACY_STATUSES: dict[str, list[str]] = {
 }
 # Filters on things Runyard does not have yet: any value but "" matches no run.
 UNSUPPORTED_FILTERS = ("filter[version]", "filter[bulkAction]")
+RUNS = Keyset("created_at")  # cursors here are run ids, looked up (_cursor), never decoded
 
 
 @dataclass(frozen=True)
@@ -140,32 +140,12 @@ def paginate(runs: RunQuerySet, environment: Environment, params: Params) -> Pag
     An empty page (its cursor was the last run) carries no cursors.
     """
     size = _page_size(params)
-    if before := params.get("page[before]"):
-        return _page_before(runs, _cursor(environment, before), size)
-    after = params.get("page[after]")
-    return _page_after(runs, _cursor(environment, after) if after else None, size)
-
-
-def _page_after(runs: RunQuerySet, cursor: Run | None, size: int) -> Page:
-    older = runs if cursor is None else runs.filter(_older_than(cursor))
-    found = list(older.order_by("-created_at", "-id")[: size + 1])
-    page = found[:size]
-    if not page:
-        return Page(page, None, None)
-    has_next = len(found) > size
-    # The first page starts at the newest run; after a cursor, newer runs may have left the filter.
-    has_previous = cursor is not None and runs.filter(_newer_than(page[0])).exists()
-    return Page(page, page[-1].id if has_next else None, page[0].id if has_previous else None)
-
-
-def _page_before(runs: RunQuerySet, cursor: Run, size: int) -> Page:
-    found = list(runs.filter(_newer_than(cursor)).order_by("created_at", "id")[: size + 1])
-    page = found[:size][::-1]
-    if not page:
-        return Page(page, None, None)
-    has_previous = len(found) > size
-    has_next = runs.filter(_older_than(page[-1])).exists()
-    return Page(page, page[-1].id if has_next else None, page[0].id if has_previous else None)
+    before = _cursor(environment, params, "page[before]")
+    after = None if before else _cursor(environment, params, "page[after]")
+    page = RUNS.page(runs, size=size, after=after, before=before)
+    # The wire's cursors are the ids of the page's last and first runs.
+    older, newer = (page.rows[-1].id, page.rows[0].id) if page.rows else (None, None)
+    return Page(page.rows, older if page.has_older else None, newer if page.has_newer else None)
 
 
 def _page_size(params: Params) -> int:
@@ -177,17 +157,12 @@ def _page_size(params: Params) -> int:
     return int(text)
 
 
-def _cursor(environment: Environment, run_id: str) -> Run:
+def _cursor(environment: Environment, params: Params, name: str) -> Cursor | None:
+    """The key of the run `name` names; OptionError naming it for a run not in the environment."""
+    run_id = params.get(name)
+    if not run_id:
+        return None
     run = Run.objects.filter(pk=run_id, environment=environment).only("id", "created_at").first()
     if run is None:
-        raise OptionError("page[after]" if run_id else "page[before]", f"Invalid cursor: {run_id}")
-    return run
-
-
-def _older_than(run: Run) -> Q:
-    # created_at <= c narrows the index range; the OR breaks ties within one microsecond.
-    return Q(created_at__lte=run.created_at) & (Q(created_at__lt=run.created_at) | Q(id__lt=run.id))
-
-
-def _newer_than(run: Run) -> Q:
-    return Q(created_at__gte=run.created_at) & (Q(created_at__gt=run.created_at) | Q(id__gt=run.id))
+        raise OptionError(name, f"Invalid cursor: {run_id}")
+    return RUNS.key(run)

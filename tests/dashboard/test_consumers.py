@@ -16,9 +16,9 @@ from django.contrib.auth.models import AnonymousUser, User
 from django.test import Client
 from django.utils import timezone
 
-from dashboard import consumers
+from dashboard import fanout
 from dashboard.asgi import application
-from dashboard.consumers import FLUSH_INTERVAL
+from dashboard.fanout import FLUSH_INTERVAL
 from dashboard.routing import websocket_urlpatterns
 from dashboard.views import to_micros
 from runs import events
@@ -254,7 +254,7 @@ async def test_run_page_gets_its_panel_on_change(user: User, connected: list) ->
 async def test_a_dropped_message_is_made_good_by_the_next_reconcile(
     user: User, connected: list, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(consumers, "RECONCILE_INTERVAL", 0.5)
+    monkeypatch.setattr(fanout, "RECONCILE_INTERVAL", 0.5)
     run = await make_run()
     communicator = await connect("/ws/runs/?env=dev", user, connected)
     page = await connect(f"/ws/runs/{run.id}/", user, connected)

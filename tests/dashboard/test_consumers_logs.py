@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.contrib.auth.models import Group, Permission, User
 
-from dashboard.consumers import FLUSH_INTERVAL
+from dashboard.fanout import FLUSH_INTERVAL
 from runs import events
 from runs.models import Run
 from tests.dashboard.test_consumers import connect, make_run, receive_all

@@ -14,7 +14,7 @@ from django.contrib.auth.models import Group, Permission, User
 from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
-from dashboard import consumers
+from dashboard import consumers, fanout
 from dashboard.views import to_micros
 from runs import events
 from tests.dashboard.test_consumers import connect, make_run, publish, set_status, updated_row
@@ -27,7 +27,7 @@ SOCKETS = 100
 @pytest.fixture(autouse=True)
 def no_reconcile(monkeypatch: pytest.MonkeyPatch) -> None:
     # Only the pushes of published changes are counted here.
-    monkeypatch.setattr(consumers, "RECONCILE_INTERVAL", 3600.0)
+    monkeypatch.setattr(fanout, "RECONCILE_INTERVAL", 3600.0)
 
 
 class Queries:
@@ -215,7 +215,7 @@ async def test_messages_to_a_browser_are_a_flush_interval_apart_even_after_a_slo
     _, times = await asyncio.gather(storm(), arrivals())
     assert len(times) >= 3 and renders >= 3
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) >= consumers.FLUSH_INTERVAL - 0.02, gaps
+    assert min(gaps) >= fanout.FLUSH_INTERVAL - 0.02, gaps
 
 
 async def test_the_reconciles_of_sockets_showing_the_same_rows_are_one_query(
@@ -223,7 +223,7 @@ async def test_the_reconciles_of_sockets_showing_the_same_rows_are_one_query(
 ) -> None:
     """Every few seconds each socket looks for changes it may have missed; sockets showing the
     same rows look together (on the same beat), and each still gets what changed on its screen."""
-    monkeypatch.setattr(consumers, "RECONCILE_INTERVAL", 0.5)
+    monkeypatch.setattr(fanout, "RECONCILE_INTERVAL", 0.5)
     run = await make_run()
     sockets = await asyncio.gather(*(connect("/ws/runs/?env=dev", user, connected) for _ in range(50)))
     async with Queries() as queries:

@@ -119,6 +119,7 @@ def test_list_sees_only_its_environment():
         ({"limit": 101}, "page[size]"),
         ({"period": "soon"}, "filter[createdAt][period]"),
         ({"after": "run_nope"}, "page[after]"),
+        ({"before": "run_nope"}, "page[before]"),  # named as given, not as page[after]
     ],
 )
 def test_a_bad_filter_is_a_validation_error_naming_it(filters, field):

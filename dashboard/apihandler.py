@@ -16,6 +16,7 @@ transaction committed, so a trigger's 200 is still sent after commit.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -38,19 +39,14 @@ def serves(path: str) -> bool:
     return path.startswith(API_PREFIXES) or path in API_PATHS
 
 
+@functools.cache
 def request_threads() -> ThreadPoolExecutor:
     """The threads requests run on, shared by the handlers: one per pooled database
     connection (RUNYARD_DB_POOL_SIZE), as more would only wait for one."""
-    global _threads
-    if _threads is None:
-        options = cast(dict[str, Any], settings.DATABASES["default"].get("OPTIONS", {}))
-        pool = options.get("pool")
-        size = int(pool.get("max_size", 10)) if isinstance(pool, dict) else 10
-        _threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="runyard-http")
-    return _threads
-
-
-_threads: ThreadPoolExecutor | None = None
+    options = cast(dict[str, Any], settings.DATABASES["default"].get("OPTIONS", {}))
+    pool = options.get("pool")
+    size = int(pool.get("max_size", 10)) if isinstance(pool, dict) else 10
+    return ThreadPoolExecutor(max_workers=size, thread_name_prefix="runyard-http")
 
 
 class OneHopHandler(ASGIHandler):

@@ -376,7 +376,7 @@ def _admit_key(
 
 
 def _send_to_celery(sends: list[tuple[str, int, str]]) -> None:
-    """apply_async for each (run id, dispatch number, Celery queue), over one broker connection,
+    """The execute_run message of each (run id, dispatch number, Celery queue), over one broker connection,
     SEND_BATCH messages to a Redis pipeline (kombu's Producer.batch): a round trip to Redis and a
     new redis-py client per message were most of the engine's time per admitted run.
 

@@ -144,7 +144,7 @@ def moved(
         # No savepoint: in the caller's transaction this adds no statement; outside one (a
         # worker's completion) it makes one, so a parent resumes with the lock it took.
         with transaction.atomic(savepoint=False):
-            _wake_parents([run.run_id for run in runs], now)
+            children_finished([run.run_id for run in runs], now)
     if to_status == RunStatus.QUEUED:
         events.wake_engine()  # a run to admit: admit without waiting for the poll
     elif to_status not in ACTIVE_STATUSES and not woke:
@@ -181,22 +181,14 @@ def _log(runs: Iterable[Moved], to_status: str, *, actor: str, now: datetime, re
     )
 
 
-def _wake_parents(run_ids: list[str], now: datetime) -> None:
-    children_finished(run_ids, now)
-
-
 # Waiting parents (runs.engine.waiting): resuming a parent whose children are final is an
 # after-effect of the children's transition, so it lives here and waiting builds on it.
 
 
-def child_finished(run: Run, now: datetime) -> None:
-    """Called in the transaction that made `run` final: resume parents now free to go on."""
-    children_finished([run.id], now)
-
-
 def children_finished(run_ids: list[str], now: datetime) -> None:
-    """child_finished for runs made final together: one query finds the parents waiting on any
-    of them (the waitpoint_open_children index); each such parent is resolved (and resumed) once."""
+    """In the transaction that made these runs final: resume the parents now free to go on. One
+    query finds the parents waiting on any of them (the waitpoint_open_children index); each
+    such parent is resolved (and resumed) once."""
     waits = Waitpoint.objects.filter(children__overlap=run_ids, resolved_at__isnull=True)
     for parent_id in sorted(set(waits.values_list("run_id", flat=True))):
         # The parent row lock orders this with suspend_run, so no wake-up is lost.

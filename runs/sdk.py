@@ -326,7 +326,7 @@ class Runs:
         if (client := _remote(env)) is not None:
             return client.runs.cancel(run_id)
         run_id = _run_of(run_id, env).id
-        engine.cancel_run(run_id=run_id, actor=ACTOR, reason="canceled through the Python SDK")
+        engine.cancel_run(run_id=run_id, actor=ACTOR, reason="canceled through the Python SDK")  # audited there
         return self.retrieve(run_id, env=env)
 
     def reschedule(self, run_id: str, delay: str | datetime, *, env: str | None = None) -> RunInfo:
@@ -336,7 +336,9 @@ class Runs:
         run_id = _run_of(run_id, env).id
         try:
             when = parse_delay(delay, timezone.now())
-            engine.reschedule_run(run_id=run_id, delay_until=when, actor=ACTOR)
+            engine.reschedule_run(
+                run_id=run_id, delay_until=when, actor=ACTOR, audit_reason="rescheduled through the Python SDK"
+            )
         except OptionError as exc:
             raise ValidationError(exc.field, exc.message) from exc
         except engine.EngineError as exc:
@@ -360,16 +362,18 @@ class Runs:
             options = parse_trigger_options(given, now=now)
         except OptionError as exc:
             raise ValidationError(exc.field, exc.message) from exc
-        run = engine.replay_run(
+        replay = engine.replay_run(
             run_id=original.id,
             actor=ACTOR,
             options=options,
             payload=None if payload is UNSET else _encode(payload),
             overridden={name for name in overrides if name in REPLAYED_FIELDS and overrides[name] is not None},
             source="sdk",
+            changed=sorted({*given, *(() if payload is UNSET else ("payload",))}),
+            audit_reason="replayed through the Python SDK",
             now=now,
         )
-        return TriggerHandle(id=run.id, is_cached=False)
+        return TriggerHandle(id=replay.run.id, is_cached=False)
 
     def update_metadata(
         self,

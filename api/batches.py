@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -53,12 +52,13 @@ class BatchRequest:
     idempotency_key_user: str
 
 
-class ItemError(Exception):
-    """A streamed item the batch cannot take; the whole batch is aborted."""
+class ItemError(engine.BatchItemError):
+    """A streamed item the batch cannot take, with the status it is answered with; the engine
+    aborts the whole batch."""
 
     def __init__(self, status: int, index: int, where: str, detail: str, task: str = "") -> None:
-        super().__init__(f"Batch item {where}: {detail}")
-        self.status, self.index, self.detail, self.task = status, index, detail, task
+        super().__init__(index, detail, task_identifier=task, where=where)
+        self.status = status
 
 
 # --- POST /api/v3/batches -------------------------------------------------------------------
@@ -87,25 +87,21 @@ def create_batch(request: ApiRequest) -> JsonResponse:
 
 def _create(environment: Environment, spec: BatchRequest) -> tuple[JsonResponse, str | None]:
     """The create response and the id of the batch it made (None: nothing was created)."""
-    if spec.idempotency_key is not None:
-        existing = Batch.objects.filter(environment=environment, idempotency_key=spec.idempotency_key).first()
-        if existing is not None:  # creates nothing, so costs nothing
-            return _created(existing, environment, cached=True), None
     try:
-        decision = ratelimit.charge_batch_items(environment_id=environment.pk, count=spec.run_count)
-    except ratelimit.ChargeTooLarge as exc:
-        raise ApiError(400, str(exc)) from exc
-    if not decision.allowed:
-        return _rate_limited(decision, spec.run_count), None
-    batch, cached = engine.create_batch(
-        environment=environment,
-        run_count=spec.run_count,
-        task_identifiers=spec.task_identifiers,
-        idempotency_key=spec.idempotency_key,
-        idempotency_key_user=spec.idempotency_key_user,
-        parent_run_id=spec.parent_run_id,
-        resume_parent=spec.resume_parent,
-    )
+        batch, cached = engine.create_batch(
+            environment=environment,
+            run_count=spec.run_count,
+            task_identifiers=spec.task_identifiers,
+            idempotency_key=spec.idempotency_key,
+            idempotency_key_user=spec.idempotency_key_user,
+            parent_run_id=spec.parent_run_id,
+            resume_parent=spec.resume_parent,
+            charge=True,
+        )
+    except engine.BatchRateLimited as exc:
+        if exc.decision is None:  # more than the bucket holds: waiting would not help
+            raise ApiError(400, str(exc)) from exc
+        return _rate_limited(exc.decision, spec.run_count), None
     return _created(batch, environment, cached=cached), None if cached else batch.id
 
 
@@ -277,21 +273,16 @@ def _stream_items(request: ApiRequest, batch_id: str) -> JsonResponse:
         return JsonResponse(_stream_result(batch, 0, 0))  # a retried stream of a sealed batch
     now = timezone.now()
     try:
-        accepted, deduplicated = _stage(batch, request, now)
-        batch = engine.seal_batch(batch_id=batch.id, actor=actor(request.api_key), source="api", now=now)
-    except ItemError as exc:
-        engine.abort_batch(batch_id=batch.id, index=exc.index, message=exc.detail, task_identifier=exc.task, now=now)
-        raise ApiError(exc.status, str(exc)) from exc
-    except engine.BatchItemError as exc:  # an index past runCount (seal_batch aborts by itself)
-        engine.abort_batch(batch_id=batch.id, index=exc.index, message=exc.detail, now=now)
-        raise ApiError(422, str(exc)) from exc
-    return JsonResponse(_stream_result(batch, accepted, deduplicated))
-
-
-def _stage(batch: Batch, request: ApiRequest, now: datetime) -> tuple[int, int]:
-    # One transaction: an invalid item leaves nothing of this request staged.
-    with transaction.atomic():
-        return engine.add_batch_items(batch=batch, items=_items(request, request.api_key.environment, now))
+        filled = engine.fill_batch(
+            batch_id=batch.id,
+            items=_items(request, request.api_key.environment, now),
+            actor=actor(request.api_key),
+            source="api",
+            now=now,
+        )
+    except engine.BatchItemError as exc:  # the engine aborted the batch
+        raise ApiError(exc.status if isinstance(exc, ItemError) else 422, str(exc)) from exc
+    return JsonResponse(_stream_result(filled.batch, filled.accepted, filled.deduplicated))
 
 
 def _items(request: HttpRequest, environment: Environment, now: datetime) -> Iterator[engine.StagedItem]:

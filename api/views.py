@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 
@@ -13,7 +12,6 @@ from api import health, jwt, packets, runs_list, serializers
 from api.auth import actor
 from api.errors import ApiError, error_response
 from api.http import ApiRequest, api_view, read_json_object
-from dashboard.audit import audit_api
 from dashboard.bodysize import PAYLOAD
 from runs import engine, logs
 from runs.engine import try_cancel_run
@@ -77,11 +75,7 @@ def _run_body(request: ApiRequest, run_id: str) -> dict[str, object]:
 def cancel_run(request: ApiRequest, run_id: str) -> JsonResponse:
     """runs.cancel (reference 3.6): a final run is left as it is and still answers 200."""
     run = _run_of(request, run_id)
-    reason = "canceled through the API"
-    with transaction.atomic():
-        _, changed = try_cancel_run(run_id=run.id, actor=actor(request.api_key), reason=reason)
-        if changed:
-            audit_api(request.api_key, "run.cancel", target=run.id, reason=reason)
+    try_cancel_run(run_id=run.id, actor=actor(request.api_key), reason="canceled through the API")
     return JsonResponse({"id": run.id})
 
 
@@ -92,10 +86,12 @@ def reschedule_run(request: ApiRequest, run_id: str) -> JsonResponse:
     run = _run_of(request, run_id)
     try:
         delay_until = parse_delay(body.get("delay"), timezone.now())
-        with transaction.atomic():
-            engine.reschedule_run(run_id=run.id, delay_until=delay_until, actor=actor(request.api_key))
-            data = {"from": run.delay_until.isoformat() if run.delay_until else None, "to": delay_until.isoformat()}
-            audit_api(request.api_key, "run.reschedule", target=run.id, reason="rescheduled through the API", data=data)
+        engine.reschedule_run(
+            run_id=run.id,
+            delay_until=delay_until,
+            actor=actor(request.api_key),
+            audit_reason="rescheduled through the API",
+        )
     except OptionError as exc:
         raise ApiError(400, f"Invalid delay: {body.get('delay')!r}", "delay") from exc
     except engine.EngineError as exc:
@@ -164,20 +160,18 @@ def replay_run(request: ApiRequest, run_id: str) -> JsonResponse:
         options = parse_trigger_options({k: v for k, v in given.items() if k != "payload"}, now=now)
     except OptionError as exc:
         raise ApiError(exc.status, exc.message, exc.field) from exc
-    with transaction.atomic():
-        run = engine.replay_run(
-            run_id=original.id,
-            actor=actor(request.api_key),
-            options=options,
-            payload=_replay_payload(given, original),
-            overridden={field for key in given if (field := REPLAY_KEYS[key])},
-            request_key=request.headers.get(REQUEST_KEY_HEADER) or None,
-            now=now,
-        )
-        if run.created_at == now:  # not the replay an earlier request with the same key made
-            data = {"replay": run.id, "changed": sorted(given)}
-            audit_api(request.api_key, "run.replay", target=original.id, reason="replayed through the API", data=data)
-    return JsonResponse({"id": run.id})
+    replay = engine.replay_run(
+        run_id=original.id,
+        actor=actor(request.api_key),
+        options=options,
+        payload=_replay_payload(given, original),
+        overridden={field for key in given if (field := REPLAY_KEYS[key])},
+        request_key=request.headers.get(REQUEST_KEY_HEADER) or None,
+        changed=sorted(given),
+        audit_reason="replayed through the API",
+        now=now,
+    )
+    return JsonResponse({"id": replay.run.id})
 
 
 def _replay_payload(given: dict[str, Any], original: Run) -> tuple[str, str] | None:

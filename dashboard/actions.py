@@ -1,8 +1,8 @@
 """Operator actions: cancel, reschedule and replay a run; cancel or replay many runs at once.
 
 Every action is confirmed. GET renders its form: a <dialog> when htmx asks for it from the run
-page, a page of its own otherwise, so it works without JavaScript. POST validates, calls the
-engine and writes the audit entry in one transaction; bad input re-renders the form with the
+page, a page of its own otherwise, so it works without JavaScript. POST validates and calls the
+engine, which audits the action in its transaction; bad input re-renders the form with the
 error beside its input (422). Only operators (runs.operate_run) may act: others get 403.
 
 Bulk actions are only recorded here (runs.engine.bulk.create_bulk_action): the engine process
@@ -61,10 +61,7 @@ def run_cancel(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     if request.method == "POST":
         values["reason"] = reason = forms.reason(request.POST, errors)
         if not errors:
-            with transaction.atomic():
-                after, changed = try_cancel_run(run_id=run.id, actor=actor(request), reason=reason or "canceled")
-                if changed:
-                    audit(request, "run.cancel", environment=environment, target=run.id, reason=reason)
+            after, changed = try_cancel_run(run_id=run.id, actor=actor(request), reason=reason, user=request.user)
             if changed:
                 return done(request, reverse("run", args=[run.id]))
             run = after  # finished meanwhile
@@ -89,16 +86,11 @@ def run_reschedule(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
             errors["form"] = blocked_reschedule(run)
         if not errors:
             try:
-                with transaction.atomic():
-                    if delay_until is None:
-                        start_now(run_id=run.id, actor=actor(request), reason=reason, now=now)
-                    else:
-                        reschedule_run(
-                            run_id=run.id, delay_until=delay_until, actor=actor(request), reason=reason, now=now
-                        )
-                    to = delay_until.isoformat() if delay_until else "now"
-                    data = {"from": run.delay_until.isoformat() if run.delay_until else None, "to": to}
-                    audit(request, "run.reschedule", environment=environment, target=run.id, reason=reason, data=data)
+                who, user = actor(request), request.user
+                if delay_until is None:
+                    start_now(run_id=run.id, actor=who, reason=reason, user=user, now=now)
+                else:
+                    reschedule_run(run_id=run.id, delay_until=delay_until, actor=who, reason=reason, user=user, now=now)
                 return done(request, reverse("run", args=[run.id]))
             except EngineError as exc:
                 errors["form"] = str(exc)
@@ -131,21 +123,19 @@ def run_replay(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
         replay = forms.parse_replay(run, values, now, editor)
         errors.update(replay.errors)
         if not errors:
-            with transaction.atomic():
-                new = replay_run(
-                    run_id=run.id,
-                    actor=actor(request),
-                    options=replay.options,
-                    payload=replay.payload,
-                    overridden=replay.overridden,
-                    source="dashboard",
-                    request_key=f"dashboard:{values['request_key'][:40]}",
-                    reason=reason,
-                    now=now,
-                )
-                if new.created_at == now:  # not the replay an earlier submit of this form made
-                    data = {"replay": new.id, "changed": replay.changed}
-                    audit(request, "run.replay", environment=environment, target=run.id, reason=reason, data=data)
+            new = replay_run(
+                run_id=run.id,
+                actor=actor(request),
+                options=replay.options,
+                payload=replay.payload,
+                overridden=replay.overridden,
+                source="dashboard",
+                request_key=f"dashboard:{values['request_key'][:40]}",
+                reason=reason,
+                user=request.user,
+                changed=replay.changed,
+                now=now,
+            ).run
             return done(request, reverse("run", args=[new.id]))
     extra = {"editor": editor, "machines": registry.MACHINES}
     return action_form(request, "replay", run, values, errors, **extra)

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 from django.db import transaction
 from django.utils import timezone
 
-from runs import context, engine, holds, listing, logs, packets, queue_items, ratelimit, schedule_items, worker_items
+from runs import context, engine, holds, listing, logs, packets, queue_items, schedule_items, worker_items
 from runs import metadata as metadata_ops
 from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import QUEUE_KINDS
@@ -119,9 +119,6 @@ __all__ = [
 ACTOR = "sdk"
 # Items read ahead from an iterator: a batch that ends within them has a known size.
 PEEK = 100
-# Items per bulk insert while staging. Fewer than the engine's chunk: with client-side
-# parameter binding an insert holds several copies of its rows' payloads at once.
-STAGE_CHUNK = 50
 
 
 # --- choosing the mode --------------------------------------------------------------------
@@ -329,7 +326,7 @@ class Runs:
         if (client := _remote(env)) is not None:
             return client.runs.cancel(run_id)
         run_id = _run_of(run_id, env).id
-        engine.cancel_run(run_id=run_id, actor=ACTOR, reason="canceled through the Python SDK")
+        engine.cancel_run(run_id=run_id, actor=ACTOR, reason="canceled through the Python SDK")  # audited there
         return self.retrieve(run_id, env=env)
 
     def reschedule(self, run_id: str, delay: str | datetime, *, env: str | None = None) -> RunInfo:
@@ -339,7 +336,9 @@ class Runs:
         run_id = _run_of(run_id, env).id
         try:
             when = parse_delay(delay, timezone.now())
-            engine.reschedule_run(run_id=run_id, delay_until=when, actor=ACTOR)
+            engine.reschedule_run(
+                run_id=run_id, delay_until=when, actor=ACTOR, audit_reason="rescheduled through the Python SDK"
+            )
         except OptionError as exc:
             raise ValidationError(exc.field, exc.message) from exc
         except engine.EngineError as exc:
@@ -363,16 +362,18 @@ class Runs:
             options = parse_trigger_options(given, now=now)
         except OptionError as exc:
             raise ValidationError(exc.field, exc.message) from exc
-        run = engine.replay_run(
+        replay = engine.replay_run(
             run_id=original.id,
             actor=ACTOR,
             options=options,
             payload=None if payload is UNSET else _encode(payload),
             overridden={name for name in overrides if name in REPLAYED_FIELDS and overrides[name] is not None},
             source="sdk",
+            changed=sorted({*given, *(() if payload is UNSET else ("payload",))}),
+            audit_reason="replayed through the Python SDK",
             now=now,
         )
-        return TriggerHandle(id=run.id, is_cached=False)
+        return TriggerHandle(id=replay.run.id, is_cached=False)
 
     def update_metadata(
         self,
@@ -776,13 +777,16 @@ def _parse(task_id: str, payload: Any, options: dict[str, Any] | None) -> tuple[
     return parsed, data, content_type, task_id
 
 
-def _batch(items: BatchItems, *, env: str | None, options: dict[str, Any] | None = None) -> BatchHandle:
-    """Stage the items as they come, then create every run at once (all or nothing).
+def _batch(
+    items: BatchItems, *, env: str | None, options: dict[str, Any] | None = None, wait: bool = False
+) -> BatchHandle:
+    """Parse the items as they come and hand them to the engine's one batch path
+    (engine.trigger_batch_items: every run at once, or nothing at all).
 
     Rate limited like POST /api/v3/batches: a batch whose size is known up front (a
     sequence, or an iterator that ends within PEEK items) is charged before it is created;
     one of unknown size is charged once its items are all read, still before any run
-    exists. Creating, staging and sealing are one transaction: on any error nothing remains.
+    exists. The children of a wait (wait=True) resume their parent and are not charged.
     """
     ctx = context.current()
     environment = _environment_for(env, ctx)
@@ -794,18 +798,21 @@ def _batch(items: BatchItems, *, env: str | None, options: dict[str, Any] | None
     source, count = _measure(items)
     if count is not None:
         _check_size(count)
-        _charge(environment, count, phase="create")
-    with transaction.atomic():
-        batch, cached = engine.create_batch(
+    try:
+        batch, cached = engine.trigger_batch_items(
             environment=environment,
-            run_count=count or engine.MAX_BATCH_ITEMS,  # unknown size: fixed after staging
+            items=(_staged(index, item) for index, item in enumerate(source)),
+            run_count=count,
+            actor=_actor(ctx),
+            source="sdk",
             idempotency_key=key,
             idempotency_key_user=key_user,
             parent_run_id=ctx.run_id if ctx else None,
+            resume_parent=wait,
+            charge=not wait,
         )
-        if not cached:
-            _stage(batch, source, count, environment)
-            batch = engine.seal_batch(batch_id=batch.id, actor=_actor(ctx), source="sdk")
+    except engine.BatchRateLimited as exc:
+        raise _rate_limit_error(exc) from exc
     return _handle(batch, cached=cached)
 
 
@@ -820,22 +827,7 @@ def _measure(items: BatchItems) -> tuple[Iterator[dict[str, Any]], int | None]:
     return chain(head, source), None
 
 
-def _stage(batch: Batch, source: Iterator[dict[str, Any]], count: int | None, environment: Environment) -> None:
-    """Stage every item (in chunks, as they come); fix the count of a batch of unknown size."""
-    task_ids: set[str] = set()
-    staged = (_staged(index, item, task_ids) for index, item in enumerate(source))
-    staged_count = 0
-    while chunk := list(islice(staged, STAGE_CHUNK)):
-        engine.add_batch_items(batch=batch, items=chunk)
-        staged_count += len(chunk)
-    if count is None:
-        count = staged_count
-        _check_size(count)
-        _charge(environment, count, phase="stream")
-    engine.set_batch_run_count(batch_id=batch.id, run_count=count, task_identifiers=sorted(task_ids))
-
-
-def _staged(index: int, item: Any, task_ids: set[str]) -> engine.StagedItem:
+def _staged(index: int, item: Any) -> engine.StagedItem:
     if index >= engine.MAX_BATCH_ITEMS:
         raise ValidationError("items", f"a batch takes at most {engine.MAX_BATCH_ITEMS} items; more were given")
     if not isinstance(item, dict):
@@ -844,7 +836,6 @@ def _staged(index: int, item: Any, task_ids: set[str]) -> engine.StagedItem:
         parsed, data, content_type, task_id = _parse(item.get("id", ""), item.get("payload"), item.get("options"))
     except ValidationError as exc:
         raise ValidationError(f"items[{index}].{exc.field}", f"item {index}: {exc.message}") from exc
-    task_ids.add(task_id)
     return engine.StagedItem(index, task_id, data, content_type, parsed.raw)
 
 
@@ -853,28 +844,26 @@ def _check_size(count: int) -> None:
         raise ValidationError("items", f"a batch takes 1 to {engine.MAX_BATCH_ITEMS} items, not {count}")
 
 
-def _charge(environment: Environment, count: int, *, phase: str) -> None:
-    """Take `count` tokens from the environment's batch rate limit. Raises BatchTriggerError."""
-    try:
-        decision = ratelimit.charge_batch_items(environment_id=environment.pk, count=count)
-    except ratelimit.ChargeTooLarge as exc:
-        raise BatchTriggerError(str(exc), phase=phase, item_count=count, cause=exc) from exc
-    if not decision.allowed:
-        wait = decision.retry_after_seconds
-        raise BatchTriggerError(
-            f"Failed to create batch with {count} items: Rate limit exceeded - retry after {wait}s",
-            phase=phase,
-            item_count=count,
-            is_rate_limited=True,
+def _rate_limit_error(exc: engine.BatchRateLimited) -> BatchTriggerError:
+    """The engine's refusal as the official SDK's BatchTriggerError."""
+    count, decision = exc.count, exc.decision
+    if decision is None:  # more than the bucket holds
+        return BatchTriggerError(str(exc), phase=exc.phase, item_count=count, cause=exc.__cause__ or exc)
+    wait = decision.retry_after_seconds
+    return BatchTriggerError(
+        f"Failed to create batch with {count} items: Rate limit exceeded - retry after {wait}s",
+        phase=exc.phase,
+        item_count=count,
+        is_rate_limited=True,
+        retry_after_ms=decision.retry_after_ms,
+        cause=RateLimitError(
+            f"Batch rate limit exceeded: {decision.remaining} of {decision.limit} items available",
             retry_after_ms=decision.retry_after_ms,
-            cause=RateLimitError(
-                f"Batch rate limit exceeded: {decision.remaining} of {decision.limit} items available",
-                retry_after_ms=decision.retry_after_ms,
-                limit=decision.limit,
-                remaining=decision.remaining,
-                decision=decision,
-            ),
-        )
+            limit=decision.limit,
+            remaining=decision.remaining,
+            decision=decision,
+        ),
+    )
 
 
 def _batch_key(options: dict[str, Any] | None) -> tuple[str | None, str]:
@@ -925,24 +914,8 @@ def _trigger_children(
         extra = {"resume_parent": True, "trigger_function": "triggerAndWait"}
         result = _trigger_one(item.get("id", ""), item.get("payload"), item.get("options"), env=None, extra=extra)
         return [result.run.id], None
-    entries = []
-    for index, item in enumerate(items):
-        try:
-            parsed, data, content_type, task_id = _parse(item.get("id", ""), item.get("payload"), item.get("options"))
-        except ValidationError as exc:
-            raise ValidationError(f"items[{index}].{exc.field}", f"item {index}: {exc.message}") from exc
-        entries.append(engine.BatchEntry(task_id=task_id, payload=data, payload_type=content_type, options=parsed))
-    if not 1 <= len(entries) <= engine.MAX_BATCH_ITEMS:
-        raise ValidationError("items", f"a batch takes 1 to {engine.MAX_BATCH_ITEMS} items, not {len(entries)}")
-    created = engine.trigger_batch(
-        environment=Environment.objects.get(pk=ctx.environment_id),
-        entries=entries,
-        actor=_actor(ctx),
-        source="sdk",
-        parent_run_id=ctx.run_id,
-        resume_parent=True,
-    )
-    return list(created.run_ids), created.id
+    created = _batch(items, env=None, wait=True)
+    return list(created.run_ids), created.batch_id
 
 
 def _result(run: Run) -> TaskRunResult:

@@ -1,15 +1,21 @@
-"""Operator and API actions on existing runs."""
+"""Operator and API actions on existing runs.
+
+Each action a caller asks for (the dashboard, the REST API, the Python SDK) is audited here,
+in its transaction, only when it changed something: callers never write the AuditEntry
+themselves. What the engine does as a consequence (a canceled parent's children, the runs of a
+bulk action, audited once when it was asked for) passes audited=False.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
-from runs.engine.core import Actor, EngineError, RunNotFound, celery_task_id, mark_queued, record, revoke
+from runs.engine.core import Actor, EngineError, RunNotFound, audit, celery_task_id, mark_queued, record, revoke
 from runs.engine.core import transition as move
 from runs.engine.transitions import Moved, move_rows
 from runs.engine.triggering import TriggerOptions, trigger
@@ -18,13 +24,30 @@ from runs.models import Run, RunAttempt, Waitpoint
 from runs.states import ACTIVE_STATUSES, RunStatus, sources_of
 
 
-def cancel_run(*, run_id: str, actor: Actor, reason: str = "", now: datetime | None = None) -> Run:
+def cancel_run(
+    *,
+    run_id: str,
+    actor: Actor,
+    reason: str = "",
+    user: Any = None,
+    audited: bool = True,
+    now: datetime | None = None,
+) -> Run:
     """Cancel a run that is not final (a final run is returned unchanged). Raises RunNotFound."""
-    return try_cancel_run(run_id=run_id, actor=actor, reason=reason, now=now)[0]
+    return try_cancel_run(run_id=run_id, actor=actor, reason=reason, user=user, audited=audited, now=now)[0]
 
 
-def try_cancel_run(*, run_id: str, actor: Actor, reason: str = "", now: datetime | None = None) -> tuple[Run, bool]:
-    """cancel_run, also saying whether this call canceled the run (False: it was final). Raises RunNotFound."""
+def try_cancel_run(
+    *,
+    run_id: str,
+    actor: Actor,
+    reason: str = "",
+    user: Any = None,
+    audited: bool = True,
+    now: datetime | None = None,
+) -> tuple[Run, bool]:
+    """cancel_run, also saying whether this call canceled the run (False: it was final), audited
+    (run.cancel, with `reason` as given and the dashboard's `user`) when it did. Raises RunNotFound."""
     now = now or timezone.now()
     with transaction.atomic():
         before = Run.objects.filter(pk=run_id).values_list("status", "dispatch_count").first()
@@ -39,7 +62,10 @@ def try_cancel_run(*, run_id: str, actor: Actor, reason: str = "", now: datetime
                 task_id = celery_task_id(run.id, before[1])
                 transaction.on_commit(lambda: revoke(task_id))
             for child_id in open_children(run.id):
-                cancel_run(run_id=child_id, actor=actor, reason=f"its parent {run.id} was canceled", now=now)
+                why = f"its parent {run.id} was canceled"
+                cancel_run(run_id=child_id, actor=actor, reason=why, audited=False, now=now)
+            if audited:
+                _audit(run, "run.cancel", actor=actor, user=user, reason=reason, now=now)
     return (run, True) if run is not None else (Run.objects.get(pk=run_id), False)
 
 
@@ -134,9 +160,17 @@ def _revoke_all(task_ids: list[str]) -> None:
 
 
 def reschedule_run(
-    *, run_id: str, delay_until: datetime, actor: Actor, reason: str = "", now: datetime | None = None
+    *,
+    run_id: str,
+    delay_until: datetime,
+    actor: Actor,
+    reason: str = "",
+    user: Any = None,
+    audit_reason: str | None = None,
+    now: datetime | None = None,
 ) -> Run:
-    """Move a DELAYED run's start to delay_until. Raises RunNotFound or EngineError."""
+    """Move a DELAYED run's start to delay_until, audited (run.reschedule; audit_reason, when
+    given, is the audit log's reason instead of `reason`). Raises RunNotFound or EngineError."""
     now = now or timezone.now()
     if delay_until <= now:
         raise EngineError(f"Invalid delay: {delay_until.isoformat()} is not in the future")
@@ -150,21 +184,26 @@ def reschedule_run(
         run.save(update_fields=["delay_until", "updated_at"])
         why = _because(f"rescheduled to {delay_until.isoformat()}", reason)
         record(run, run.status, run.status, actor=actor, reason=why, now=now, data={"from": str(previous)})
+        data = {"from": previous.isoformat() if previous else None, "to": delay_until.isoformat()}
+        why = reason if audit_reason is None else audit_reason
+        _audit(run, "run.reschedule", actor=actor, user=user, reason=why, now=now, data=data)
     return run
 
 
-def start_now(*, run_id: str, actor: Actor, reason: str = "", now: datetime | None = None) -> Run:
-    """Queue a DELAYED run at once instead of at its delay_until. Raises RunNotFound or EngineError."""
+def start_now(*, run_id: str, actor: Actor, reason: str = "", user: Any = None, now: datetime | None = None) -> Run:
+    """Queue a DELAYED run at once instead of at its delay_until, audited (run.reschedule to
+    "now"). Raises RunNotFound or EngineError."""
     now = now or timezone.now()
 
     def release(run: Run) -> list[str]:
         # The delay is over now; the queue order and the TTL clock count from this moment,
         # exactly as when the engine promotes a run whose delay ran out (scheduler.promote_delayed).
         previous, run.delay_until = run.delay_until, now
-        data["from"] = str(previous)
+        data["from"], held["from"] = str(previous), previous
         return ["delay_until", *mark_queued(run, now)]
 
     data: dict[str, Any] = {}
+    held: dict[str, datetime | None] = {}  # the delay it had, for the audit log
     with transaction.atomic():
         if not Run.objects.filter(pk=run_id).exists():
             raise RunNotFound(f"Run {run_id} not found")
@@ -180,6 +219,9 @@ def start_now(*, run_id: str, actor: Actor, reason: str = "", now: datetime | No
         )
         if run is None:
             raise EngineError("Cannot start a run that is not delayed")
+        previous = held["from"]
+        change = {"from": previous.isoformat() if previous else None, "to": "now"}
+        _audit(run, "run.reschedule", actor=actor, user=user, reason=reason, now=now, data=change)
     return run
 
 
@@ -193,12 +235,19 @@ def replay_run(
     source: str = "api",
     request_key: str | None = None,
     reason: str = "",
+    user: Any = None,
+    changed: list[str] | None = None,
+    audit_reason: str | None = None,
+    audited: bool = True,
     now: datetime | None = None,
-) -> Run:
+) -> Replay:
     """A new run of the same task with the original's payload and options, overridden by
     `options` fields named in `overridden` (and `payload` when given). Raises RunNotFound.
 
-    `reason` (why it was replayed) joins "replay of <id>" in the new run's timeline."""
+    `reason` (why it was replayed) joins "replay of <id>" in the new run's timeline. A new run
+    is audited (run.replay of the original; `changed` names what the caller changed, in its
+    own terms; audit_reason, when given, is the audit log's reason instead of `reason`); a
+    repeated request_key or a matching idempotency key answers the run it found, created=False."""
     original = Run.objects.filter(pk=run_id).first()
     if original is None:
         raise RunNotFound(f"Run {run_id} not found")
@@ -231,12 +280,41 @@ def replay_run(
             now=now,
         )
         run = result.run
-        if run.replayed_from_id is None and not result.is_cached:
+        created = run.replayed_from_id is None and not result.is_cached
+        if created:
             run.replayed_from = original
             run.save(update_fields=["replayed_from"])
             why = _because(f"replay of {original.id}", reason)
             record(run, run.status, run.status, actor=actor, reason=why, now=run.created_at)
-    return run
+            if audited:
+                said = reason if audit_reason is None else audit_reason
+                entry = {"replay": run.id, "changed": changed or []}
+                _audit(original, "run.replay", actor=actor, user=user, reason=said, now=run.created_at, data=entry)
+    return Replay(run=run, created=created)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What replay_run answers: the run, and whether this call created it (False: an earlier
+    request with the same key, or a run holding the idempotency key, answered instead)."""
+
+    run: Run
+    created: bool
+
+
+def _audit(
+    run: Run, action: str, *, actor: Actor, user: Any, reason: str, now: datetime, data: dict[str, Any] | None = None
+) -> None:
+    audit(
+        action=action,
+        target=run.id,
+        actor=actor,
+        now=now,
+        environment_id=run.environment_id,
+        user=user,
+        reason=reason,
+        data=data,
+    )
 
 
 REASON_LENGTH = 512  # RunEvent.reason

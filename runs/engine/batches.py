@@ -1,9 +1,13 @@
 """Batches: up to 1,000 runs triggered together, all or nothing.
 
-Over the API a batch is created first, its items arrive afterwards (possibly more than once:
-they are deduplicated by index) and are staged as BatchItem rows; once all have arrived the
-batch is sealed and every run is created in one transaction. The Python SDK streams the same
-way, so a 1,000-item generator is never held in memory at once.
+Every batch takes one path, whoever sends it: create_batch (the count, the batch idempotency
+key, the batch rate limit, the batch row), then fill_batch (its items staged as BatchItem rows,
+deduplicated by index; once all have arrived the batch is sealed and every run is created in one
+transaction; an item that cannot become a run aborts the batch, and no run of it exists). Over
+the API these are the two calls of the wire protocol; the Python SDK (batch_trigger, and
+batch_trigger_and_wait inside a task) makes both in one transaction with trigger_batch_items.
+Items are staged as they come, so a 1,000-item generator is never held in memory at once.
+Callers only parse: the API its JSON and NDJSON, the SDK its Python values.
 """
 
 from __future__ import annotations
@@ -17,12 +21,17 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from runs import ratelimit
 from runs.engine.core import Actor, EngineError
 from runs.engine.triggering import TriggerOptions, TriggerRequest, insert_rows, insert_runs, insert_sql, trigger
 from runs.models import Batch, BatchItem, BatchStatus, Environment
 
 MAX_BATCH_ITEMS = 1000
 CHUNK = 100
+# Items per bulk insert while staging in-process. Fewer than CHUNK: with client-side parameter
+# binding an insert holds several copies of its rows' payloads at once, and the caller's own
+# copies of them are still alive.
+IN_PROCESS_CHUNK = 50
 
 
 @dataclass
@@ -47,11 +56,31 @@ class StagedItem:
 
 
 class BatchItemError(EngineError):
-    """An item that cannot become a run; the whole batch is refused."""
+    """An item that cannot become a run; the whole batch is refused. `where` names the item in
+    the message when its index is not known for sure (an unparseable line)."""
 
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(f"Batch item {index}: {message}")
-        self.index, self.detail = index, message
+    def __init__(self, index: int, message: str, *, task_identifier: str = "", where: str | None = None) -> None:
+        super().__init__(f"Batch item {index if where is None else where}: {message}")
+        self.index, self.detail, self.task_identifier = index, message, task_identifier
+
+
+class BatchRateLimited(EngineError):
+    """The environment's batch rate limit refused the batch's items (runs.ratelimit). `decision`
+    is None for a batch larger than the bucket itself; `phase` is "create" when the count was
+    known up front, "stream" when it was known only once every item was read."""
+
+    def __init__(self, message: str, *, count: int, phase: str, decision: ratelimit.Decision | None) -> None:
+        super().__init__(message)
+        self.count, self.phase, self.decision = count, phase, decision
+
+
+@dataclass(frozen=True)
+class Filled:
+    """What fill_batch did: the batch after it (sealed, or PENDING still missing items)."""
+
+    batch: Batch
+    accepted: int
+    deduplicated: int
 
 
 def create_batch(
@@ -63,12 +92,22 @@ def create_batch(
     idempotency_key_user: str = "",
     parent_run_id: str | None = None,
     resume_parent: bool = False,
+    charge: bool = False,
     now: datetime | None = None,
 ) -> tuple[Batch, bool]:
-    """A new PENDING batch expecting run_count items, or (existing, True) for a repeated key."""
+    """A new PENDING batch expecting run_count items, or (existing, True) for a repeated key.
+
+    charge: take run_count from the environment's batch rate limit first (a repeated key costs
+    nothing). Raises EngineError (run_count out of range), BatchRateLimited."""
     now = now or timezone.now()
     if not 1 <= run_count <= MAX_BATCH_ITEMS:
         raise EngineError(f"runCount must be from 1 to {MAX_BATCH_ITEMS} (a batch holds at most 1,000 items)")
+    if idempotency_key:
+        existing = Batch.objects.filter(environment=environment, idempotency_key=idempotency_key).first()
+        if existing is not None:  # creates nothing, so costs nothing
+            return existing, True
+    if charge:
+        charge_batch(environment=environment, count=run_count, phase="create")
     with transaction.atomic():
         if idempotency_key:
             with connection.cursor() as cursor:
@@ -91,11 +130,114 @@ def create_batch(
     return batch, False
 
 
-def add_batch_items(*, batch: Batch, items: Iterable[StagedItem]) -> tuple[int, int]:
+def charge_batch(*, environment: Environment, count: int, phase: str) -> None:
+    """Take `count` tokens from the environment's batch rate limit. Raises BatchRateLimited."""
+    try:
+        decision = ratelimit.charge_batch_items(environment_id=environment.pk, count=count)
+    except ratelimit.ChargeTooLarge as exc:
+        raise BatchRateLimited(str(exc), count=count, phase=phase, decision=None) from exc
+    if not decision.allowed:
+        raise BatchRateLimited(
+            f"Batch rate limit exceeded: {count:,} items asked for, {decision.remaining:,} of "
+            f"{decision.limit:,} available; enough are back in {decision.retry_after_seconds}s",
+            count=count,
+            phase=phase,
+            decision=decision,
+        )
+
+
+def fill_batch(
+    *,
+    batch_id: str,
+    items: Iterable[StagedItem],
+    actor: Actor,
+    source: str = "api",
+    complete: bool = False,
+    charge: bool = False,
+    chunk_size: int = CHUNK,
+    now: datetime | None = None,
+) -> Filled:
+    """Stage items of a PENDING batch (deduplicated by index) and seal it once all have arrived.
+
+    An item that cannot become a run (BatchItemError, raised by `items` itself or here) leaves
+    nothing of this call staged and the batch ABORTED with its error; the error is raised again.
+    complete: these items are the whole batch (the Python SDK's, perhaps of a length unknown
+    when it was created): its count and task identifiers become theirs, the count charged to
+    the rate limit first when `charge`. Raises BatchItemError, BatchRateLimited, EngineError."""
+    now = now or timezone.now()
+    task_ids: set[str] = set()
+    try:
+        with transaction.atomic():  # a savepoint: an invalid item leaves nothing of this call staged
+            batch = Batch.objects.get(pk=batch_id)
+            staged = _noting_tasks(items, task_ids)
+            accepted, deduplicated = add_batch_items(batch=batch, items=staged, chunk_size=chunk_size)
+    except BatchItemError as exc:
+        task = exc.task_identifier
+        abort_batch(batch_id=batch_id, index=exc.index, message=exc.detail, task_identifier=task, now=now)
+        raise
+    if complete:
+        if charge:
+            charge_batch(environment=batch.environment, count=accepted, phase="stream")
+        set_batch_run_count(batch_id=batch_id, run_count=accepted, task_identifiers=sorted(task_ids), now=now)
+    return Filled(seal_batch(batch_id=batch_id, actor=actor, source=source, now=now), accepted, deduplicated)
+
+
+def _noting_tasks(items: Iterable[StagedItem], task_ids: set[str]) -> Iterator[StagedItem]:
+    for item in items:
+        task_ids.add(item.task_id)
+        yield item
+
+
+def trigger_batch_items(
+    *,
+    environment: Environment,
+    items: Iterable[StagedItem],
+    run_count: int | None,
+    actor: Actor,
+    source: str,
+    idempotency_key: str | None = None,
+    idempotency_key_user: str = "",
+    parent_run_id: str | None = None,
+    resume_parent: bool = False,
+    charge: bool = True,
+    now: datetime | None = None,
+) -> tuple[Batch, bool]:
+    """create_batch and fill_batch in one transaction, for a caller holding every item (the
+    Python SDK): all the batch's runs, or nothing at all. run_count None: a stream of unknown
+    length, counted (and charged) once read. Returns (batch, True) for a repeated batch key,
+    its items unread. Raises BatchItemError, BatchRateLimited, EngineError."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        batch, cached = create_batch(
+            environment=environment,
+            run_count=run_count or MAX_BATCH_ITEMS,  # unknown size: fixed after staging
+            idempotency_key=idempotency_key,
+            idempotency_key_user=idempotency_key_user,
+            parent_run_id=parent_run_id,
+            resume_parent=resume_parent,
+            charge=charge and run_count is not None,
+            now=now,
+        )
+        if cached:
+            return batch, True
+        filled = fill_batch(
+            batch_id=batch.id,
+            items=items,
+            actor=actor,
+            source=source,
+            complete=True,
+            charge=charge and run_count is None,
+            chunk_size=IN_PROCESS_CHUNK,
+            now=now,
+        )
+    return filled.batch, False
+
+
+def add_batch_items(*, batch: Batch, items: Iterable[StagedItem], chunk_size: int = CHUNK) -> tuple[int, int]:
     """Stage items of a PENDING batch in chunks; returns (accepted, deduplicated) counts."""
     accepted = duplicates = 0
     iterator = iter(items)
-    while chunk := list(islice(iterator, CHUNK)):
+    while chunk := list(islice(iterator, chunk_size)):
         for item in chunk:
             if not 0 <= item.index < batch.run_count:
                 raise BatchItemError(item.index, f"index must be from 0 to {batch.run_count - 1}")
@@ -281,7 +423,9 @@ def trigger_batch(
     resume_parent: bool = False,
     now: datetime | None = None,
 ) -> Batch:
-    """Create a batch and all its runs at once from validated entries (all or nothing)."""
+    """Create a batch and all its runs at once from entries already validated (all or nothing):
+    the bulk insert of tests and benchmarks. Batches of the API and the SDK go through
+    create_batch and fill_batch."""
     now = now or timezone.now()
     if not 1 <= len(entries) <= MAX_BATCH_ITEMS:
         raise EngineError(f"a batch holds 1 to {MAX_BATCH_ITEMS} items, not {len(entries)}")

@@ -165,10 +165,19 @@ def apply(bulk: BulkAction, run_id: str, status: str, now: datetime) -> None:
     try:
         with transaction.atomic():  # a savepoint: one refused run does not undo the chunk
             if bulk.action == "cancel":
-                changed = try_cancel_run(run_id=run_id, actor=actor, reason=reason, now=now)[1]
+                # audited=False: the bulk action was audited once, when it was asked for
+                changed = try_cancel_run(run_id=run_id, actor=actor, reason=reason, audited=False, now=now)[1]
             else:
                 options = TriggerOptions()
-                replay_run(run_id=run_id, actor=actor, options=options, source="dashboard", reason=reason, now=now)
+                replay_run(
+                    run_id=run_id,
+                    actor=actor,
+                    options=options,
+                    source="dashboard",
+                    reason=reason,
+                    audited=False,
+                    now=now,
+                )
                 changed = True
     except EngineError as exc:
         changed = False

@@ -77,3 +77,16 @@ def test_the_audit_page_shows_api_actions_and_filters_by_the_key(api, client: Cl
     client.force_login(admin)
     html = client.get("/audit/", {"user": key_name(api)}).content.decode()
     assert key_name(api) in html and f'href="/runs/{run_id}/?env=dev"' in html
+
+
+def test_a_repeated_replay_is_audited_once_even_when_time_stands_still(api):
+    import time_machine
+
+    run_id = delayed_run(api)
+    key = {"x-trigger-request-idempotency-key": "r2"}
+    with time_machine.travel("2026-11-01T12:00:00Z", tick=False):
+        # The answer to the retry was created at this very instant: only the engine knows it is not new.
+        first = api.post(f"/api/v1/runs/{run_id}/replay", {}, **key)
+        again = api.post(f"/api/v1/runs/{run_id}/replay", {}, **key)
+    assert first.json()["id"] == again.json()["id"]
+    assert list(AuditEntry.objects.values_list("action", flat=True)) == ["run.replay"]

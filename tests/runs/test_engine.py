@@ -287,7 +287,7 @@ def test_the_database_refuses_a_final_run_without_finished_at(dev: Environment) 
 def test_a_replay_is_a_new_run_with_the_originals_payload_and_options_linked_back(dev: Environment) -> None:
     original = factories.run("hello-world", payload={"n": 1}, tags=["a"], metadata={"m": 1}, concurrency_key="k")
     engine.cancel_run(run_id=original.id, actor="test")
-    replay = engine.replay_run(run_id=original.id, actor="user:ops", options=engine.TriggerOptions())
+    replay = engine.replay_run(run_id=original.id, actor="user:ops", options=engine.TriggerOptions()).run
     assert replay.id != original.id and replay.replayed_from_id == original.id
     assert (replay.payload, replay.tags, replay.metadata) == (original.payload, ["a"], {"m": 1})
     assert (replay.concurrency_key, replay.status) == ("k", RunStatus.QUEUED)
@@ -303,5 +303,5 @@ def test_a_replay_takes_overrides(dev: Environment) -> None:
         options=overrides,
         overridden={"tags", "machine"},
         payload=(factories.superjson({"n": 2}), "application/super+json"),
-    )
+    ).run
     assert (replay.tags, replay.machine, replay.payload) == (["b"], "large-1x", factories.superjson({"n": 2}))

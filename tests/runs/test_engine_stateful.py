@@ -208,7 +208,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.tick_clock()
         replayed = engine.replay_run(
             run_id=original.id, actor="user:test", options=engine.TriggerOptions(), now=self.now
-        )
+        ).run
         self.created_run(replayed.id)
         assert replayed.id != original.id
         assert (replayed.queue, replayed.concurrency_key) == (original.queue, original.concurrency_key)

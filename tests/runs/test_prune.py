@@ -108,7 +108,7 @@ def test_a_finished_run_that_an_unfinished_run_points_at_is_kept(
     parent = finished_run()
     child = factories.run(parent_run_id=parent.id, delay_until=T0 + timedelta(days=1))
     replayed = finished_run()
-    replay = engine.replay_run(run_id=replayed.id, actor="test", options=engine.TriggerOptions())
+    replay = engine.replay_run(run_id=replayed.id, actor="test", options=engine.TriggerOptions()).run
     waiting_parent = factories.run()
     done_child = finished_run(parent_run_id=waiting_parent.id)
     prunable = finished_run()

@@ -79,7 +79,7 @@ def test_a_replay_reason_joins_the_replay_event(dev: Environment) -> None:
     original = factories.run()
     replay = engine.replay_run(
         run_id=original.id, actor="user:ada", options=engine.TriggerOptions(), reason="fixed the bug"
-    )
+    ).run
     assert last_event(replay).reason == f"replay of {original.id}: fixed the bug"
 
 

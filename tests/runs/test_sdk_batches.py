@@ -71,7 +71,7 @@ def test_a_generator_of_a_thousand_items_is_streamed_without_holding_them():
     try:
         # What a batch that holds its items takes: the list and the parsed items (~40 MB).
         listed = list(generate(1000))
-        parsed = [sdk._staged(index, {**item, "id": "hello-world"}, set()) for index, item in enumerate(listed)]
+        parsed = [sdk._staged(index, {**item, "id": "hello-world"}) for index, item in enumerate(listed)]
         held_peak = tracemalloc.get_traced_memory()[1]
         del listed, parsed
         gc.collect()

@@ -58,7 +58,7 @@ class ItemError(engine.BatchItemError):
 
     def __init__(self, status: int, index: int, where: str, detail: str, task: str = "") -> None:
         super().__init__(index, detail, task_identifier=task, where=where)
-        self.status = status
+        self.http_status = status
 
 
 # --- POST /api/v3/batches -------------------------------------------------------------------
@@ -281,7 +281,7 @@ def _stream_items(request: ApiRequest, batch_id: str) -> JsonResponse:
             now=now,
         )
     except engine.BatchItemError as exc:  # the engine aborted the batch
-        raise ApiError(exc.status if isinstance(exc, ItemError) else 422, str(exc)) from exc
+        raise ApiError(exc.http_status if isinstance(exc, ItemError) else 422, str(exc)) from exc
     return JsonResponse(_stream_result(filled.batch, filled.accepted, filled.deduplicated))
 
 

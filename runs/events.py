@@ -85,18 +85,14 @@ class _Publisher:
         self.loop.call_soon_threadsafe(self.wake.set)
 
     def take(self) -> list[Change]:
-        """The waiting changes, merged (Change.absorb), in order; the loop sleeps if none."""
+        """The waiting changes, merged (`merge`); the loop sleeps if none."""
         with self.lock:
             taken, self.pending = self.pending, []
             self.asleep = not taken
             if self.asleep:
                 self.wake.clear()
                 self.idle.set()
-        merged: list[Change] = []
-        for change in taken:
-            if not (merged and merged[-1].absorb(change)):
-                merged.append(change)
-        return merged
+        return merge(taken)
 
     async def _drain(self) -> None:
         """Send the changes one after another: a burst of them sent at once would open as many
@@ -117,6 +113,26 @@ class _Publisher:
                     await asyncio.wait_for(layer.group_send(group, change.message()), SEND_TIMEOUT)
                 except Exception:
                     log.warning("could not publish a change of %d runs", len(change.run_ids), exc_info=True)
+
+
+def merge(changes: list[Change]) -> list[Change]:
+    """Changes to send together as few messages: each in the first message of its kind
+    (Change.absorb), in order within a kind; messages carry ids, so the order between kinds
+    does not matter. New lines of a run that also changed are left out: a run's page takes any
+    change of its run for new lines too (dashboard.consumers.RunConsumer.take), and no other
+    page reads `run.logs`. A short run logging as it runs then costs one message, not three."""
+    merged: list[Change] = []
+    for change in changes:
+        if not any(earlier.absorb(change) for earlier in merged):
+            merged.append(change)
+    changed = {(change.environment_id, run_id) for change in merged if not change.logs for run_id in change.run_ids}
+    kept = []
+    for change in merged:
+        if change.logs:
+            change.run_ids = [run_id for run_id in change.run_ids if (change.environment_id, run_id) not in changed]
+        if change.run_ids:
+            kept.append(change)
+    return kept
 
 
 _publisher: _Publisher | None = None

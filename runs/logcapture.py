@@ -51,6 +51,7 @@ MAX_WORDS_TEXT = 256 * 1024
 # A summary's words stop growing at this size (pg_column_size), under tsvector's 1 MB limit.
 MAX_WORDS_BYTES = 900_000
 PENDING_WAKE = 1000  # lines waiting in one attempt that wake the writer before its interval
+IDLE_CLOSE = 30.0  # seconds with no attempt running before the writer closes its connection
 
 _current: ContextVar[Capture | None] = ContextVar("runyard_log_capture", default=None)
 
@@ -545,14 +546,20 @@ class LogWriter:
         self.event.set()
 
     def _work(self, event: threading.Event) -> None:
+        busy_at = time.monotonic()
         while True:
             event.wait(settings.RUNYARD_LOG_FLUSH_INTERVAL)
             event.clear()
             with self.lock:
                 captures = list(self.captures)
             if not captures:
-                connection.close()  # no attempt running: no connection held open meanwhile
+                # No attempt running for a while: no connection held open meanwhile. Not at
+                # the first idle beat: between short runs, a new connection for each beat that
+                # finds one running cost more than its write.
+                if time.monotonic() - busy_at > IDLE_CLOSE:
+                    connection.close()
                 continue
+            busy_at = time.monotonic()
             try:
                 with self.writing:
                     write(captures)

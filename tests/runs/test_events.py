@@ -120,3 +120,23 @@ async def test_a_stream_of_changes_goes_out_at_most_once_per_publish_interval() 
         await layer.group_discard(events.env_group(environment_id), channel)
     assert received == run_ids
     assert messages <= elapsed // events.PUBLISH_INTERVAL + 1
+
+
+def test_new_lines_of_a_run_that_changed_in_the_same_send_cost_no_message_of_their_own() -> None:
+    """A short run logging as it runs: its start, its lines and its completion are one message
+    (its page takes a change of the run for new lines too); lines of another run still go."""
+    changes = [
+        events.Change(1, ["run_a"], created=False),
+        events.Change(1, ["run_a", "run_b"], created=False, logs=True),
+        events.Change(1, ["run_a"], created=False),
+        events.Change(2, ["run_c"], created=False, logs=True),
+        events.Change(1, ["run_d"], created=True),
+        events.Change(1, ["run_e"], created=False),
+    ]
+    messages = [change.message() for change in events.merge(changes)]
+    assert messages == [
+        {"type": "runs.changed", "run_ids": ["run_a", "run_e"], "created": False},
+        {"type": "run.logs", "run_ids": ["run_b"]},
+        {"type": "run.logs", "run_ids": ["run_c"]},  # another environment's group
+        {"type": "run.changed", "run_id": "run_d", "created": True},
+    ]

@@ -9,12 +9,17 @@ is what it sent over the time from the first send to the last completion.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import psutil
+from django.conf import settings
 from django.db import connection
 
 from bench import accepted, end_to_end, stack, wrk
@@ -35,6 +40,13 @@ class Side:
     send: Callable[[stack.Stack, Sizes, float], tuple[int, float]]  # (sent, seconds until all done)
     rates: list[float] = field(default_factory=list)
     counts: list[int] = field(default_factory=list)
+    cpu: list[dict[str, float]] = field(default_factory=list)  # ms of CPU per item, by process, a round each
+
+    def cpu_summary(self) -> str:
+        """Median ms of CPU per item of each process over the rounds (load-independent, unlike a rate)."""
+        parts = {part: statistics.median(round_[part] for round_ in self.cpu) for part in self.cpu[0]}
+        split = ", ".join(f"{part} {ms:.2f}" for part, ms in parts.items())
+        return f"{self.name}, ms of CPU per item: {split}; total {sum(parts.values()):.2f}"
 
     @property
     def rate(self) -> float:
@@ -43,6 +55,35 @@ class Side:
     def summary(self, unit: str) -> str:
         rounds = ", ".join(f"{rate:.0f} ({count:,})" for rate, count in zip(self.rates, self.counts, strict=True))
         return f"{self.name}, {unit} (items in the round): {rounds}"
+
+
+PARTS = ("web", "engine", "worker", "PostgreSQL", "bench (the senders)")
+
+
+def stack_cpu(bench: stack.Stack) -> dict[str, float]:
+    """CPU seconds so far of each of the stack's processes: web, engine, the worker with its
+    pool, PostgreSQL (its backends, ended ones included) and this process (its 16 senders)."""
+    pids = {part: bench.pids(part) for part in ("web", "engine", "worker")}
+    pid_file = Path(settings.VAR_DIR) / "pg" / "postmaster.pid"
+    if not os.environ.get("DATABASE_URL") and pid_file.exists():
+        pids["PostgreSQL"] = [int(pid_file.read_text().split()[0])]
+    used = dict.fromkeys(PARTS, 0.0)
+    for part, roots in pids.items():
+        used[part] = sum(_tree_cpu(pid) for pid in roots)
+    used["bench (the senders)"] = sum(os.times()[:2])
+    return used
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its children and the children it reaped."""
+    spent = 0.0
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        for each in [proc, *proc.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = each.cpu_times()
+                spent += times.user + times.system + times.children_user + times.children_system
+    return spent
 
 
 def in_threads(seconds: float, call: Callable[[], str | None]) -> list[str | None]:
@@ -154,9 +195,12 @@ def run(ctx: Context) -> list[Figure]:
             side.send(bench, sizes, min(0.5, seconds))
         for i in range(sizes.e2e_rounds):
             for side in sides if i % 2 == 0 else sides[::-1]:
+                before = stack_cpu(bench)
                 count, took = side.send(bench, sizes, seconds)
+                after = stack_cpu(bench)
                 side.counts.append(count)
                 side.rates.append(count / took)
+                side.cpu.append({part: (after[part] - before[part]) * 1000 / count for part in PARTS})
     method = (
         f"{sizes.e2e_rounds} rounds a side of {seconds:g} s of sending, the order reversed every other round;"
         " a side's rate: items sent / seconds from the first send until all finished; medians; one worker"
@@ -183,5 +227,12 @@ def figure(title: str, side: Side, plain: Side, floor: float, details: list[str]
         ratio=f"{ratio:.2f}x",
         target=f">= {floor:.2f}x",
         passed=ratio >= floor,
-        details=[*details, side.summary("runs/s"), plain.summary("tasks/s")],
+        details=[
+            *details,
+            side.summary("runs/s"),
+            plain.summary("tasks/s"),
+            side.cpu_summary(),
+            plain.cpu_summary(),
+            f"load average at the end: {' '.join(f'{n:.2f}' for n in os.getloadavg())}",
+        ],
     )

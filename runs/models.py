@@ -398,6 +398,8 @@ class Run(models.Model):
                 fields=["expires_at"], name="run_expiring", condition=Q(status__in=["QUEUED", "PENDING_VERSION"])
             ),
             models.Index(fields=["heartbeat_at"], name="run_executing", condition=Q(status="EXECUTING")),
+            # The engine's every tick asks whether any run waits (resume_ready's safety net).
+            models.Index(fields=["-created_at"], name="run_waiting", condition=Q(status="WAITING")),
             models.Index(
                 fields=["environment", "queue", "concurrency_key"],
                 name="run_active",

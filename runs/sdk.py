@@ -38,9 +38,10 @@ from runs import context, engine, holds, listing, logs, packets, queue_items, sc
 from runs import metadata as metadata_ops
 from runs.engine.queues import MAX_LIMIT as MAX_QUEUE_LIMIT
 from runs.engine.queues import QUEUE_KINDS
+from runs.engine.triggering import environment_with_definition
 from runs.engine.workers import REASON_LENGTH as MAX_WORKER_REASON
 from runs.metadata_buffer import metadata
-from runs.models import Batch, Environment, Queue, Run, Schedule, Waitpoint, Worker
+from runs.models import Batch, Environment, Queue, Run, Schedule, TaskDefinition, Waitpoint, Worker
 from runs.options import OptionError, parse_delay, parse_task_id, parse_trigger_options
 from runs.schedule_spec import ScheduleSpecError, parse_schedule
 from runs.sdk_remote import REPLAY_KEYS, Client, pause_fields
@@ -750,8 +751,12 @@ def _trigger_one(
     extra: dict[str, Any] | None = None,
 ) -> engine.TriggerResult:
     ctx = context.current()
-    environment = _environment_for(env, ctx)
-    parsed, data, content_type, task_id = _parse(task_id, payload, options)
+    try:
+        parsed, data, content_type, task_id = _parse(task_id, payload, options)
+    except ValidationError:
+        _environment_for(env, ctx)  # a bad env is reported first, as before the task id was read
+        raise
+    environment, definition = _environment_and_definition(env, ctx, task_id)
     if ctx is not None:
         parsed.parent_run_id = ctx.run_id
     for key, value in (extra or {}).items():
@@ -764,6 +769,7 @@ def _trigger_one(
         options=parsed,
         actor=_actor(ctx),
         source="sdk",
+        definitions={task_id: definition},
     )
 
 
@@ -938,6 +944,22 @@ def _environment_for(env: str | None, ctx: context.TaskContext | None) -> Enviro
     if env is None and ctx is not None:
         return Environment.objects.get(pk=ctx.environment_id)
     return _environment(env or "dev")
+
+
+def _environment_and_definition(
+    env: str | None, ctx: context.TaskContext | None, task_id: str
+) -> tuple[Environment, TaskDefinition | None]:
+    """_environment_for's environment and task_id's definition, in one query."""
+    if env is None and ctx is not None:
+        found = environment_with_definition(task_id, pk=ctx.environment_id)
+        if found is None:
+            raise Environment.DoesNotExist(f"no environment {ctx.environment_id}")  # as objects.get
+        return found
+    slug = env or "dev"
+    found = environment_with_definition(task_id, slug=slug)
+    if found is None:
+        raise ValidationError("env", f"env {slug!r} is not an environment")
+    return found
 
 
 def _actor(ctx: context.TaskContext | None) -> str:

@@ -126,7 +126,9 @@ SELECT
         OR EXISTS (SELECT FROM runs_taskpause WHERE resume_at <= %(now)s)
         OR EXISTS (SELECT FROM runs_environment WHERE resume_at <= %(now)s)
     ) AS queue_controls,
-    EXISTS (SELECT FROM runs_schedule WHERE next_fire_at <= %(now)s) AS schedules
+    EXISTS (SELECT FROM runs_schedule WHERE next_fire_at <= %(now)s) AS schedules,
+    EXISTS (SELECT FROM runs_run WHERE status = 'WAITING') AS waiting,
+    EXISTS (SELECT FROM runs_bulkaction WHERE status IN ('PENDING', 'RUNNING')) AS bulk
 """
 
 # When the engine should tick next (scheduler.next_due): each part a min() over its partial index

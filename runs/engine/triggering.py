@@ -219,6 +219,35 @@ def _definition(task_id: str) -> TaskDefinition | None:
     return None if row is None else definition_from_row(row)
 
 
+def environment_with_definition(
+    task_id: str, *, slug: str | None = None, pk: int | None = None
+) -> tuple[Environment, TaskDefinition | None] | None:
+    """The environment of `slug` (or `pk`) and task_id's definition (None: no worker serves it),
+    in one query; None if no such environment. For trigger()'s `definitions`: an in-process
+    trigger then takes two round trips (this and the run's statement), not three, and the
+    environment's read is not compiled by the ORM (a third of the SDK trigger's CPU once)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_environment_sql("slug" if pk is None else "id"), [task_id, pk if slug is None else slug])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    fields = Environment._meta.concrete_fields
+    environment = Environment.from_db(connection.alias, [f.attname for f in fields], row[: len(fields)])
+    rest = row[len(fields) :]
+    return environment, None if rest[_DEFINITION_PK] is None else definition_from_row(rest)
+
+
+@cache
+def _environment_sql(column: str) -> str:
+    quote = connection.ops.quote_name
+    env, task = Environment._meta, TaskDefinition._meta
+    columns = [f"e.{quote(f.column)}" for f in env.concrete_fields]
+    columns += [f"d.{quote(f.column)}" for f in task.concrete_fields]
+    # A LEFT JOIN: a task no worker serves yet still gets its run (PENDING_VERSION).
+    join = f"LEFT JOIN {quote(task.db_table)} d ON d.{quote(task.get_field('task_id').column)} = %s"
+    return f"SELECT {', '.join(columns)} FROM {quote(env.db_table)} e {join} WHERE e.{quote(column)} = %s"
+
+
 def definition_from_row(row: Sequence[Any]) -> TaskDefinition:
     """The TaskDefinition of a row of its concrete columns in order, as the ORM loads it."""
     fields = TaskDefinition._meta.concrete_fields
@@ -226,6 +255,9 @@ def definition_from_row(row: Sequence[Any]) -> TaskDefinition:
     convert = [getattr(f, "from_db_value", None) for f in fields]
     values = [c(v, None, connection) if c else v for c, v in zip(convert, row, strict=True)]
     return TaskDefinition.from_db(connection.alias, [f.attname for f in fields], values)
+
+
+_DEFINITION_PK = TaskDefinition._meta.concrete_fields.index(TaskDefinition._meta.pk)
 
 
 @cache

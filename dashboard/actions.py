@@ -11,7 +11,6 @@ works them off in chunks, and /runs/bulk/<id>/ shows the progress.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 
 from django.db import transaction
@@ -56,17 +55,15 @@ def run_cancel(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     run = with_relations(Run.objects.filter(pk=run_id, environment=environment)).first()
     if run is None:
         return run_not_found(request, environment, run_id)
-    values = {"reason": ""}
-    errors: dict[str, str] = {}
-    if request.method == "POST":
-        values["reason"] = reason = forms.reason(request.POST, errors)
-        if not errors:
-            after, changed = try_cancel_run(run_id=run.id, actor=actor(request), reason=reason, user=request.user)
-            if changed:
-                return done(request, reverse("run", args=[run.id]))
-            run = after  # finished meanwhile
-            errors["form"] = blocked_cancel(run)
-    return action_form(request, "cancel", run, values, errors, blocked=blocked_cancel(run))
+    form = forms.ActionForm(request.POST if request.method == "POST" else None)
+    if form.is_valid():
+        reason = form.cleaned_data["reason"]
+        after, changed = try_cancel_run(run_id=run.id, actor=actor(request), reason=reason, user=request.user)
+        if changed:
+            return done(request, reverse("run", args=[run.id]))
+        run = after  # finished meanwhile
+        form.add_error(None, blocked_cancel(run))
+    return action_form(request, "cancel", run, form, blocked=blocked_cancel(run))
 
 
 @require(OPERATE)
@@ -75,27 +72,24 @@ def run_reschedule(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     run = with_relations(Run.objects.filter(pk=run_id, environment=environment)).first()
     if run is None:
         return run_not_found(request, environment, run_id)
-    values = {"when": "delay", "delay": "", "at": forms.at_input(run.delay_until), "reason": ""}
-    errors: dict[str, str] = {}
-    if request.method == "POST":
-        now = timezone.now()
-        values.update({name: request.POST.get(name, "").strip() for name in ("when", "delay", "at")})
-        values["reason"] = reason = forms.reason(request.POST, errors)
-        delay_until = forms.reschedule_to(values, now, errors)
-        if blocked_reschedule(run):
-            errors["form"] = blocked_reschedule(run)
-        if not errors:
-            try:
-                who, user = actor(request), request.user
-                if delay_until is None:
-                    start_now(run_id=run.id, actor=who, reason=reason, user=user, now=now)
-                else:
-                    reschedule_run(run_id=run.id, delay_until=delay_until, actor=who, reason=reason, user=user, now=now)
-                return done(request, reverse("run", args=[run.id]))
-            except EngineError as exc:
-                errors["form"] = str(exc)
-                run.refresh_from_db(fields=["status", "delay_until"])
-    return action_form(request, "reschedule", run, values, errors, blocked=blocked_reschedule(run))
+    now = timezone.now()
+    initial = {"when": "delay", "at": forms.at_input(run.delay_until)}
+    form = forms.RescheduleForm(request.POST if request.method == "POST" else None, initial=initial, now=now)
+    if form.is_bound and blocked_reschedule(run):
+        form.add_error(None, blocked_reschedule(run))
+    if form.is_valid():
+        reason, delay_until = form.cleaned_data["reason"], form.cleaned_data["delay_until"]
+        try:
+            who, user = actor(request), request.user
+            if delay_until is None:
+                start_now(run_id=run.id, actor=who, reason=reason, user=user, now=now)
+            else:
+                reschedule_run(run_id=run.id, delay_until=delay_until, actor=who, reason=reason, user=user, now=now)
+            return done(request, reverse("run", args=[run.id]))
+        except EngineError as exc:
+            form.add_error(None, str(exc))
+            run.refresh_from_db(fields=["status", "delay_until"])
+    return action_form(request, "reschedule", run, form, blocked=blocked_reschedule(run))
 
 
 @require(OPERATE)
@@ -105,40 +99,26 @@ def run_replay(request: HtmxHttpRequest, run_id: str) -> HttpResponse:
     if run is None:
         return run_not_found(request, environment, run_id)
     editor = forms.payload_editor(run) if can_view_payload(request.user) else None
-    values = {
-        "payload": editor.text if editor else "",
-        "metadata": forms.pretty(run.metadata),
-        "tags": ", ".join(run.tags),
-        "queue": run.queue,
-        "machine": run.machine,
-        "delay": "",
-        "reason": "",
-        "request_key": secrets.token_urlsafe(12),  # a double submit makes one replay
-    }
-    errors: dict[str, str] = {}
-    if request.method == "POST":
-        now = timezone.now()
-        values.update({name: request.POST.get(name, "") for name in values if name != "reason"})
-        values["reason"] = reason = forms.reason(request.POST, errors)
-        replay = forms.parse_replay(run, values, now, editor)
-        errors.update(replay.errors)
-        if not errors:
-            new = replay_run(
-                run_id=run.id,
-                actor=actor(request),
-                options=replay.options,
-                payload=replay.payload,
-                overridden=replay.overridden,
-                source="dashboard",
-                request_key=f"dashboard:{values['request_key'][:40]}",
-                reason=reason,
-                user=request.user,
-                changed=replay.changed,
-                now=now,
-            ).run
-            return done(request, reverse("run", args=[new.id]))
+    now = timezone.now()
+    form = forms.ReplayForm(request.POST if request.method == "POST" else None, run=run, editor=editor, now=now)
+    if form.is_valid():
+        replay, reason = form.cleaned_data["replay"], form.cleaned_data["reason"]
+        new = replay_run(
+            run_id=run.id,
+            actor=actor(request),
+            options=replay.options,
+            payload=forms.offloaded(run, replay.payload),
+            overridden=replay.overridden,
+            source="dashboard",
+            request_key=f"dashboard:{form.cleaned_data['request_key'][:40]}",
+            reason=reason,
+            user=request.user,
+            changed=replay.changed,
+            now=now,
+        ).run
+        return done(request, reverse("run", args=[new.id]))
     extra = {"editor": editor, "machines": registry.MACHINES}
-    return action_form(request, "replay", run, values, errors, **extra)
+    return action_form(request, "replay", run, form, **extra)
 
 
 def blocked_cancel(run: Run) -> str:
@@ -155,17 +135,16 @@ def blocked_reschedule(run: Run) -> str:
     return ""
 
 
-def action_form(
-    request: HtmxHttpRequest, name: str, run: Run, values: dict[str, Any], errors: dict[str, str], **extra: Any
-) -> HttpResponse:
+def action_form(request: HtmxHttpRequest, name: str, run: Run, form: forms.ActionForm, **extra: Any) -> HttpResponse:
     """The action's form: the fragment for an htmx submit, a dialog for an htmx open, else a page."""
+    errors = forms.errors_of(form)
     context = {
         "environment": run.environment,
         "run": run,
         "title": name.capitalize(),
         "blocked": "",
         "form_template": f"dashboard/actions/{name}.html",
-        "values": values,
+        "values": forms.values_of(form),
         "errors": errors,
         **roles(request.user),
         **extra,
@@ -203,19 +182,17 @@ def bulk_start(request: HtmxHttpRequest) -> HttpResponse:
     environment = current_environment(request)
     now = timezone.now()
     preview = bulk_preview(environment, request.POST, now)
-    errors = preview.pop("errors")
-    values = {"reason": forms.reason(request.POST, errors)}
-    confirmed = "confirm" in request.POST
-    if confirmed and not values["reason"]:
-        errors["reason"] = "Say why: the reason goes into every run's timeline and the audit log"
-    if confirmed and not errors:
+    form = forms.BulkForm(request.POST)
+    errors = preview.pop("errors") | forms.errors_of(form)
+    values = forms.values_of(form)
+    if "confirm" in request.POST and not errors:
         filters: RunFilters = preview["filters"]
         selected = preview["selected"] if preview["scope"] == "selected" else None
         with transaction.atomic():
             bulk = create_bulk_action(
                 environment=environment,
                 action=preview["action"],
-                reason=values["reason"],
+                reason=form.cleaned_data["reason"],
                 username=request.user.get_username(),
                 user_id=request.user.pk,
                 run_ids=selected,

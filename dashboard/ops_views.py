@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.db.models import Count, Min, Q, QuerySet
-from django.http import Http404, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -40,7 +40,6 @@ from dashboard.audit import actor
 from dashboard.permissions import OPERATE, can_operate, require
 from dashboard.views import HtmxHttpRequest, current_environment
 from runs import engine, registry
-from runs.engine import MAX_QUEUE_LIMIT
 from runs.models import Environment, Queue, Run, Worker
 from runs.states import ACTIVE_STATUSES, RunStatus
 
@@ -161,37 +160,27 @@ def queue_action(request: HtmxHttpRequest, queue_id: int, action: str) -> HttpRe
     queue = Queue.objects.filter(pk=queue_id, environment=environment).first()
     if queue is None or action not in QUEUE_ACTIONS:
         raise Http404("No such queue in this environment")
-    errors: dict[str, str] = {}
     now = timezone.now()
-    reason = forms.reason(request.POST, errors)
-    limit = override_limit(request.POST, errors) if action == "override" else None
-    # Optional: when the pause lifts, or the override ends, by itself.
-    timed = {"pause": "resume_at", "override": "until"}
-    when = forms.future_time(request.POST, timed[action], now, errors) if action in timed else None
-    if errors:
+    form_class = {"pause": forms.PauseForm, "override": forms.OverrideForm}.get(action, forms.ActionForm)
+    form = form_class(request.POST, now=now)
+    if not form.is_valid():
         context, digest_of = queues_context(request, environment)
-        response = render_live(request, "queues", context | {"errors": errors, "failed": queue}, digest_of=digest_of)
+        context |= {"errors": forms.errors_of(form), "failed": queue}
+        response = render_live(request, "queues", context, digest_of=digest_of)
         response.status_code = 422
         return response
-    kwargs: dict[str, Any] = {"queue_id": queue.pk, "actor": actor(request), "reason": reason, "user": request.user}
-    kwargs["now"] = now
+    data = form.cleaned_data
+    kwargs: dict[str, Any] = {"queue_id": queue.pk, "actor": actor(request), "reason": data["reason"], "now": now}
+    kwargs["user"] = request.user
     if action == "pause":
-        engine.pause_queue(resume_at=when, **kwargs)
+        engine.pause_queue(resume_at=data["resume_at"], **kwargs)
     elif action == "resume":
         engine.resume_queue(**kwargs)
-    elif action == "override" and limit is not None:
-        engine.override_queue_limit(limit=limit, until=when, **kwargs)
+    elif action == "override":
+        engine.override_queue_limit(limit=data["limit"], until=data["until"], **kwargs)
     else:
         engine.reset_queue_limit(**kwargs)
     return redirect(f"{reverse('queues')}?{urlencode({'env': environment.slug})}")
-
-
-def override_limit(post: QueryDict, errors: dict[str, str]) -> int | None:
-    text = post.get("limit", "").strip()
-    if not (text.isascii() and text.isdigit()) or int(text) > MAX_QUEUE_LIMIT:
-        errors["limit"] = f"Limit must be a whole number from 0 to {MAX_QUEUE_LIMIT}"
-        return None
-    return int(text)
 
 
 def clean(value: str) -> str:

@@ -71,10 +71,7 @@ def environment_pause_action(request: HtmxHttpRequest, action: str) -> HttpRespo
 
 def parse(request: HtmxHttpRequest, action: str) -> tuple[dict[str, str], dict[str, Any]]:
     """The form's errors by input name, and the engine's keyword arguments."""
-    errors: dict[str, str] = {}
     now = timezone.now()
-    kwargs: dict[str, Any] = {"actor": actor(request), "user": request.user, "now": now}
-    kwargs["reason"] = forms.reason(request.POST, errors)
-    if action == "pause":
-        kwargs["resume_at"] = forms.future_time(request.POST, "resume_at", now, errors)
-    return errors, kwargs
+    form = (forms.PauseForm if action == "pause" else forms.ActionForm)(request.POST, now=now)
+    errors = forms.errors_of(form)
+    return errors, {"actor": actor(request), "user": request.user, "now": now, **form.cleaned_data}

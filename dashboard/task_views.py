@@ -21,6 +21,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard import trigger_form
+from dashboard.action_forms import errors_of
 from dashboard.audit import actor, audit
 from dashboard.permissions import OPERATE, can_operate, can_view_payload, require
 from dashboard.views import HtmxHttpRequest, current_environment
@@ -112,18 +113,19 @@ def task_trigger(request: HtmxHttpRequest, task_id: str) -> HttpResponse:
     editor = editor_from_run(request, environment, task) or editor_context(task, errors={})
     if request.htmx and "from_run" in request.GET:
         return render(request, "dashboard/partials/task_editor.html", editor)
-    return render_page(request, environment, task, editor, errors={}, values={})
+    form = trigger_form.TriggerForm(task_id=task.id, schema=task.payload_schema)
+    return render_page(request, environment, task, editor, form=form)
 
 
 @require(OPERATE)
 def submit(request: HttpRequest, *, environment: Environment, task: TaskInfo) -> HttpResponse:
     """Trigger the task from the posted form: the new run's page, or the form again with errors (422)."""
     now = timezone.now()
-    form = trigger_form.parse(request.POST, task_id=task.id, schema=task.payload_schema, now=now)
-    if form.errors:
-        editor = editor_context(task, errors=form.errors, posted=request.POST)
-        return render_page(request, environment, task, editor, errors=form.errors, values=request.POST, status=422)
-    data, payload_type = packets.encode(form.payload)
+    form = trigger_form.TriggerForm(request.POST, task_id=task.id, schema=task.payload_schema, now=now)
+    if not form.is_valid():
+        editor = editor_context(task, errors=errors_of(form), posted=request.POST)
+        return render_page(request, environment, task, editor, form=form, status=422)
+    data, payload_type = packets.encode(form.cleaned_data["payload"])
     data, payload_type = packets.offload(
         data, payload_type, environment_id=environment.pk, path=packets.new_path("payload", payload_type)
     )
@@ -133,13 +135,12 @@ def submit(request: HttpRequest, *, environment: Environment, task: TaskInfo) ->
             task_id=task.id,
             payload=data,
             payload_type=payload_type,
-            options=form.options,
+            options=form.cleaned_data["options"],
             actor=actor(request),
             source="dashboard",
             now=now,
         )
-        options = form.options.raw if form.options else {}
-        audit_data = {"task": task.id, "options": options, "cached": result.is_cached}
+        audit_data = {"task": task.id, "options": form.cleaned_data["options"].raw, "cached": result.is_cached}
         audit(request, "run.trigger", environment=environment, target=result.run.id, data=audit_data)
     return HttpResponseRedirect(reverse("run", args=[result.run.id]))
 
@@ -150,18 +151,18 @@ def render_page(
     task: TaskInfo,
     editor: dict[str, Any],
     *,
-    errors: dict[str, str],
-    values: QueryDict | dict[str, str],
+    form: trigger_form.TriggerForm,
     status: int = 200,
 ) -> HttpResponse:
     now = timezone.now()
     add_live_facts([task], environment, now)
     add_pauses([task], environment, now)
     may_see_payloads = can_view_payload(request.user)
+    errors = errors_of(form)
     context = {
         "environment": environment,
         "task": task,
-        "options": trigger_form.option_fields(values, errors),
+        "options": trigger_form.option_fields(form),
         "form_error": errors.get("form", ""),
         "error_count": len(errors),
         "machines": registry.MACHINES,

@@ -1,9 +1,13 @@
-"""The manual trigger form: its inputs become the raw options dict the REST API takes.
+"""The manual trigger form (a django.forms.Form): its inputs become the raw options dict the
+REST API takes, and the payload.
 
-Options are parsed by runs.options.parse_trigger_options, so the dashboard applies exactly
-the API's rules and messages. Each option is also parsed on its own first, so every wrong
+Options are checked by runs.options.parse_trigger_options, so the dashboard applies exactly
+the API's rules and messages. Each option is also checked on its own first, so every wrong
 field is reported at once, next to itself. The payload comes from the JSON editor or, for a
 task with a payload schema, from typed fields built from that schema (see `typed_fields`).
+
+The form's fields have Python names; their inputs keep the API's option names
+(`idempotencyKey`, `debounce.key`; see INPUT_NAMES), so the page posts what the API takes.
 """
 
 from __future__ import annotations
@@ -15,111 +19,224 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django import forms
 from django.conf import settings
 from django.http import QueryDict
+from django.utils import timezone
 
 from runs import packets, registry, textcheck
-from runs.engine import TriggerOptions
 from runs.options import OptionError, parse_trigger_options
 
-# Input name -> template context key (template lookups cannot contain dots).
-OPTION_INPUTS = {
+# Field name -> input name, for the fields whose input is named after the API's option.
+INPUT_NAMES = {
+    "idempotency_key": "idempotencyKey",
+    "idempotency_key_ttl": "idempotencyKeyTTL",
+    "debounce_key": "debounce.key",
+    "debounce_delay": "debounce.delay",
+    "debounce_mode": "debounce.mode",
+    "debounce_max_delay": "debounce.maxDelay",
+    "queue_limit": "queue.concurrencyLimit",
+    "concurrency_key": "concurrencyKey",
+    "max_attempts": "maxAttempts",
+    "max_duration": "maxDuration",
+}
+# Fields that are one option each: field name -> the option's key in the API's body.
+SIMPLE_OPTIONS = {
     "delay": "delay",
     "ttl": "ttl",
-    "idempotencyKey": "idempotency_key",
-    "idempotencyKeyTTL": "idempotency_key_ttl",
-    "debounce.key": "debounce_key",
-    "debounce.delay": "debounce_delay",
-    "debounce.mode": "debounce_mode",
-    "debounce.maxDelay": "debounce_max_delay",
-    "queue": "queue",
-    "queue.concurrencyLimit": "queue_limit",
-    "concurrencyKey": "concurrency_key",
+    "idempotency_key": "idempotencyKey",
+    "idempotency_key_ttl": "idempotencyKeyTTL",
+    "concurrency_key": "concurrencyKey",
     "priority": "priority",
-    "maxAttempts": "max_attempts",
-    "maxDuration": "max_duration",
-    "tags": "tags",
+    "max_attempts": "maxAttempts",
+    "max_duration": "maxDuration",
     "machine": "machine",
     "region": "region",
+}
+# OptionError.field -> the form field it is about (anything else: the whole form).
+ERROR_FIELDS = {
+    **{key: name for name, key in SIMPLE_OPTIONS.items()},
+    **{key: name for name, key in INPUT_NAMES.items()},
+    "queue": "queue",
+    "queue.name": "queue",
+    "debounce": "debounce_key",
+    "tags": "tags",
     "test": "test",
     "metadata": "metadata",
-    "payload": "payload",
 }
-TEXT_OPTIONS = ("delay", "idempotencyKey", "idempotencyKeyTTL", "concurrencyKey", "machine", "region")
-NUMBER_OPTIONS = ("ttl", "priority", "maxAttempts", "maxDuration")
-# OptionError.field -> the input it is about.
-ERROR_INPUTS = {"queue.name": "queue", "debounce": "debounce.key", "options": "form"}
 TYPED_PREFIX = "p."
 MODES = ("fields", "json")
 
 
-@dataclass
-class Submission:
-    """A parsed form: what to trigger, or the errors by input name."""
+class OptionField(forms.CharField):
+    """One option typed as text, trimmed; a number input gives the number the API would receive."""
 
-    payload: Any = None
-    options: TriggerOptions | None = None
-    errors: dict[str, str] = field(default_factory=dict)
+    def __init__(self, *, number: bool = False, strip: bool = True) -> None:
+        super().__init__(required=False, strip=strip)
+        self.number = number
+
+    def to_python(self, value: Any) -> Any:
+        text = super().to_python(value)
+        return number_or_text(text) if self.number and text else text
 
 
-def parse(form: QueryDict, *, task_id: str, schema: dict[str, Any] | None, now: datetime) -> Submission:
-    """Payload and options of a posted trigger form; `errors` is empty when it can be triggered."""
-    errors: dict[str, str] = {}
-    raw = raw_options(form, errors)
-    for key, value in raw.items():
-        # One option at a time: every broken option gets its message, not just the first.
+ABSENT = object()  # a typed field left empty: the property is left out (its default applies)
+
+
+class PropertyField(forms.Field):
+    """One property of the payload schema in an input of its own (kind: see field_kind)."""
+
+    def __init__(self, *, kind: str, prop: dict[str, Any], required: bool) -> None:
+        super().__init__(required=False, widget=forms.CheckboxInput if kind == "boolean" else forms.TextInput)
+        self.kind, self.prop, self.in_required = kind, prop, required
+
+    def to_python(self, value: Any) -> Any:
+        if self.kind == "boolean":
+            return bool(value)
+        text = value or ""
+        if not text.strip() and not (self.kind == "string" and self.in_required):
+            return ABSENT  # left empty: absent, so a default applies (or "is required" is said)
         try:
-            parse_trigger_options({key: value}, now=now)
+            return convert(text, self.kind, self.prop)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="invalid") from None
+
+
+class TriggerForm(forms.Form):
+    """A posted trigger form: cleaned_data["payload"] (a JSON value) and ["options"] (TriggerOptions)."""
+
+    payload_mode = forms.CharField(required=False)  # "fields": the typed fields make the payload
+    payload = forms.CharField(required=False)
+    metadata = forms.CharField(required=False)
+    delay = OptionField()
+    ttl = OptionField(number=True)
+    idempotency_key = OptionField()
+    idempotency_key_ttl = OptionField()
+    debounce_key = OptionField()
+    debounce_delay = OptionField()
+    debounce_mode = OptionField(strip=False)
+    debounce_max_delay = OptionField()
+    queue = OptionField()
+    queue_limit = OptionField(number=True)
+    concurrency_key = OptionField()
+    priority = OptionField(number=True)
+    max_attempts = OptionField(number=True)
+    max_duration = OptionField(number=True)
+    tags = OptionField(strip=False)
+    machine = OptionField()
+    region = OptionField()
+    test = forms.BooleanField(required=False)
+
+    def __init__(
+        self, *args: Any, task_id: str, schema: dict[str, Any] | None, now: datetime | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.task_id, self.schema, self.now = task_id, schema, now or timezone.now()
+        properties = object_properties(schema)
+        self.typed = self.data.get("payload_mode") == "fields" and bool(properties)
+        if self.typed:
+            required = set((schema or {}).get("required", []))
+            for name, prop in properties.items():
+                kind = field_kind(prop)
+                self.fields[TYPED_PREFIX + name] = PropertyField(kind=kind, prop=prop, required=name in required)
+
+    def add_prefix(self, field_name: str) -> str:
+        return INPUT_NAMES.get(field_name, field_name)
+
+    def clean_payload(self) -> Any:
+        """The JSON editor's value (None when empty); the typed fields' payload is made in clean()."""
+        text = self.cleaned_data["payload"]
+        if self.typed or not text:
+            return None
+        # A NUL is fine inside a payload: it is stored as the JSON escape \u0000.
+        return json_value(text, "payload", nul=False)
+
+    def clean_metadata(self) -> Any:
+        text = self.cleaned_data["metadata"]
+        return json_value(text, "metadata") if text else None
+
+    def clean_tags(self) -> list[str]:
+        return split_tags(self.cleaned_data["tags"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        raw = raw_options(cleaned)
+        for key, value in raw.items():
+            # One option at a time: every broken option gets its message, not just the first.
+            try:
+                parse_trigger_options({key: value}, now=self.now)
+            except OptionError as exc:
+                self.option_error(exc)
+        self.check_payload(cleaned)
+        if self.errors:
+            return cleaned
+        try:
+            cleaned["options"] = parse_trigger_options(raw, now=self.now)
         except OptionError as exc:
-            errors.setdefault(ERROR_INPUTS.get(exc.field, exc.field), exc.message)
-    payload = parse_payload(form, task_id=task_id, schema=schema, errors=errors)
-    if errors:
-        return Submission(errors=errors)
-    try:
-        options = parse_trigger_options(raw, now=now)
-    except OptionError as exc:
-        return Submission(errors={ERROR_INPUTS.get(exc.field, exc.field): exc.message})
-    return Submission(payload=payload, options=options)
+            self.option_error(exc)
+        return cleaned
 
+    def option_error(self, exc: OptionError) -> None:
+        name = ERROR_FIELDS.get(exc.field)
+        if name is None or name not in self.errors:  # the first message per field
+            self.add_error(name, forms.ValidationError(exc.message, code="option"))
 
-def raw_options(form: QueryDict, errors: dict[str, str]) -> dict[str, Any]:
-    """The options as the API's JSON body would carry them (only the inputs that were filled in)."""
-    raw: dict[str, Any] = {}
-    for key in TEXT_OPTIONS:
-        if value := form.get(key, "").strip():
-            raw[key] = value
-    for key in NUMBER_OPTIONS:
-        if value := form.get(key, "").strip():
-            raw[key] = number_or_text(value)
-    queue, limit = form.get("queue", "").strip(), form.get("queue.concurrencyLimit", "").strip()
-    if queue or limit:
-        raw["queue"] = {"name": queue, **({"concurrencyLimit": number_or_text(limit)} if limit else {})}
-    if debounce := debounce_option(form):
-        raw["debounce"] = debounce
-    if tags := split_tags(form.get("tags", "")):
-        raw["tags"] = tags
-    if form.get("test"):
-        raw["test"] = True
-    metadata_text = form.get("metadata", "").strip()
-    if metadata_text:
+    def check_payload(self, cleaned: dict[str, Any]) -> None:
+        """The payload from the typed fields or the editor, checked against the schema and the size limit."""
+        if self.typed:
+            typed = {name: cleaned[name] for name in self.fields if name.startswith(TYPED_PREFIX) and name in cleaned}
+            cleaned["payload"] = {name[len(TYPED_PREFIX) :]: v for name, v in typed.items() if v is not ABSENT}
+        elif "payload" in self.errors:
+            return
+        payload = cleaned["payload"]
+        if self.schema:
+            lines = []
+            for path, message in registry.validate_payload(self.task_id, payload, self.schema).items():
+                top, _, rest = path.partition(".")
+                name = TYPED_PREFIX + top
+                if self.typed and top and name in self.fields:
+                    if name not in self.errors:
+                        self.add_error(name, forms.ValidationError(f"{rest}: {message}" if rest else message))
+                    continue
+                where = f"payload.{path}" if path else "payload"
+                lines.append(f"{where} {message}" if message[:1].islower() else f"{where}: {message}")
+            if lines:
+                self.add_error("payload", forms.ValidationError("; ".join(lines), code="schema"))
         try:
-            raw["metadata"] = textcheck.loads(metadata_text, "metadata")
-        except textcheck.UnstorableValue as exc:
-            errors["metadata"] = exc.message
-        except json.JSONDecodeError as exc:
-            errors["metadata"] = json_error("metadata", exc)
+            packets.check_size(packets.encode(payload)[0], settings.RUNYARD_MAX_PAYLOAD_BYTES, "payload")
+        except packets.PacketError as exc:
+            self.add_error("payload", forms.ValidationError(str(exc), code="size"))
+
+
+def raw_options(cleaned: dict[str, Any]) -> dict[str, Any]:
+    """The options as the API's JSON body would carry them (only the inputs that were filled in)."""
+    raw = {key: cleaned[name] for name, key in SIMPLE_OPTIONS.items() if cleaned.get(name, "") != ""}
+    queue, limit = cleaned.get("queue", ""), cleaned.get("queue_limit", "")
+    if queue or limit != "":
+        raw["queue"] = {"name": queue, **({"concurrencyLimit": limit} if limit != "" else {})}
+    key, delay, max_delay = (cleaned.get(name, "") for name in ("debounce_key", "debounce_delay", "debounce_max_delay"))
+    if key or delay or max_delay:  # the mode alone (it always has a value) does not ask for a debounce
+        raw["debounce"] = {"key": key, "delay": delay, "mode": cleaned.get("debounce_mode") or "leading"}
+        if max_delay:
+            raw["debounce"]["maxDelay"] = max_delay
+    if cleaned.get("tags"):
+        raw["tags"] = cleaned["tags"]
+    if cleaned.get("test"):
+        raw["test"] = True
+    if cleaned.get("metadata") is not None:
+        raw["metadata"] = cleaned["metadata"]
     return raw
 
 
-def debounce_option(form: QueryDict) -> dict[str, Any] | None:
-    key, delay = form.get("debounce.key", "").strip(), form.get("debounce.delay", "").strip()
-    max_delay = form.get("debounce.maxDelay", "").strip()
-    if not (key or delay or max_delay):
-        return None  # the mode alone (it always has a value) does not ask for a debounce
-    debounce: dict[str, Any] = {"key": key, "delay": delay, "mode": form.get("debounce.mode", "") or "leading"}
-    if max_delay:
-        debounce["maxDelay"] = max_delay
-    return debounce
+def json_value(text: str, name: str, *, nul: bool = True) -> Any:
+    """Typed JSON text, or ValidationError naming the input (nesting, NUL, surrogates, syntax)."""
+    try:
+        return textcheck.loads(text, name, nul=nul)
+    except textcheck.UnstorableValue as exc:
+        raise forms.ValidationError(exc.message, code="unstorable") from None
+    except json.JSONDecodeError as exc:
+        message = f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        raise forms.ValidationError(message, code="json") from None
 
 
 def split_tags(text: str) -> list[str]:
@@ -138,71 +255,6 @@ def number_or_text(value: str) -> int | float | str:
     except ValueError:
         return value
     return number if math.isfinite(number) else value
-
-
-def json_error(name: str, exc: json.JSONDecodeError) -> str:
-    return f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-
-
-# --- the payload ----------------------------------------------------------------------------
-
-
-def parse_payload(form: QueryDict, *, task_id: str, schema: dict[str, Any] | None, errors: dict[str, str]) -> Any:
-    """The payload value from the typed fields or the JSON editor, checked against the schema."""
-    typed = form.get("payload_mode") == "fields" and bool(object_properties(schema))
-    payload: Any
-    if typed:
-        payload = typed_payload(form, schema or {}, errors)
-    else:
-        text = form.get("payload", "").strip()
-        try:
-            # A NUL is fine inside a payload: it is stored as the JSON escape \u0000.
-            payload = textcheck.loads(text, "payload", nul=False) if text else None
-        except textcheck.UnstorableValue as exc:
-            errors["payload"] = exc.message
-            return None
-        except json.JSONDecodeError as exc:
-            errors["payload"] = json_error("payload", exc)
-            return None
-    if schema:
-        for path, message in registry.validate_payload(task_id, payload, schema).items():
-            add_payload_error(errors, path, message, typed=typed)
-    try:
-        packets.check_size(packets.encode(payload)[0], settings.RUNYARD_MAX_PAYLOAD_BYTES, "payload")
-    except packets.PacketError as exc:
-        errors["payload"] = str(exc)
-    return payload
-
-
-def add_payload_error(errors: dict[str, str], path: str, message: str, *, typed: bool) -> None:
-    """A schema error next to its typed field (or the editor), naming the path within it."""
-    top, _, rest = path.partition(".")
-    if typed and top:
-        errors.setdefault(TYPED_PREFIX + top, f"{rest}: {message}" if rest else message)
-        return
-    where = f"payload.{path}" if path else "payload"
-    line = f"{where} {message}" if message[:1].islower() else f"{where}: {message}"
-    errors["payload"] = f"{errors['payload']}; {line}" if "payload" in errors else line
-
-
-def typed_payload(form: QueryDict, schema: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
-    """The payload object the typed fields describe; unconvertible inputs go to errors."""
-    payload: dict[str, Any] = {}
-    required = set(schema.get("required", []))
-    for name, prop in object_properties(schema).items():
-        kind = field_kind(prop)
-        key = TYPED_PREFIX + name
-        if kind == "boolean":
-            payload[name] = bool(form.get(key))
-            continue
-        text = form.get(key, "")
-        if not text.strip() and not (kind == "string" and name in required):
-            continue  # left empty: absent, so a default applies (or "is required" is said)
-        try:
-            payload[name] = convert(text, kind, prop)
-        except ValueError as exc:
-            errors[key] = str(exc)
-    return payload
 
 
 def convert(text: str, kind: str, prop: dict[str, Any]) -> Any:
@@ -342,9 +394,15 @@ def html_attrs(prop: dict[str, Any]) -> dict[str, Any]:
     return attrs
 
 
-def option_fields(values: QueryDict | dict[str, str], errors: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Each option input's name, id, value and error, keyed for templates (see OPTION_INPUTS)."""
+def option_fields(form: TriggerForm) -> dict[str, dict[str, Any]]:
+    """Each option input's name, id, value and error, keyed by field name for templates."""
     return {
-        key: {"name": name, "id": f"opt-{key}", "value": values.get(name, ""), "error": errors.get(name, "")}
-        for name, key in OPTION_INPUTS.items()
+        bound.name: {
+            "name": bound.html_name,
+            "id": f"opt-{bound.name}",
+            "value": "" if bound.value() is None else bound.value(),
+            "error": " ".join(map(str, bound.errors)),
+        }
+        for bound in form
+        if not bound.name.startswith(TYPED_PREFIX)
     }

@@ -112,16 +112,15 @@ def worker_action(request: HtmxHttpRequest, hostname: str, action: str) -> HttpR
     """Drain or undrain the worker, then back to its page; a reason too long is a 422."""
     if action not in WORKER_ACTIONS:
         raise Http404("No such action")
-    errors: dict[str, str] = {}
-    reason = forms.reason(request.POST, errors)
-    if errors:
+    form = forms.ActionForm(request.POST)
+    if not form.is_valid():
         context, digest_of = worker_context(request, hostname)
-        response = render_live(request, "worker", context | {"errors": errors}, digest_of=digest_of)
+        response = render_live(request, "worker", context | {"errors": forms.errors_of(form)}, digest_of=digest_of)
         response.status_code = 422
         return response
     operate = engine.drain_worker if action == "drain" else engine.undrain_worker
     try:
-        operate(hostname=hostname, actor=actor(request), reason=reason, user=request.user)
+        operate(hostname=hostname, actor=actor(request), reason=form.cleaned_data["reason"], user=request.user)
     except engine.WorkerNotFound as exc:
         raise Http404(str(exc)) from exc
     environment = current_environment(request)

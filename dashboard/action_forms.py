@@ -290,7 +290,8 @@ class ReplayForm(ActionForm):
 
 
 def json_value(text: str, name: str, label: str, *, nul: bool = True) -> Any:
-    """Typed JSON text, or ValidationError naming the input (nesting, NUL, surrogates, syntax)."""
+    """Typed JSON text, or ValidationError naming the input (nesting, NUL, surrogates, syntax);
+    `label` starts the syntax error ("Payload is not valid JSON: ...")."""
     try:
         return textcheck.loads(text, name, nul=nul)
     except textcheck.UnstorableValue as exc:

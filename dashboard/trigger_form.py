@@ -24,6 +24,7 @@ from django.conf import settings
 from django.http import QueryDict
 from django.utils import timezone
 
+from dashboard.action_forms import json_value
 from runs import packets, registry, textcheck
 from runs.options import OptionError, parse_trigger_options
 
@@ -149,11 +150,11 @@ class TriggerForm(forms.Form):
         if self.typed or not text:
             return None
         # A NUL is fine inside a payload: it is stored as the JSON escape \u0000.
-        return json_value(text, "payload", nul=False)
+        return json_value(text, "payload", "payload", nul=False)
 
     def clean_metadata(self) -> Any:
         text = self.cleaned_data["metadata"]
-        return json_value(text, "metadata") if text else None
+        return json_value(text, "metadata", "metadata") if text else None
 
     def clean_tags(self) -> list[str]:
         return split_tags(self.cleaned_data["tags"])
@@ -226,17 +227,6 @@ def raw_options(cleaned: dict[str, Any]) -> dict[str, Any]:
     if cleaned.get("metadata") is not None:
         raw["metadata"] = cleaned["metadata"]
     return raw
-
-
-def json_value(text: str, name: str, *, nul: bool = True) -> Any:
-    """Typed JSON text, or ValidationError naming the input (nesting, NUL, surrogates, syntax)."""
-    try:
-        return textcheck.loads(text, name, nul=nul)
-    except textcheck.UnstorableValue as exc:
-        raise forms.ValidationError(exc.message, code="unstorable") from None
-    except json.JSONDecodeError as exc:
-        message = f"{name} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        raise forms.ValidationError(message, code="json") from None
 
 
 def split_tags(text: str) -> list[str]:

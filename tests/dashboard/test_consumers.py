@@ -309,7 +309,7 @@ async def test_a_replay_shows_live_on_its_originals_page(user: User, connected: 
     )
     message = await communicator.receive_from(timeout=2)
     replays = message.split("<dt>Replays</dt>", 1)[1].split("</dd>", 1)[0]
-    assert f'href="/runs/{replay.id}/"' in replays
+    assert f'href="/runs/{replay.run.id}/"' in replays
 
 
 async def test_a_parents_change_re_renders_its_childs_panel(user: User, connected: list) -> None:

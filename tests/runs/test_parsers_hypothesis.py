@@ -152,7 +152,7 @@ def test_an_ndjson_line_becomes_an_item_or_an_item_error_naming_its_index(dev: E
     try:
         item = batches._item(1, line, dev, NOW)
     except batches.ItemError as error:
-        assert error.status in {400, 413, 422}
+        assert error.http_status in {400, 413, 422}
         assert str(error).startswith("Batch item ") and error.detail
         return
     assert item.task_id == "hello-world" and item.index >= 0

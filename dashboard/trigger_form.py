@@ -41,22 +41,22 @@ INPUT_NAMES = {
     "max_attempts": "maxAttempts",
     "max_duration": "maxDuration",
 }
-# Fields that are one option each: field name -> the option's key in the API's body.
-SIMPLE_OPTIONS = {
-    "delay": "delay",
-    "ttl": "ttl",
-    "idempotency_key": "idempotencyKey",
-    "idempotency_key_ttl": "idempotencyKeyTTL",
-    "concurrency_key": "concurrencyKey",
-    "priority": "priority",
-    "max_attempts": "maxAttempts",
-    "max_duration": "maxDuration",
-    "machine": "machine",
-    "region": "region",
-}
+# Fields that are one option each, under their input's name (INPUT_NAMES, else the field's).
+SIMPLE_OPTIONS = (
+    "delay",
+    "ttl",
+    "idempotency_key",
+    "idempotency_key_ttl",
+    "concurrency_key",
+    "priority",
+    "max_attempts",
+    "max_duration",
+    "machine",
+    "region",
+)
 # OptionError.field -> the form field it is about (anything else: the whole form).
 ERROR_FIELDS = {
-    **{key: name for name, key in SIMPLE_OPTIONS.items()},
+    **{INPUT_NAMES.get(name, name): name for name in SIMPLE_OPTIONS},
     **{key: name for name, key in INPUT_NAMES.items()},
     "queue": "queue",
     "queue.name": "queue",
@@ -211,7 +211,7 @@ class TriggerForm(forms.Form):
 
 def raw_options(cleaned: dict[str, Any]) -> dict[str, Any]:
     """The options as the API's JSON body would carry them (only the inputs that were filled in)."""
-    raw = {key: cleaned[name] for name, key in SIMPLE_OPTIONS.items() if cleaned.get(name, "") != ""}
+    raw = {INPUT_NAMES.get(name, name): cleaned[name] for name in SIMPLE_OPTIONS if cleaned.get(name, "") != ""}
     queue, limit = cleaned.get("queue", ""), cleaned.get("queue_limit", "")
     if queue or limit != "":
         raw["queue"] = {"name": queue, **({"concurrencyLimit": limit} if limit != "" else {})}

@@ -199,11 +199,12 @@ def start_now(*, run_id: str, actor: Actor, reason: str = "", user: Any = None, 
         # The delay is over now; the queue order and the TTL clock count from this moment,
         # exactly as when the engine promotes a run whose delay ran out (scheduler.promote_delayed).
         previous, run.delay_until = run.delay_until, now
-        data["from"], held["from"] = str(previous), previous
+        data["from"] = str(previous)
+        change["from"] = previous.isoformat() if previous else None
         return ["delay_until", *mark_queued(run, now)]
 
     data: dict[str, Any] = {}
-    held: dict[str, datetime | None] = {}  # the delay it had, for the audit log
+    change: dict[str, Any] = {"from": None, "to": "now"}  # for the audit log
     with transaction.atomic():
         if not Run.objects.filter(pk=run_id).exists():
             raise RunNotFound(f"Run {run_id} not found")
@@ -219,8 +220,6 @@ def start_now(*, run_id: str, actor: Actor, reason: str = "", user: Any = None, 
         )
         if run is None:
             raise EngineError("Cannot start a run that is not delayed")
-        previous = held["from"]
-        change = {"from": previous.isoformat() if previous else None, "to": "now"}
         _audit(run, "run.reschedule", actor=actor, user=user, reason=reason, now=now, data=change)
     return run
 

@@ -107,7 +107,7 @@ def create_batch(
         if existing is not None:  # creates nothing, so costs nothing
             return existing, True
     if charge:
-        charge_batch(environment=environment, count=run_count, phase="create")
+        charge_batch(environment_id=environment.pk, count=run_count, phase="create")
     with transaction.atomic():
         if idempotency_key:
             with connection.cursor() as cursor:
@@ -130,10 +130,10 @@ def create_batch(
     return batch, False
 
 
-def charge_batch(*, environment: Environment, count: int, phase: str) -> None:
+def charge_batch(*, environment_id: int, count: int, phase: str) -> None:
     """Take `count` tokens from the environment's batch rate limit. Raises BatchRateLimited."""
     try:
-        decision = ratelimit.charge_batch_items(environment_id=environment.pk, count=count)
+        decision = ratelimit.charge_batch_items(environment_id=environment_id, count=count)
     except ratelimit.ChargeTooLarge as exc:
         raise BatchRateLimited(str(exc), count=count, phase=phase, decision=None) from exc
     if not decision.allowed:
@@ -177,7 +177,7 @@ def fill_batch(
         raise
     if complete:
         if charge:
-            charge_batch(environment=batch.environment, count=accepted, phase="stream")
+            charge_batch(environment_id=batch.environment_id, count=accepted, phase="stream")
         set_batch_run_count(batch_id=batch_id, run_count=accepted, task_identifiers=sorted(task_ids), now=now)
     return Filled(seal_batch(batch_id=batch_id, actor=actor, source=source, now=now), accepted, deduplicated)
 
